@@ -1,0 +1,1 @@
+"""CacheTier: a Kubernetes operator for Redis caches with percentage rollout."""

@@ -1,0 +1,571 @@
+"""Pydantic models of the CacheTier API (``cachetier.io/v1alpha1``): spec and status.
+
+Pure: no I/O. These models are the single source of the CRD schema
+(``make crds`` generates ``crds/cachetier.yaml`` from them), so every field
+carries a description, and every rule the API server can enforce (enums,
+ranges, patterns, CEL) is declared here through ``json_schema_extra``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+# A Redis memory amount: a number with an optional unit b, k, kb, m, mb, g, gb
+# (case-insensitive), as redis.conf accepts it.
+MEMORY_PATTERN = r"^[0-9]+([kKmMgG][bB]?|[bB])?$"
+# A Kubernetes quantity (the subset people write: 1Gi, 500M, 1.5Gi, 100m, 2).
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
+# A Go-style duration limited to s, m, h: 30s, 10m, 1h30m.
+DURATION_PATTERN = r"^([0-9]+(s|m|h))+$"
+# An RDB snapshot rule "<seconds> <changes>".
+RDB_RULE_PATTERN = r"^[0-9]+ [0-9]+$"
+# A Redis command name (letters, digits, '|' for subcommands, '-' and '_').
+COMMAND_PATTERN = r"^[A-Za-z][A-Za-z0-9|_-]*$"
+# A DNS-1123 subdomain (Secret names).
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+
+Mode = Literal["standalone", "cluster", "external"]
+EvictionPolicy = Literal[
+    "noeviction",
+    "allkeys-lru",
+    "allkeys-lfu",
+    "allkeys-random",
+    "volatile-lru",
+    "volatile-lfu",
+    "volatile-random",
+    "volatile-ttl",
+]
+PersistenceMode = Literal["none", "rdb", "aof"]
+LogLevel = Literal["debug", "verbose", "notice", "warning"]
+Granularity = Literal["workload", "pod"]
+ConsumerKind = Literal["Deployment", "StatefulSet"]
+Phase = Literal["Pending", "Provisioning", "Ready", "Degraded", "RolledBack", "Failed"]
+SelectorOperator = Literal["In", "NotIn", "Exists", "DoesNotExist"]
+
+
+def _cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Any]:
+    """One ``x-kubernetes-validations`` entry."""
+    entry: dict[str, Any] = {"rule": rule, "message": message}
+    if field_path is not None:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+class _Model(BaseModel):
+    """Base: camelCase on the wire, snake_case in Python, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+class SecretKeyRef(_Model):
+    """A key in a Secret of the tier's namespace."""
+
+    name: str = Field(
+        description="Name of the Secret, in the CacheTier's namespace.",
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+    )
+    key: str = Field(
+        description="Key inside the Secret's data.",
+        min_length=1,
+        max_length=253,
+        pattern=SECRET_KEY_PATTERN,
+    )
+
+
+class PersistenceSpec(_Model):
+    """How Redis keeps data across restarts, and the volume it keeps it on."""
+
+    mode: PersistenceMode = Field(
+        default="aof",
+        description=(
+            "none: memory only, no volume; rdb: periodic snapshots per rdbSchedule; "
+            "aof: append-only file (fsync every second) plus the snapshots."
+        ),
+    )
+    rdb_schedule: list[str] = Field(
+        default_factory=lambda: ["900 1", "300 10", "60 10000"],
+        description=(
+            'RDB snapshot rules, each "<seconds> <changes>" (redis.conf `save`): '
+            "snapshot after <seconds> if at least <changes> keys changed."
+        ),
+        max_length=16,
+        json_schema_extra={"items": {"pattern": RDB_RULE_PATTERN, "maxLength": 32}},
+    )
+    size: str = Field(
+        default="1Gi",
+        description="Size of each Redis pod's PersistentVolumeClaim (a Kubernetes quantity).",
+        pattern=QUANTITY_PATTERN,
+    )
+    storage_class_name: str | None = Field(
+        default=None,
+        description="StorageClass of the claims; null uses the cluster's default class.",
+        max_length=253,
+    )
+    retain_on_delete: bool = Field(
+        default=True,
+        description=(
+            "Keep the PersistentVolumeClaims when the CacheTier (or a scaled-down pod) "
+            "is deleted. Set false to let Kubernetes delete them with the StatefulSet."
+        ),
+    )
+
+
+class RedisSpec(_Model):
+    """redis.conf settings rendered into the `<tier>-config` ConfigMap."""
+
+    maxmemory: str = Field(
+        default="2gb",
+        description=(
+            "Memory limit of the data set, in Redis units: a number with an optional "
+            "b, k, kb, m, mb, g or gb (e.g. 512mb, 2gb). Must fit inside the container's "
+            "memory limit when one is set."
+        ),
+        pattern=MEMORY_PATTERN,
+        max_length=24,
+    )
+    maxmemory_policy: EvictionPolicy = Field(
+        default="allkeys-lru",
+        description="Eviction policy when maxmemory is reached (one of the 8 Redis policies).",
+    )
+    persistence: PersistenceSpec = Field(
+        default_factory=PersistenceSpec,
+        description="Persistence mode and volume.",
+    )
+    disabled_commands: list[str] = Field(
+        default_factory=lambda: ["FLUSHDB", "FLUSHALL", "KEYS"],
+        description=(
+            "Commands the application user may not run, denied through an ACL rule "
+            "(not rename-command). The operator's own user is not restricted by this list."
+        ),
+        max_length=64,
+        json_schema_extra={
+            "items": {"pattern": COMMAND_PATTERN, "maxLength": 64},
+            "x-kubernetes-list-type": "set",
+        },
+    )
+    log_level: LogLevel = Field(default="notice", description="Redis loglevel.")
+
+
+class AuthSpec(_Model):
+    """Client authentication."""
+
+    enabled: bool = Field(
+        default=True,
+        description=(
+            "Require a password. The operator generates a strong one once into "
+            "`<tier>-auth` and never changes an existing one."
+        ),
+    )
+    password_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Bring your own password: a key of an existing Secret. Null = generate.",
+    )
+
+
+class TLSSpec(_Model):
+    """TLS for client connections."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "!self.enabled || has(self.secretName)",
+                    "tls.secretName is required when tls.enabled is true",
+                    ".secretName",
+                )
+            ]
+        }
+    )
+
+    enabled: bool = Field(
+        default=False,
+        description="Serve TLS only; the connection URL becomes rediss://.",
+    )
+    secret_name: str | None = Field(
+        default=None,
+        description="A kubernetes.io/tls Secret with tls.crt, tls.key and ca.crt.",
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+    )
+
+
+class ClusterSpec(_Model):
+    """Redis Cluster layout (mode: cluster)."""
+
+    shards: int = Field(
+        default=3,
+        ge=3,
+        le=100,
+        description="Number of master shards (Redis Cluster needs at least 3).",
+    )
+    replicas_per_shard: int = Field(
+        default=1,
+        ge=0,
+        le=5,
+        description="Replicas of each master.",
+    )
+
+
+class ExternalSpec(_Model):
+    """A Redis the operator does not run (Redis Cloud, ElastiCache, ...)."""
+
+    url_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description=(
+            "The key of a Secret holding the full URL (redis:// or rediss://, with "
+            "credentials). Required when mode is external."
+        ),
+    )
+
+
+class ResourcesSpec(_Model):
+    """Requests and limits of the redis container."""
+
+    requests: dict[str, str] = Field(
+        default_factory=dict,
+        description="Resource requests, e.g. {cpu: 100m, memory: 256Mi}.",
+        json_schema_extra={"additionalProperties": {"pattern": QUANTITY_PATTERN}},
+    )
+    limits: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Resource limits, e.g. {memory: 3Gi}. maxmemory must fit under the memory limit."
+        ),
+        json_schema_extra={"additionalProperties": {"pattern": QUANTITY_PATTERN}},
+    )
+
+
+class SelectorRequirement(_Model):
+    """One label selector requirement."""
+
+    key: str = Field(description="The label key.", min_length=1, max_length=317)
+    operator: SelectorOperator = Field(description="In, NotIn, Exists or DoesNotExist.")
+    values: list[str] = Field(
+        default_factory=list,
+        description="Values for In and NotIn; empty for Exists and DoesNotExist.",
+    )
+
+
+class LabelSelector(_Model):
+    """A Kubernetes label selector."""
+
+    match_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Labels a workload must carry, all of them.",
+    )
+    match_expressions: list[SelectorRequirement] = Field(
+        default_factory=list,
+        description="Set-based requirements, all of which must match.",
+    )
+
+
+_ALL_KINDS: tuple[ConsumerKind, ...] = ("Deployment", "StatefulSet")
+
+
+class ConsumersSpec(_Model):
+    """Which workloads receive REDIS_URL / REDIS_ENABLED."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "size(self.selector.matchLabels) > 0 || "
+                    "size(self.selector.matchExpressions) > 0",
+                    "consumers.selector must not be empty: it would select every workload",
+                    ".selector",
+                )
+            ]
+        }
+    )
+
+    selector: LabelSelector = Field(
+        description="Label selector over Deployments/StatefulSets in the tier's namespace.",
+    )
+    kinds: list[ConsumerKind] = Field(
+        default_factory=lambda: list(_ALL_KINDS),
+        description="Workload kinds considered.",
+        min_length=1,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    containers: list[str] = Field(
+        default_factory=list,
+        description="Names of the containers to inject into; empty = every container.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+
+
+class AutoRollbackSpec(_Model):
+    """Automatic rollback when the tier's health probes go bad."""
+
+    enabled: bool = Field(default=True, description="Roll back automatically.")
+    max_latency_ms: float = Field(
+        default=10,
+        gt=0,
+        le=60000,
+        description="A probe whose PING takes longer than this (ms) is bad.",
+    )
+    max_error_rate: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="A probe whose error rate (error replies / commands) exceeds this is bad.",
+    )
+    failure_threshold: int = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description="Consecutive bad probes before rolling back.",
+    )
+
+
+class RolloutSpec(_Model):
+    """How many consumers use Redis: the feature flag."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "size(self.steps) == 0 || self.steps[size(self.steps) - 1] <= self.percent",
+                    "rollout.steps must not go past rollout.percent (the target)",
+                    ".steps",
+                )
+            ]
+        }
+    )
+
+    enabled: bool = Field(
+        default=True,
+        description=(
+            "false = instant rollback: every consumer gets REDIS_ENABLED=false; "
+            "percent is kept."
+        ),
+    )
+    percent: int = Field(
+        default=100,
+        ge=0,
+        le=100,
+        description="Target percentage of consumers (workloads or pods) using Redis.",
+    )
+    granularity: Granularity = Field(
+        default="workload",
+        description=(
+            "workload: whole workloads are switched (template env, a rolling restart); "
+            "pod: pods are switched live through a flag file, no restart."
+        ),
+    )
+    steps: list[int] = Field(
+        default_factory=list,
+        description=(
+            "Automatic progression, e.g. [10, 25, 50, 100]: the effective percent "
+            "advances one step per stepInterval while the tier is healthy."
+        ),
+        max_length=20,
+        json_schema_extra={
+            "items": {"minimum": 0, "maximum": 100},
+            "x-kubernetes-list-type": "set",
+            "x-kubernetes-validations": [
+                _cel("self.isSorted()", "rollout.steps must be in increasing order")
+            ],
+        },
+    )
+    step_interval: str = Field(
+        default="10m",
+        description="Time between steps, e.g. 30s, 10m, 1h.",
+        pattern=DURATION_PATTERN,
+        max_length=16,
+    )
+    auto_rollback: AutoRollbackSpec = Field(
+        default_factory=AutoRollbackSpec,
+        description="Automatic rollback on bad health probes.",
+    )
+
+
+class CacheTierSpec(_Model):
+    """Desired state of a CacheTier."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.mode != 'external' || "
+                    "(has(self.external) && has(self.external.urlSecretRef))",
+                    "external.urlSecretRef is required when mode is external",
+                    ".external",
+                ),
+                _cel(
+                    "self.mode == 'external' || !has(self.external) || "
+                    "!has(self.external.urlSecretRef)",
+                    "external.urlSecretRef is only valid when mode is external",
+                    ".external",
+                ),
+                _cel(
+                    "!has(self.auth) || self.auth.enabled || !has(self.auth.passwordSecretRef)",
+                    "auth.passwordSecretRef needs auth.enabled: true",
+                    ".auth",
+                ),
+                _cel(
+                    "oldSelf.mode == self.mode",
+                    "mode is immutable: create a new CacheTier to change it",
+                    ".mode",
+                ),
+            ]
+        }
+    )
+
+    mode: Mode = Field(
+        default="standalone",
+        description=(
+            "standalone: one Redis pod; cluster: a Redis Cluster of shards x (1 + replicas); "
+            "external: a Redis the operator does not run. Immutable."
+        ),
+    )
+    image: str = Field(
+        default="redis:7.2-alpine",
+        description="Redis (>= 7) or Valkey image of the redis container.",
+        min_length=1,
+        max_length=512,
+    )
+    redis: RedisSpec = Field(default_factory=RedisSpec, description="redis.conf settings.")
+    auth: AuthSpec = Field(default_factory=AuthSpec, description="Password authentication.")
+    tls: TLSSpec = Field(default_factory=TLSSpec, description="TLS for clients.")
+    cluster: ClusterSpec = Field(
+        default_factory=ClusterSpec, description="Cluster layout (mode: cluster)."
+    )
+    external: ExternalSpec = Field(
+        default_factory=ExternalSpec, description="The external Redis (mode: external)."
+    )
+    resources: ResourcesSpec = Field(
+        default_factory=ResourcesSpec, description="Requests and limits of the redis container."
+    )
+    consumers: ConsumersSpec | None = Field(
+        default=None,
+        description="Workloads that receive REDIS_URL and REDIS_ENABLED. Null = none.",
+    )
+    rollout: RolloutSpec = Field(
+        default_factory=RolloutSpec, description="The feature flag: percentage and rollback."
+    )
+
+
+# ---------------------------------------------------------------------------
+# Status
+
+
+class _Status(BaseModel):
+    """Base of status models: camelCase, tolerant of fields written by newer versions."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+class Condition(_Status):
+    """A kstatus-compatible condition."""
+
+    type: str = Field(description="Ready, Progressing, Degraded, RolledBack, ...")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(default="", description="One CamelCase word.")
+    message: str = Field(default="", description="Human-readable detail.")
+    last_transition_time: str | None = Field(
+        default=None, description="When status last changed (RFC 3339)."
+    )
+    observed_generation: int | None = Field(
+        default=None, description="The generation this condition was computed from."
+    )
+
+
+class Endpoint(_Status):
+    """Where clients connect."""
+
+    host: str = Field(description="Host name of the client Service (or the external host).")
+    port: int = Field(description="TCP port.")
+
+
+class RolloutStatus(_Status):
+    """Observed state of the flag."""
+
+    enabled: bool = Field(default=True, description="Whether the rollout is enabled.")
+    target_percent: int = Field(default=0, description="spec.rollout.percent.")
+    effective_percent: int = Field(default=0, description="The percent in force now.")
+    step: int | None = Field(default=None, description="Index into spec.rollout.steps.")
+    reason: str = Field(default="", description="Why the effective percent is what it is.")
+    last_step_time: str | None = Field(default=None, description="When the last step was taken.")
+    rolled_back_generation: int | None = Field(
+        default=None,
+        description="Generation at which an automatic rollback happened; cleared by a spec change.",
+    )
+
+
+class WorkloadStatus(_Status):
+    """One consumer workload."""
+
+    kind: str = Field(description="Deployment or StatefulSet.")
+    name: str = Field(description="Workload name.")
+    enabled: bool = Field(description="Whether it is switched to Redis.")
+    pinned: bool = Field(default=False, description="Whether a pin annotation decided it.")
+
+
+class ConsumersStatus(_Status):
+    """Observed consumers."""
+
+    selected: int = Field(default=0, description="Workloads matching the selector.")
+    enabled: int = Field(default=0, description="Workloads (or pods) using Redis.")
+    summary: str = Field(default="0/0", description="enabled/selected, for kubectl get.")
+    workloads: list[WorkloadStatus] = Field(default_factory=list, description="Each consumer.")
+
+
+class HealthStatus(_Status):
+    """Result of the last health probe."""
+
+    up: bool = Field(default=False, description="Redis answered PING.")
+    latency_ms: float | None = Field(default=None, description="PING round trip in ms.")
+    hit_rate: float | None = Field(default=None, description="keyspace hits / (hits + misses).")
+    error_rate: float | None = Field(
+        default=None, description="Error replies / commands processed since the last probe."
+    )
+    connected_clients: int | None = Field(default=None, description="INFO connected_clients.")
+    evicted_keys: int | None = Field(default=None, description="INFO evicted_keys.")
+    consecutive_failures: int = Field(default=0, description="Bad probes in a row.")
+    message: str = Field(default="", description="Why the last probe was bad, if it was.")
+    checked_at: str | None = Field(default=None, description="When the probe ran (RFC 3339).")
+
+
+class ClusterStatus(_Status):
+    """Observed Redis Cluster state."""
+
+    state: str = Field(default="unknown", description="cluster_state: ok or fail.")
+    slots_assigned: int = Field(default=0, description="Slots assigned to a master.")
+    shards: int = Field(default=0, description="Masters owning slots.")
+    nodes: int = Field(default=0, description="Nodes known to the cluster.")
+    message: str = Field(default="", description="What the operator is doing or waiting for.")
+
+
+class CacheTierStatus(_Status):
+    """Observed state of a CacheTier."""
+
+    observed_generation: int | None = Field(
+        default=None, description="The spec generation last reconciled."
+    )
+    phase: Phase | None = Field(default=None, description="Summary of the conditions.")
+    conditions: list[Condition] = Field(default_factory=list, description="Conditions.")
+    endpoint: Endpoint | None = Field(default=None, description="Client endpoint.")
+    connection_secret: str | None = Field(
+        default=None, description="Secret holding url, host, port, password."
+    )
+    rollout: RolloutStatus | None = Field(default=None, description="Flag state.")
+    consumers: ConsumersStatus | None = Field(default=None, description="Consumer workloads.")
+    health: HealthStatus | None = Field(default=None, description="Last health probe.")
+    cluster: ClusterStatus | None = Field(default=None, description="Redis Cluster state.")
+
+
+def parse_spec(raw: dict[str, Any]) -> CacheTierSpec:
+    """Validate a spec dict as the API server stored it (raises pydantic.ValidationError)."""
+    return CacheTierSpec.model_validate(raw)
