@@ -24,6 +24,17 @@ if [[ $need_k8s == 0 && $need_etcd == 0 ]]; then
 fi
 
 command -v go >/dev/null || { log "Go toolchain not found (need Go >= 1.26)"; exit 1; }
+# One build at a time: a second caller waits for the first, then finds the binaries.
+mkdir -p "$CACHE"
+exec 9>"$CACHE/.build.lock"
+flock 9
+need_k8s=0
+for c in "${K8S_COMPONENTS[@]}"; do [[ -x "$K8S_BIN/$c" ]] || need_k8s=1; done
+[[ -x "$ETCD_BIN/etcd" ]] && need_etcd=0
+if [[ $need_k8s == 0 && $need_etcd == 0 ]]; then
+  echo "$K8S_BIN:$ETCD_BIN"
+  exit 0
+fi
 export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS="-buildvcs=false -mod=mod"
 WORK="$CACHE/build"
 mkdir -p "$WORK"

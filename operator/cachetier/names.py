@@ -43,6 +43,35 @@ REDIS_PORT = 6379
 REDIS_BUS_PORT = 16379
 REDIS_CONTAINER = "redis"
 
+# Keys of <tier>-auth besides AUTH_PASSWORD_KEY, and of <tier>-config.
+OPERATOR_PASSWORD_KEY = "operator-password"
+AUTH_CONF_KEY = "auth.conf"
+REDIS_CONF_KEY = "redis.conf"
+
+# Connection Secret: keys beyond the servicebinding.io ones, their fixed values,
+# and the Secret type (servicebinding.io convention: "servicebinding.io/<type>").
+CONNECTION_MODE_KEY = "mode"
+CONNECTION_USERNAME_KEY = "username"
+CONNECTION_TYPE = "redis"
+CONNECTION_PROVIDER = APP_NAME
+CONNECTION_SECRET_TYPE = f"servicebinding.io/{CONNECTION_TYPE}"
+
+# The operator's own ACL user in every Redis it runs: probes, cluster formation,
+# replication (masteruser). Not restricted by spec.redis.disabledCommands.
+OPERATOR_USER = "cachetier-operator"
+# app.kubernetes.io/name of the operator's own pods; the NetworkPolicy lets them in.
+OPERATOR_APP_NAME = "cachetier-operator"
+
+# Values of LABEL_COMPONENT.
+COMPONENT_REDIS = "redis"
+COMPONENT_AUTH = "auth"
+COMPONENT_CONNECTION = "connection"
+COMPONENT_CONFIG = "config"
+
+# Port names (container ports and Service ports).
+REDIS_PORT_NAME = "redis"
+BUS_PORT_NAME = "bus"
+
 
 def auth_secret(tier: str) -> str:
     """Name of the Secret that holds the generated password."""
@@ -102,3 +131,22 @@ def selector_labels(tier: str) -> dict[str, str]:
 def common_labels(tier: str) -> dict[str, str]:
     """Labels on every object the operator makes for ``tier``."""
     return {**selector_labels(tier), LABEL_MANAGED_BY: MANAGED_BY}
+
+
+def component_labels(tier: str, component: str) -> dict[str, str]:
+    """common_labels plus app.kubernetes.io/component."""
+    return {**common_labels(tier), LABEL_COMPONENT: component}
+
+
+def client_label(tier: str) -> str:
+    """Label key the operator puts on consumer pods; the NetworkPolicy admits them.
+
+    The name part of a label key is at most 63 characters, so this is valid only
+    for tier names of that length or less.
+    """
+    return f"client.{GROUP}/{tier}"
+
+
+def operator_pod_labels() -> dict[str, str]:
+    """Labels that select the operator's own pods (any namespace)."""
+    return {LABEL_NAME: OPERATOR_APP_NAME}

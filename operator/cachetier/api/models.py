@@ -8,25 +8,34 @@ ranges, patterns, CEL) is declared here through ``json_schema_extra``.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
 # A Redis memory amount: a number with an optional unit b, k, kb, m, mb, g, gb
 # (case-insensitive), as redis.conf accepts it.
 MEMORY_PATTERN = r"^[0-9]+([kKmMgG][bB]?|[bB])?$"
-# A Kubernetes quantity (the subset people write: 1Gi, 500M, 1.5Gi, 100m, 2).
-QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
+# A non-negative Kubernetes quantity: the API server's own grammar without the
+# sign (1Gi, 500M, 1.5Gi, 100m, 2, 1e3).
+QUANTITY_PATTERN = (
+    r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
 # A Go-style duration limited to s, m, h: 30s, 10m, 1h30m.
 DURATION_PATTERN = r"^([0-9]+(s|m|h))+$"
-# An RDB snapshot rule "<seconds> <changes>".
-RDB_RULE_PATTERN = r"^[0-9]+ [0-9]+$"
+# An RDB snapshot rule "<seconds> <changes>", both at least 1 (redis.conf `save`).
+RDB_RULE_PATTERN = r"^[1-9][0-9]{0,9} [1-9][0-9]{0,9}$"
 # A Redis command name (letters, digits, '|' for subcommands, '-' and '_').
 COMMAND_PATTERN = r"^[A-Za-z][A-Za-z0-9|_-]*$"
 # A DNS-1123 subdomain (Secret names).
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+# A DNS-1123 label (container names).
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# The longest CacheTier name: StatefulSet pod names add "-<shard>-<ordinal>" and
+# the controller-revision-hash label value must stay within 63 characters.
+MAX_NAME_LENGTH = 52
 
 Mode = Literal["standalone", "cluster", "external"]
 EvictionPolicy = Literal[
@@ -45,6 +54,34 @@ Granularity = Literal["workload", "pod"]
 ConsumerKind = Literal["Deployment", "StatefulSet"]
 Phase = Literal["Pending", "Provisioning", "Ready", "Degraded", "RolledBack", "Failed"]
 SelectorOperator = Literal["In", "NotIn", "Exists", "DoesNotExist"]
+
+
+def _number_to_str(value: Any) -> Any:
+    """Accept ``cpu: 1`` as Kubernetes does: an integer quantity becomes its string."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+# A Kubernetes quantity: a string in Python, int-or-string on the wire (like
+# resource.Quantity in core types, so `cpu: 1` is accepted).
+Quantity = Annotated[
+    str,
+    BeforeValidator(_number_to_str),
+    Field(pattern=QUANTITY_PATTERN, max_length=64),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": QUANTITY_PATTERN,
+            "x-kubernetes-int-or-string": True,
+        }
+    ),
+]
+RdbRule = Annotated[str, Field(pattern=RDB_RULE_PATTERN, max_length=32)]
+CommandName = Annotated[str, Field(pattern=COMMAND_PATTERN, max_length=64)]
+ContainerName = Annotated[str, Field(pattern=DNS_LABEL_PATTERN, max_length=63)]
+LabelValue = Annotated[str, Field(max_length=63)]
+StepPercent = Annotated[int, Field(ge=0, le=100)]
 
 
 def _cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Any]:
@@ -86,6 +123,18 @@ class SecretKeyRef(_Model):
 class PersistenceSpec(_Model):
     """How Redis keeps data across restarts, and the volume it keeps it on."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.mode != 'rdb' || size(self.rdbSchedule) > 0",
+                    "persistence.rdbSchedule must not be empty when persistence.mode is rdb",
+                    ".rdbSchedule",
+                )
+            ]
+        }
+    )
+
     mode: PersistenceMode = Field(
         default="aof",
         description=(
@@ -93,19 +142,17 @@ class PersistenceSpec(_Model):
             "aof: append-only file (fsync every second) plus the snapshots."
         ),
     )
-    rdb_schedule: list[str] = Field(
+    rdb_schedule: list[RdbRule] = Field(
         default_factory=lambda: ["900 1", "300 10", "60 10000"],
         description=(
             'RDB snapshot rules, each "<seconds> <changes>" (redis.conf `save`): '
             "snapshot after <seconds> if at least <changes> keys changed."
         ),
         max_length=16,
-        json_schema_extra={"items": {"pattern": RDB_RULE_PATTERN, "maxLength": 32}},
     )
-    size: str = Field(
+    size: Quantity = Field(
         default="1Gi",
         description="Size of each Redis pod's PersistentVolumeClaim (a Kubernetes quantity).",
-        pattern=QUANTITY_PATTERN,
     )
     storage_class_name: str | None = Field(
         default=None,
@@ -142,17 +189,14 @@ class RedisSpec(_Model):
         default_factory=PersistenceSpec,
         description="Persistence mode and volume.",
     )
-    disabled_commands: list[str] = Field(
+    disabled_commands: list[CommandName] = Field(
         default_factory=lambda: ["FLUSHDB", "FLUSHALL", "KEYS"],
         description=(
             "Commands the application user may not run, denied through an ACL rule "
             "(not rename-command). The operator's own user is not restricted by this list."
         ),
         max_length=64,
-        json_schema_extra={
-            "items": {"pattern": COMMAND_PATTERN, "maxLength": 64},
-            "x-kubernetes-list-type": "set",
-        },
+        json_schema_extra={"x-kubernetes-list-type": "set"},
     )
     log_level: LogLevel = Field(default="notice", description="Redis loglevel.")
 
@@ -232,41 +276,58 @@ class ExternalSpec(_Model):
 class ResourcesSpec(_Model):
     """Requests and limits of the redis container."""
 
-    requests: dict[str, str] = Field(
+    requests: dict[str, Quantity] = Field(
         default_factory=dict,
         description="Resource requests, e.g. {cpu: 100m, memory: 256Mi}.",
-        json_schema_extra={"additionalProperties": {"pattern": QUANTITY_PATTERN}},
+        max_length=16,
     )
-    limits: dict[str, str] = Field(
+    limits: dict[str, Quantity] = Field(
         default_factory=dict,
         description=(
             "Resource limits, e.g. {memory: 3Gi}. maxmemory must fit under the memory limit."
         ),
-        json_schema_extra={"additionalProperties": {"pattern": QUANTITY_PATTERN}},
+        max_length=16,
     )
 
 
 class SelectorRequirement(_Model):
     """One label selector requirement."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.operator in ['In', 'NotIn'] ? size(self.values) > 0 "
+                    ": size(self.values) == 0",
+                    "values must be non-empty for In and NotIn, and empty for Exists "
+                    "and DoesNotExist",
+                    ".values",
+                )
+            ]
+        }
+    )
+
     key: str = Field(description="The label key.", min_length=1, max_length=317)
     operator: SelectorOperator = Field(description="In, NotIn, Exists or DoesNotExist.")
-    values: list[str] = Field(
+    values: list[LabelValue] = Field(
         default_factory=list,
         description="Values for In and NotIn; empty for Exists and DoesNotExist.",
+        max_length=64,
     )
 
 
 class LabelSelector(_Model):
     """A Kubernetes label selector."""
 
-    match_labels: dict[str, str] = Field(
+    match_labels: dict[str, LabelValue] = Field(
         default_factory=dict,
         description="Labels a workload must carry, all of them.",
+        max_length=64,
     )
     match_expressions: list[SelectorRequirement] = Field(
         default_factory=list,
         description="Set-based requirements, all of which must match.",
+        max_length=64,
     )
 
 
@@ -298,9 +359,10 @@ class ConsumersSpec(_Model):
         min_length=1,
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
-    containers: list[str] = Field(
+    containers: list[ContainerName] = Field(
         default_factory=list,
         description="Names of the containers to inject into; empty = every container.",
+        max_length=64,
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
 
@@ -347,8 +409,7 @@ class RolloutSpec(_Model):
     enabled: bool = Field(
         default=True,
         description=(
-            "false = instant rollback: every consumer gets REDIS_ENABLED=false; "
-            "percent is kept."
+            "false = instant rollback: every consumer gets REDIS_ENABLED=false; percent is kept."
         ),
     )
     percent: int = Field(
@@ -364,7 +425,7 @@ class RolloutSpec(_Model):
             "pod: pods are switched live through a flag file, no restart."
         ),
     )
-    steps: list[int] = Field(
+    steps: list[StepPercent] = Field(
         default_factory=list,
         description=(
             "Automatic progression, e.g. [10, 25, 50, 100]: the effective percent "
@@ -372,7 +433,6 @@ class RolloutSpec(_Model):
         ),
         max_length=20,
         json_schema_extra={
-            "items": {"minimum": 0, "maximum": 100},
             "x-kubernetes-list-type": "set",
             "x-kubernetes-validations": [
                 _cel("self.isSorted()", "rollout.steps must be in increasing order")
@@ -413,6 +473,12 @@ class CacheTierSpec(_Model):
                     "!has(self.auth) || self.auth.enabled || !has(self.auth.passwordSecretRef)",
                     "auth.passwordSecretRef needs auth.enabled: true",
                     ".auth",
+                ),
+                _cel(
+                    "self.mode != 'external' || !has(self.tls) || !self.tls.enabled",
+                    "tls.enabled must be false when mode is external: the URL's scheme "
+                    "(rediss://) decides TLS",
+                    ".tls",
                 ),
                 _cel(
                     "oldSelf.mode == self.mode",
@@ -555,7 +621,11 @@ class CacheTierStatus(_Status):
         default=None, description="The spec generation last reconciled."
     )
     phase: Phase | None = Field(default=None, description="Summary of the conditions.")
-    conditions: list[Condition] = Field(default_factory=list, description="Conditions.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready, Progressing, Degraded and RolledBack (kstatus-compatible).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
     endpoint: Endpoint | None = Field(default=None, description="Client endpoint.")
     connection_secret: str | None = Field(
         default=None, description="Secret holding url, host, port, password."

@@ -1,0 +1,61 @@
+# CacheTier — every target installs what it needs (idempotently) and says what it does.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV      := .venv
+PY        := $(VENV)/bin/python
+LOCAL     := .local
+KUBECONFIG ?= $(CURDIR)/$(LOCAL)/kubeconfig
+export KUBECONFIG
+K8S_BIN   = $(shell bash hack/build-control-plane.sh | cut -d: -f1)
+PYTEST_FLAGS ?= -q -p no:cacheprovider
+
+.PHONY: help bootstrap demo test test-unit test-redis test-e2e cluster-up cluster-down run crds crds-check lint bench golden
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+bootstrap: ## Install apt packages, the venv and the control plane binaries (cached)
+	@bash hack/bootstrap.sh
+
+lint: bootstrap ## ruff (lint + format check) and mypy --strict
+	$(VENV)/bin/ruff check operator devtools tests hack bench examples
+	$(VENV)/bin/ruff format --check operator devtools tests hack bench examples
+	$(VENV)/bin/mypy --strict operator/cachetier devtools/ctdev
+
+crds: bootstrap ## Regenerate crds/ from the pydantic models
+	$(PY) hack/gen_crds.py
+
+crds-check: bootstrap
+	$(PY) hack/gen_crds.py --check
+
+golden: bootstrap ## Regenerate the golden files of the renderer
+	$(PY) hack/regen_golden.py
+
+test-unit: bootstrap
+	$(PY) -m pytest $(PYTEST_FLAGS) tests/unit
+
+test-redis: bootstrap
+	$(PY) -m pytest $(PYTEST_FLAGS) tests/redis
+
+test-e2e: bootstrap
+	env -u KUBECONFIG $(PY) -m pytest $(PYTEST_FLAGS) tests/e2e
+
+test: bootstrap lint crds-check ## Everything CI runs (.ci/run calls exactly this)
+	env -u KUBECONFIG $(PY) -m pytest $(PYTEST_FLAGS) tests
+
+cluster-up: bootstrap ## Start the local control plane (+ node agent); writes .local/kubeconfig
+	$(PY) -m ctdev.controlplane up --dir $(LOCAL)
+
+cluster-down: ## Stop everything cluster-up started
+	@if [ -x $(PY) ]; then $(PY) -m ctdev.controlplane down --dir $(LOCAL); fi
+
+run: bootstrap ## Run the operator in the foreground against KUBECONFIG (default .local/kubeconfig)
+	$(PY) -m cachetier.main --kubeconfig "$(KUBECONFIG)" --liveness http://127.0.0.1:8081/healthz
+
+demo: bootstrap ## Local control plane, CRD, operator, examples: watch a tier go Ready
+	bash hack/demo.sh
+
+bench: bootstrap ## Run the benchmarks; JSON to stdout and bench/results/
+	@mkdir -p bench/results
+	@set -e; for b in bench/bench_*.py; do echo "== $$b" >&2; env -u KUBECONFIG $(PY) $$b; done

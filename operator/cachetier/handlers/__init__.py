@@ -1,0 +1,5 @@
+"""kopf handlers; importing this package registers them."""
+
+from cachetier.handlers import tier as tier
+
+__all__ = ["tier"]

@@ -1,0 +1,150 @@
+"""kopf wiring for CacheTiers: thin handlers that call the reconciler.
+
+The operator is level-triggered: every watch event of a CacheTier (and of a
+StatefulSet it owns) runs one reconcile of that tier, which writes nothing
+when nothing differs. No kopf change-detection handlers, timers or daemons
+are used, so kopf itself writes no progress annotations and adds no
+finalizer; a small resync loop re-runs tiers that asked for a retry and
+re-checks every tier once a minute (drift repair).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import defaultdict
+from typing import Any
+
+import kopf
+
+from cachetier import names
+from cachetier.kube.client import ApiError, Kube, load_api_client
+from cachetier.kube.events import post_event
+from cachetier.reconcile.tier import TierReconciler
+
+log = logging.getLogger("cachetier.handlers")
+
+RESYNC_SECONDS = 60.0
+
+
+class Runtime:
+    """Per-process state kept in kopf's memo."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+        self.reconciler = TierReconciler(kube, event=lambda b, t, r, m: post_event(kube, b, t, r, m))
+        self.locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+        self.requeue: dict[tuple[str, str], float] = {}
+        self.guard = threading.Lock()
+        self.reconciles = 0
+        self.errors = 0
+
+    def lock_for(self, key: tuple[str, str]) -> threading.Lock:
+        """One lock per tier: watch events and the resync loop never overlap on a tier."""
+        with self.guard:
+            return self.locks[key]
+
+    def reconcile(self, namespace: str, name: str) -> None:
+        """Fetch the tier fresh and reconcile it (serialised per tier)."""
+        key = (namespace, name)
+        with self.lock_for(key):
+            body = self.kube.get(names.KIND, namespace, name)
+            if body is None or body["metadata"].get("deletionTimestamp"):
+                with self.guard:
+                    self.requeue.pop(key, None)
+                return
+            self.reconciles += 1
+            try:
+                result = self.reconciler.reconcile(body)
+            except ApiError as exc:
+                self.errors += 1
+                log.warning("reconcile %s/%s: %s; retrying in 15s", namespace, name, exc)
+                self._schedule(key, 15.0)
+                return
+            if result.requeue_after is not None:
+                self._schedule(key, result.requeue_after)
+            else:
+                with self.guard:
+                    self.requeue.pop(key, None)
+
+    def _schedule(self, key: tuple[str, str], delay: float) -> None:
+        with self.guard:
+            due = time.monotonic() + delay
+            self.requeue[key] = min(self.requeue.get(key, due), due)
+
+    def due(self) -> list[tuple[str, str]]:
+        """Tiers whose retry time has come."""
+        now = time.monotonic()
+        with self.guard:
+            keys = [k for k, t in self.requeue.items() if t <= now]
+            for k in keys:
+                del self.requeue[k]
+        return keys
+
+
+def _runtime(memo: Any) -> Runtime:
+    rt: Runtime = memo["runtime"]
+    return rt
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Configure kopf and build the runtime."""
+    settings.posting.enabled = False  # we post our own, deduplicated Events
+    settings.execution.max_workers = 16
+    settings.watching.server_timeout = 270
+    settings.watching.client_timeout = 300
+    settings.networking.request_timeout = 60
+    kubeconfig = memo.get("kubeconfig")
+    rt = Runtime(Kube(load_api_client(kubeconfig)))
+    memo["runtime"] = rt
+    memo["resync_task"] = asyncio.get_running_loop().create_task(_resync_loop(rt))
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    """Stop the resync loop."""
+    task = memo.get("resync_task")
+    if task is not None:
+        task.cancel()
+
+
+async def _resync_loop(rt: Runtime) -> None:
+    loop = asyncio.get_running_loop()
+    last_full = time.monotonic()
+    while True:
+        await asyncio.sleep(1.0)
+        keys = rt.due()
+        if time.monotonic() - last_full >= RESYNC_SECONDS:
+            last_full = time.monotonic()
+            try:
+                tiers = await loop.run_in_executor(None, rt.kube.list, names.KIND, None)
+            except ApiError as exc:
+                log.warning("resync list failed: %s", exc)
+                tiers = []
+            keys += [(t["metadata"]["namespace"], t["metadata"]["name"]) for t in tiers]
+        for ns, name in dict.fromkeys(keys):
+            try:
+                await loop.run_in_executor(None, rt.reconcile, ns, name)
+            except Exception:
+                log.exception("resync of %s/%s failed", ns, name)
+
+
+@kopf.on.event(names.GROUP, names.VERSION, names.PLURAL)
+def tier_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Any change of a CacheTier: reconcile it."""
+    if type == "DELETED":
+        return
+    _runtime(memo).reconcile(body["metadata"]["namespace"], body["metadata"]["name"])
+
+
+@kopf.on.event(
+    "apps", "v1", "statefulsets", labels={names.LABEL_MANAGED_BY: names.MANAGED_BY}
+)
+def statefulset_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A tier's StatefulSet changed (pods became ready, say): reconcile its tier."""
+    for owner in body["metadata"].get("ownerReferences") or []:
+        if owner.get("kind") == names.KIND and owner.get("controller"):
+            _runtime(memo).reconcile(body["metadata"]["namespace"], owner["name"])

@@ -1,0 +1,247 @@
+"""The Kubernetes API adapter: the only module that talks to the API server.
+
+Objects go in and out as plain dicts (the JSON the API speaks), so the pure
+layers never see a client type. Writes are counted (``writes``) so tests and
+benchmarks can prove that a reconcile with nothing to do writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import kubernetes
+
+from cachetier import names
+
+
+@dataclass(frozen=True)
+class Resource:
+    """Where a kind lives in the REST API."""
+
+    prefix: str
+    plural: str
+    namespaced: bool = True
+
+
+RESOURCES: dict[str, Resource] = {
+    "Secret": Resource("/api/v1", "secrets"),
+    "ConfigMap": Resource("/api/v1", "configmaps"),
+    "Service": Resource("/api/v1", "services"),
+    "Pod": Resource("/api/v1", "pods"),
+    "Event": Resource("/api/v1", "events"),
+    "PersistentVolumeClaim": Resource("/api/v1", "persistentvolumeclaims"),
+    "Namespace": Resource("/api/v1", "namespaces", namespaced=False),
+    "StatefulSet": Resource("/apis/apps/v1", "statefulsets"),
+    "Deployment": Resource("/apis/apps/v1", "deployments"),
+    "PodDisruptionBudget": Resource("/apis/policy/v1", "poddisruptionbudgets"),
+    "NetworkPolicy": Resource("/apis/networking.k8s.io/v1", "networkpolicies"),
+    names.KIND: Resource(f"/apis/{names.API_VERSION}", names.PLURAL),
+}
+
+
+class ApiError(Exception):
+    """A non-2xx answer from the API server."""
+
+    def __init__(self, status: int, reason: str, body: dict[str, Any] | None) -> None:
+        self.status = status
+        self.reason = reason
+        self.body = body or {}
+        message = self.body.get("message") or reason
+        super().__init__(f"{status} {reason}: {message}")
+
+    @property
+    def message(self) -> str:
+        """The API server's own message."""
+        return str(self.body.get("message") or self.reason)
+
+
+class NotFound(ApiError):
+    """404."""
+
+
+class Conflict(ApiError):
+    """409: an apply conflict or a resourceVersion race."""
+
+
+def load_api_client(kubeconfig: str | None = None) -> kubernetes.client.ApiClient:
+    """An ApiClient from in-cluster credentials, else the kubeconfig."""
+    configuration = kubernetes.client.Configuration()
+    try:
+        if kubeconfig is None:
+            kubernetes.config.load_incluster_config(client_configuration=configuration)
+        else:
+            raise kubernetes.config.ConfigException("explicit kubeconfig")
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(
+            config_file=kubeconfig, client_configuration=configuration
+        )
+    configuration.connection_pool_maxsize = 32
+    return kubernetes.client.ApiClient(configuration)
+
+
+def path(kind: str, namespace: str | None, name: str | None = None, sub: str = "") -> str:
+    """REST path of a collection or an object."""
+    res = RESOURCES[kind]
+    parts = [res.prefix]
+    if res.namespaced:
+        if namespace is None:
+            raise ValueError(f"{kind} is namespaced")
+        parts += ["namespaces", quote(namespace, safe="")]
+    parts.append(res.plural)
+    if name is not None:
+        parts.append(quote(name, safe=""))
+    if sub:
+        parts.append(sub)
+    return "/".join(parts)
+
+
+class Kube:
+    """A small, thread-safe JSON client over one ApiClient."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
+        self.api_client = api_client
+        self._lock = threading.Lock()
+        self.writes: Counter[str] = Counter()
+
+    # -- transport ---------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        resource_path: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        """One HTTP call; JSON in, JSON out; raises ApiError on non-2xx."""
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        serialized = self.api_client.param_serialize(
+            method=method,
+            resource_path=resource_path,
+            query_params=query or [],
+            header_params=headers,
+            body=None,
+            auth_settings=["BearerToken"],
+        )
+        _, url, header_params, _, _ = serialized
+        raw = None if body is None else json.dumps(body)
+        if method != "GET":
+            with self._lock:
+                self.writes[method] += 1
+        response = self.api_client.rest_client.request(
+            method, url, headers=header_params, body=raw, _request_timeout=30
+        )
+        data = response.read()
+        parsed: dict[str, Any] = {}
+        if data:
+            try:
+                parsed = json.loads(data)
+            except ValueError:
+                parsed = {"message": data.decode("utf-8", "replace")}
+        if not 200 <= response.status < 300:
+            exc: type[ApiError] = ApiError
+            if response.status == 404:
+                exc = NotFound
+            elif response.status == 409:
+                exc = Conflict
+            raise exc(response.status, str(response.reason), parsed)
+        return parsed
+
+    @property
+    def write_count(self) -> int:
+        """Total write requests sent so far."""
+        with self._lock:
+            return sum(self.writes.values())
+
+    # -- verbs ---------------------------------------------------------------
+
+    def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        """The object, or None when it does not exist."""
+        try:
+            return self.request("GET", path(kind, namespace, name))
+        except NotFound:
+            return None
+
+    def list(
+        self, kind: str, namespace: str | None, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Items of a collection."""
+        query = [("labelSelector", label_selector)] if label_selector else []
+        items = self.request("GET", path(kind, namespace), query=query).get("items", [])
+        return list(items)
+
+    def apply(
+        self,
+        obj: dict[str, Any],
+        *,
+        field_manager: str = names.FIELD_MANAGER,
+        force: bool = True,
+        subresource: str = "",
+    ) -> dict[str, Any]:
+        """Server-side apply ``obj`` under ``field_manager``."""
+        meta = obj["metadata"]
+        query = [("fieldManager", field_manager)]
+        if force:
+            query.append(("force", "true"))
+        return self.request(
+            "PATCH",
+            path(obj["kind"], meta.get("namespace"), meta["name"], subresource),
+            query=query,
+            body=obj,
+            content_type="application/apply-patch+yaml",
+        )
+
+    def merge_patch(
+        self,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        patch: dict[str, Any],
+        *,
+        subresource: str = "",
+        field_manager: str = names.FIELD_MANAGER,
+    ) -> dict[str, Any]:
+        """A JSON merge patch."""
+        return self.request(
+            "PATCH",
+            path(kind, namespace, name, subresource),
+            query=[("fieldManager", field_manager)],
+            body=patch,
+            content_type="application/merge-patch+json",
+        )
+
+    def json_patch(
+        self,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        ops: list[dict[str, Any]],
+        *,
+        field_manager: str = names.FIELD_MANAGER,
+    ) -> dict[str, Any]:
+        """An RFC 6902 JSON patch (used with a `test` op for optimistic updates)."""
+        return self.request(
+            "PATCH",
+            path(kind, namespace, name),
+            query=[("fieldManager", field_manager)],
+            body=ops,
+            content_type="application/json-patch+json",
+        )
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """POST a new object."""
+        meta = obj["metadata"]
+        return self.request("POST", path(obj["kind"], meta.get("namespace")), body=obj)
+
+    def delete(self, kind: str, namespace: str | None, name: str) -> None:
+        """Delete, ignoring a missing object."""
+        try:
+            self.request("DELETE", path(kind, namespace, name))
+        except NotFound:
+            pass

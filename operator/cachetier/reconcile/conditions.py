@@ -1,0 +1,163 @@
+"""Conditions and phase from observations: a chain of small pure checks.
+
+Pure: no I/O, no clock (``now`` is passed in). kstatus-compatible: ``Ready``
+is the summary condition, ``Progressing`` is True while the operator is still
+driving toward the spec, ``Degraded`` is True when a tier that was serving
+has lost capacity. Every condition carries ``observedGeneration``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+READY = "Ready"
+PROGRESSING = "Progressing"
+DEGRADED = "Degraded"
+ROLLED_BACK = "RolledBack"
+CONSUMER_CONFLICT = "ConsumerConflict"
+
+
+@dataclass(frozen=True)
+class WorkloadObservation:
+    """What the gatherer saw of the tier's Redis workload (StatefulSet and its pods)."""
+
+    exists: bool
+    desired_replicas: int = 0
+    ready_replicas: int = 0
+    updated: bool = True
+    """The controller has observed the latest template and rolled every pod to it."""
+    unschedulable: str = ""
+    """Scheduler message when a pod cannot be placed (no node, no fit), else empty."""
+    restarts: int = 0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Phase plus the three kstatus conditions, before timestamps are merged in."""
+
+    phase: str
+    ready: tuple[str, str, str]
+    progressing: tuple[str, str, str]
+    degraded: tuple[str, str, str]
+    extra: list[tuple[str, str, str, str]] = field(default_factory=list)
+
+
+def invalid_spec(message: str) -> Verdict:
+    """The spec cannot be acted on: Ready=False/InvalidSpec, nothing progresses."""
+    return Verdict(
+        phase="Failed",
+        ready=("False", "InvalidSpec", message),
+        progressing=("False", "InvalidSpec", "waiting for a valid spec"),
+        degraded=("False", "InvalidSpec", ""),
+    )
+
+
+def blocked(reason: str, message: str) -> Verdict:
+    """A dependency (a referenced Secret, say) is missing; retried with back-off."""
+    return Verdict(
+        phase="Pending",
+        ready=("False", reason, message),
+        progressing=("True", reason, message),
+        degraded=("False", reason, ""),
+    )
+
+
+def workload_verdict(obs: WorkloadObservation, previous_phase: str | None) -> Verdict:
+    """Readiness of a tier whose Redis runs in a StatefulSet."""
+    if not obs.exists:
+        return Verdict(
+            phase="Provisioning",
+            ready=("False", "Provisioning", "creating the Redis StatefulSet"),
+            progressing=("True", "Provisioning", "creating the Redis StatefulSet"),
+            degraded=("False", "Provisioning", ""),
+        )
+    counts = f"{obs.ready_replicas}/{obs.desired_replicas} Redis pods ready"
+    if obs.ready_replicas >= obs.desired_replicas and obs.updated:
+        return Verdict(
+            phase="Ready",
+            ready=("True", "Ready", counts),
+            progressing=("False", "Ready", "the tier matches its spec"),
+            degraded=("False", "Ready", ""),
+        )
+    if obs.unschedulable:
+        message = f"{counts}; pods are not scheduled: {obs.unschedulable}"
+        return Verdict(
+            phase="Pending",
+            ready=("False", "Unschedulable", message),
+            progressing=("True", "Unschedulable", message),
+            degraded=("False", "Unschedulable", ""),
+        )
+    was_serving = previous_phase in ("Ready", "Degraded", "RolledBack")
+    if was_serving and obs.updated:
+        message = f"{counts}; a Redis pod lost readiness (restarts: {obs.restarts})"
+        return Verdict(
+            phase="Degraded",
+            ready=("False", "Degraded", message),
+            progressing=("False", "Degraded", "waiting for Redis to recover"),
+            degraded=("True", "PodNotReady", message),
+        )
+    reason = "RollingUpdate" if not obs.updated else "Provisioning"
+    return Verdict(
+        phase="Provisioning",
+        ready=("False", reason, counts),
+        progressing=("True", reason, counts),
+        degraded=("False", reason, ""),
+    )
+
+
+def external_verdict(ok: bool, message: str) -> Verdict:
+    """An external tier is ready once its connection Secret is built."""
+    if ok:
+        return Verdict(
+            phase="Ready",
+            ready=("True", "Ready", message),
+            progressing=("False", "Ready", "the tier matches its spec"),
+            degraded=("False", "Ready", ""),
+        )
+    return blocked("ExternalSecretInvalid", message)
+
+
+def merge_conditions(
+    existing: list[dict[str, Any]],
+    updates: list[tuple[str, str, str, str]],
+    generation: int | None,
+    now: str,
+) -> list[dict[str, Any]]:
+    """New conditions list: ``updates`` (type, status, reason, message) over ``existing``.
+
+    ``lastTransitionTime`` changes only when a condition's status changes, so a
+    reconcile that observes nothing new produces an identical list (no write).
+    Conditions not named in ``updates`` are kept as they are.
+    """
+    by_type = {c.get("type"): c for c in existing}
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for ctype, status, reason, message in updates:
+        old = by_type.get(ctype)
+        transition = now
+        if old is not None and old.get("status") == status and old.get("lastTransitionTime"):
+            transition = str(old["lastTransitionTime"])
+        out.append(
+            {
+                "type": ctype,
+                "status": status,
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": transition,
+                "observedGeneration": generation,
+            }
+        )
+        seen.add(ctype)
+    out.extend(c for c in existing if c.get("type") not in seen)
+    return out
+
+
+def verdict_conditions(verdict: Verdict) -> list[tuple[str, str, str, str]]:
+    """The verdict as ``merge_conditions`` updates."""
+    return [
+        (READY, *verdict.ready),
+        (PROGRESSING, *verdict.progressing),
+        (DEGRADED, *verdict.degraded),
+        *verdict.extra,
+    ]

@@ -1,0 +1,165 @@
+"""redis.conf and auth.conf (the ACL users) rendered from a CacheTier spec.
+
+Pure: no I/O, no randomness, no clock. redis.conf holds no secret and goes into
+the ConfigMap; auth.conf holds the passwords and goes into the <tier>-auth Secret,
+and redis.conf includes it last.
+"""
+
+from __future__ import annotations
+
+import re
+
+from cachetier import names
+from cachetier.api.models import CacheTierSpec
+
+from ._types import TierSecrets
+
+# Where the pod mounts things; redis.conf and the StatefulSet must agree.
+CONFIG_DIR = "/etc/redis"
+REDIS_CONF_PATH = f"{CONFIG_DIR}/{names.REDIS_CONF_KEY}"
+AUTH_DIR = f"{CONFIG_DIR}/auth"
+AUTH_CONF_PATH = f"{AUTH_DIR}/{names.AUTH_CONF_KEY}"
+TLS_DIR = f"{CONFIG_DIR}/tls"
+TLS_CERT_PATH = f"{TLS_DIR}/tls.crt"
+TLS_KEY_PATH = f"{TLS_DIR}/tls.key"
+TLS_CA_PATH = f"{TLS_DIR}/ca.crt"
+DATA_DIR = "/data"
+TMP_DIR = "/tmp"
+NODES_CONF_PATH = f"{DATA_DIR}/nodes.conf"
+
+# Milliseconds a cluster node may be unreachable before it is considered failing.
+CLUSTER_NODE_TIMEOUT_MS = 5000
+
+_HEADER = "# Rendered by cachetier-operator from the CacheTier spec. Do not edit: changes are overwritten.\n"
+
+# Tokens made only of these characters are written bare; anything else is
+# double-quoted, because redis.conf splits lines on whitespace and gives quotes
+# and backslashes a meaning (sdssplitargs).
+_BARE_TOKEN = re.compile(r"^[A-Za-z0-9!#$%&()*+,./:;<=>?@\[\]^_`{|}~-]+$")
+
+
+def quote_conf(token: str) -> str:
+    """A token as redis.conf reads it back verbatim (sdssplitargs syntax)."""
+    if _BARE_TOKEN.match(token):
+        return token
+    out = []
+    for char in token:
+        if char in ('"', "\\"):
+            out.append("\\" + char)
+        elif " " <= char <= "~":
+            out.append(char)
+        else:
+            out.extend(f"\\x{byte:02x}" for byte in char.encode("utf-8"))
+    return '"' + "".join(out) + '"'
+
+
+def render_redis_conf(spec: CacheTierSpec) -> str:
+    """redis.conf for ``spec`` (the ConfigMap key names.REDIS_CONF_KEY). No secrets."""
+    lines = [_HEADER.rstrip("\n"), "", "# Network"]
+    lines.append("bind * -::*")
+    if spec.tls.enabled:
+        lines += [
+            "port 0",
+            f"tls-port {names.REDIS_PORT}",
+            f"tls-cert-file {TLS_CERT_PATH}",
+            f"tls-key-file {TLS_KEY_PATH}",
+            f"tls-ca-cert-file {TLS_CA_PATH}",
+            # Clients authenticate with a password; a client certificate is not required.
+            "tls-auth-clients no",
+            "tls-replication yes",
+        ]
+        if spec.mode == "cluster":
+            lines.append("tls-cluster yes")
+    else:
+        lines.append(f"port {names.REDIS_PORT}")
+    # Protected mode refuses non-loopback clients while the default user has no
+    # password; with auth disabled that would refuse everybody.
+    lines.append(f"protected-mode {'yes' if spec.auth.enabled else 'no'}")
+
+    lines += ["", "# Memory"]
+    lines.append(f"maxmemory {spec.redis.maxmemory}")
+    lines.append(f"maxmemory-policy {spec.redis.maxmemory_policy}")
+
+    lines += ["", "# Persistence"]
+    lines += _persistence_lines(spec)
+    lines.append(f"dir {DATA_DIR}")
+
+    lines += ["", "# Logging (stdout)"]
+    lines.append(f"loglevel {spec.redis.log_level}")
+    lines.append('logfile ""')
+
+    if spec.mode == "cluster":
+        lines += ["", "# Cluster"]
+        lines += [
+            "cluster-enabled yes",
+            # On the data volume, so a restarted pod rejoins with its node ID.
+            f"cluster-config-file {NODES_CONF_PATH}",
+            f"cluster-port {names.REDIS_BUS_PORT}",
+            f"cluster-node-timeout {CLUSTER_NODE_TIMEOUT_MS}",
+            # A cache should keep serving the slots it still has while one shard
+            # is down: clients of the missing slots get errors and fall back to
+            # their in-memory cache, everybody else keeps hitting Redis.
+            "cluster-require-full-coverage no",
+        ]
+
+    # Last, so nothing above can override the users.
+    lines += ["", "# ACL users and replication credentials (Secret, not ConfigMap)"]
+    lines.append(f"include {AUTH_CONF_PATH}")
+    return "\n".join(lines) + "\n"
+
+
+def _persistence_lines(spec: CacheTierSpec) -> list[str]:
+    persistence = spec.redis.persistence
+    if persistence.mode == "none" or not persistence.rdb_schedule:
+        save = ['save ""']
+    else:
+        save = [f"save {rule}" for rule in persistence.rdb_schedule]
+    if persistence.mode == "aof":
+        return [*save, "appendonly yes", "appendfsync everysec"]
+    return [*save, "appendonly no"]
+
+
+def acl_denied(spec: CacheTierSpec) -> list[str]:
+    """ACL rules that deny spec.redis.disabledCommands (lowercase, duplicates dropped)."""
+    seen: dict[str, None] = {}
+    for command in spec.redis.disabled_commands:
+        seen.setdefault(command.lower(), None)
+    return [f"-{command}" for command in seen]
+
+
+def render_auth_conf(spec: CacheTierSpec, secrets: TierSecrets) -> str:
+    """auth.conf: the ACL users and replication credentials (the Secret key names.AUTH_CONF_KEY).
+
+    Raises ValueError when auth is enabled without an app password, or when the
+    operator password is empty.
+    """
+    if not secrets.operator_password:
+        raise ValueError("operator_password must not be empty")
+    if spec.auth.enabled:
+        if not secrets.app_password:
+            raise ValueError("auth.enabled is true but no app password was given")
+        default_auth = quote_conf(">" + secrets.app_password)
+    else:
+        default_auth = "nopass"
+    default_user = ["user", "default", "on", default_auth, "~*", "&*", "+@all", *acl_denied(spec)]
+    operator_user = [
+        "user",
+        names.OPERATOR_USER,
+        "on",
+        quote_conf(">" + secrets.operator_password),
+        "~*",
+        "&*",
+        "+@all",
+    ]
+    lines = [
+        _HEADER.rstrip("\n"),
+        "",
+        "# The application's user: everything except the disabled commands.",
+        " ".join(default_user),
+        "# The operator's own user: health probes, cluster formation and healing.",
+        " ".join(operator_user),
+        "# Replicas (cluster mode) authenticate to their master as the operator's user.",
+        f"masteruser {names.OPERATOR_USER}",
+        f"masterauth {quote_conf(secrets.operator_password)}",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,66 @@
+"""The <tier>-auth Secret and the <tier>-config ConfigMap.
+
+Pure: no I/O, no randomness, no clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from cachetier import names
+from cachetier.api.models import CacheTierSpec
+
+from ._conf import render_auth_conf, render_redis_conf
+from ._meta import object_meta, secret_data, stamp
+from ._types import TierRef, TierSecrets
+
+
+def config_hash(redis_conf: str, auth_conf: str) -> str:
+    """sha256 (hex) over redis.conf and auth.conf, for the pod-template annotation.
+
+    Any change of config or of a password changes it and so rolls the pods.
+    auth.conf always holds the generated operator password, so this digest does
+    not let anyone test guesses of the application password.
+    """
+    digest = hashlib.sha256()
+    for part in (redis_conf, auth_conf):
+        data = part.encode("utf-8")
+        # Length-prefixed, so moving text from one file to the other changes the hash.
+        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def build_auth_secret(ref: TierRef, spec: CacheTierSpec, secrets: TierSecrets) -> dict[str, Any]:
+    """<tier>-auth: operator password, auth.conf, and the app password when generated.
+
+    A password from spec.auth.passwordSecretRef is not copied here as ``password``:
+    its source of truth is the user's Secret.
+    """
+    values: dict[str, str] = {}
+    if spec.auth.enabled and secrets.app_password_generated and secrets.app_password:
+        values[names.AUTH_PASSWORD_KEY] = secrets.app_password
+    values[names.OPERATOR_PASSWORD_KEY] = secrets.operator_password
+    values[names.AUTH_CONF_KEY] = render_auth_conf(spec, secrets)
+    return stamp(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": object_meta(ref, names.auth_secret(ref.name), names.COMPONENT_AUTH),
+            "type": "Opaque",
+            "data": secret_data(values),
+        }
+    )
+
+
+def build_config_map(ref: TierRef, spec: CacheTierSpec) -> dict[str, Any]:
+    """<tier>-config with redis.conf (no secrets in it)."""
+    return stamp(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": object_meta(ref, names.config_map(ref.name), names.COMPONENT_CONFIG),
+            "data": {names.REDIS_CONF_KEY: render_redis_conf(spec)},
+        }
+    )
