@@ -47,7 +47,8 @@ test: bootstrap lint crds-check ## Everything CI runs (.ci/run calls exactly thi
 cluster-up: bootstrap ## Start the local control plane (+ node agent); writes .local/kubeconfig
 	$(PY) -m ctdev.controlplane up --dir $(LOCAL)
 
-cluster-down: ## Stop everything cluster-up started
+cluster-down: ## Stop everything cluster-up (and make demo) started
+	@if [ -f $(LOCAL)/pids/operator.pid ]; then kill $$(cat $(LOCAL)/pids/operator.pid) 2>/dev/null || true; rm -f $(LOCAL)/pids/operator.pid; fi
 	@if [ -x $(PY) ]; then $(PY) -m ctdev.controlplane down --dir $(LOCAL); fi
 
 run: bootstrap ## Run the operator in the foreground against KUBECONFIG (default .local/kubeconfig)

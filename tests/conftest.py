@@ -145,7 +145,7 @@ def _namespace_name(test_name: str) -> str:
 def namespace(request: pytest.FixtureRequest, kube_api: object) -> Iterator[str]:
     """A new namespace named after the test (ready for pods); deleted afterwards."""
     from kubernetes import client
-    from kubernetes.client.rest import ApiException
+    from kubernetes.client.exceptions import ApiException
 
     core = client.CoreV1Api(kube_api)
     name = _namespace_name(request.node.name)

@@ -14,6 +14,7 @@ SINGULAR = "cachetier"
 SHORT_NAMES = ("ct",)
 
 FIELD_MANAGER = "cachetier-operator"
+CLI_FIELD_MANAGER = "cachetier-cli"
 FINALIZER = f"{GROUP}/finalizer"
 
 # Labels every object the operator makes carries.
@@ -29,6 +30,8 @@ ANNOTATION_TIER = f"{GROUP}/tier"
 ANNOTATION_REDIS_ENABLED = f"{GROUP}/redis-enabled"
 ANNOTATION_CONFIG_HASH = f"{GROUP}/config-hash"
 ANNOTATION_SPEC_HASH = f"{GROUP}/spec-hash"
+# On a CacheTier: "true" holds rollout.steps where they are (set by `cachetier rollout pause`).
+ANNOTATION_ROLLOUT_PAUSED = f"{GROUP}/rollout-paused"
 
 # Env vars injected into consumers.
 ENV_REDIS_URL = "REDIS_URL"

@@ -45,9 +45,7 @@ def spec_bucket(namespace: str, tier: str, kind: str, name: str) -> int:
     return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") % 100
 
 
-def enabled_set(
-    workloads: list[Workload], *, enabled: bool, percent: int
-) -> set[tuple[str, str]]:
+def enabled_set(workloads: list[Workload], *, enabled: bool, percent: int) -> set[tuple[str, str]]:
     plan = plan_workloads(NS, TIER, workloads, enabled=enabled, effective_percent=percent)
     return {key for key, decision in plan.items() if decision.enabled}
 
@@ -67,7 +65,9 @@ def enabled_set(
         ("prod", "sessions", "Deployment", "web-frontend-7", 29),
     ],
 )
-def test_bucket_fixed_vectors(namespace: str, tier: str, kind: str, name: str, expected: int) -> None:
+def test_bucket_fixed_vectors(
+    namespace: str, tier: str, kind: str, name: str, expected: int
+) -> None:
     assert bucket(namespace, tier, kind, name) == expected
     assert spec_bucket(namespace, tier, kind, name) == expected
 
@@ -150,7 +150,7 @@ def test_hundred_percent_enables_every_unpinned_workload() -> None:
 
 @pytest.mark.parametrize("percent", [-1, 101])
 def test_plan_rejects_a_percent_out_of_range(percent: int) -> None:
-    with pytest.raises(ValueError, match="0..100"):
+    with pytest.raises(ValueError, match=r"within 0\.\.100"):
         plan_workloads(NS, TIER, [], enabled=True, effective_percent=percent)
 
 
@@ -276,9 +276,7 @@ def test_rollback_resets_the_steps(changes: dict[str, object], effective: int, r
 
 
 def test_auto_rollback_in_force_holds_zero() -> None:
-    result = next_effective_percent(
-        stepped(), StepState(3, T0), T0, healthy=True, rolled_back=True
-    )
+    result = next_effective_percent(stepped(), StepState(3, T0), T0, healthy=True, rolled_back=True)
     assert result == (0, NOT_STARTED, "RolledBack")
 
 
@@ -341,7 +339,9 @@ AUTO = AutoRollbackSpec()  # seed guide thresholds: 10 ms, 1 %, 3 probes
         (True, None, None, False),
     ],
 )
-def test_probe_thresholds(up: bool, latency: float | None, error_rate: float | None, bad: bool) -> None:
+def test_probe_thresholds(
+    up: bool, latency: float | None, error_rate: float | None, bad: bool
+) -> None:
     verdict = evaluate_probe(AUTO, up, latency, error_rate, 0)
     assert verdict.bad is bad
     assert verdict.consecutive_failures == (1 if bad else 0)
@@ -365,7 +365,15 @@ def test_rollback_after_failure_threshold_consecutive_bad_probes() -> None:
         verdict = evaluate_probe(AUTO, True, latency, 0.0, failures)
         failures = verdict.consecutive_failures
         verdicts.append((verdict.consecutive_failures, verdict.rollback))
-    assert verdicts == [(1, False), (2, False), (0, False), (1, False), (2, False), (3, True), (4, True)]
+    assert verdicts == [
+        (1, False),
+        (2, False),
+        (0, False),
+        (1, False),
+        (2, False),
+        (3, True),
+        (4, True),
+    ]
 
 
 def test_no_rollback_when_auto_rollback_is_disabled() -> None:

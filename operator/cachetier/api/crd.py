@@ -14,8 +14,10 @@ Pydantic emits JSON Schema (draft 2020-12); the API server wants a
   ``additionalProperties: false`` are dropped (pruning and strict field
   validation refuse unknown fields instead);
 - spec defaults: the value for plain defaults, the factory's value for
-  list/dict factories, ``{}`` for nested models (the API server then applies
-  the inner defaults); ``None`` is never emitted as a default;
+  list/dict factories, and the whole default object for nested models (not
+  ``{}``: the API server checks a default against the CEL rules of its node
+  without applying the inner defaults first, so ``{}`` fails a rule such as
+  ``self.mode != 'rdb'``); ``None`` is never emitted as a default;
 - status carries no defaults: the operator writes every status field itself.
 
 Anything that cannot be expressed (an undescribed property, a real union)
@@ -70,11 +72,7 @@ _DROPPED = frozenset({"title", "additionalProperties", "properties", "items", "$
 
 
 class _FactoryDefaults(GenerateJsonSchema):
-    """JSON Schema generation that also reports ``default_factory`` values.
-
-    A nested model's default is ``{}``: the API server fills in the inner
-    defaults itself, and the CRD stays free of repeated values.
-    """
+    """JSON Schema generation that also reports ``default_factory`` values."""
 
     def get_default_value(self, schema: core_schema.WithDefaultSchema) -> Any:
         """The default of a field, or ``NoDefault`` when it has none worth emitting."""
@@ -85,8 +83,13 @@ class _FactoryDefaults(GenerateJsonSchema):
         if value is None:
             return NoDefault
         if isinstance(value, BaseModel):
-            return {}
+            return _dump_default(value)
         return value
+
+
+def _dump_default(model: BaseModel) -> dict[str, Any]:
+    """A model's default as the API server stores it: camelCase, no nulls."""
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 def build_schema(model: type[BaseModel], *, defaults: bool = True) -> dict[str, Any]:
@@ -205,7 +208,7 @@ def _root_schema() -> dict[str, Any]:
         "Desired state of the CacheTier: a Redis (standalone, cluster or external) and "
         "the percentage of consumer workloads that use it."
     )
-    spec["default"] = {}
+    spec["default"] = _dump_default(CacheTierSpec())
     status = build_schema(CacheTierStatus, defaults=False)
     status["description"] = "Observed state of the CacheTier, written by the operator."
     return {
@@ -231,7 +234,6 @@ def _root_schema() -> dict[str, Any]:
                     f"metadata.name must be at most {MAX_NAME_LENGTH} characters: "
                     "Redis pod names and labels derived from it must fit in 63"
                 ),
-                "fieldPath": ".metadata.name",
             }
         ],
     }

@@ -28,6 +28,9 @@ log = logging.getLogger("cachetier.handlers")
 
 RESYNC_SECONDS = 60.0
 
+CURRENT: Runtime | None = None
+"""The runtime of the operator running in this process (tests and benchmarks read it)."""
+
 
 class Runtime:
     """Per-process state kept in kopf's memo."""
@@ -57,7 +60,8 @@ class Runtime:
                 return
             self.reconciles += 1
             try:
-                result = self.reconciler.reconcile(body)
+                with self.kube.scoped(f"{namespace}/{name}"):
+                    result = self.reconciler.reconcile(body)
             except ApiError as exc:
                 self.errors += 1
                 log.warning("reconcile %s/%s: %s; retrying in 15s", namespace, name, exc)
@@ -100,6 +104,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     kubeconfig = memo.get("kubeconfig")
     rt = Runtime(Kube(load_api_client(kubeconfig)))
     memo["runtime"] = rt
+    global CURRENT
+    CURRENT = rt
     memo["resync_task"] = asyncio.get_running_loop().create_task(_resync_loop(rt))
 
 

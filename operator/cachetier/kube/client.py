@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -107,6 +109,8 @@ class Kube:
         self.api_client = api_client
         self._lock = threading.Lock()
         self.writes: Counter[str] = Counter()
+        self.writes_by_scope: Counter[str] = Counter()
+        self._scope = threading.local()
 
     # -- transport ---------------------------------------------------------
 
@@ -134,6 +138,7 @@ class Kube:
         if method != "GET":
             with self._lock:
                 self.writes[method] += 1
+                self.writes_by_scope[getattr(self._scope, "name", "")] += 1
         response = self.api_client.rest_client.request(
             method, url, headers=header_params, body=raw, _request_timeout=30
         )
@@ -152,6 +157,21 @@ class Kube:
                 exc = Conflict
             raise exc(response.status, str(response.reason), parsed)
         return parsed
+
+    @contextmanager
+    def scoped(self, name: str) -> Iterator[None]:
+        """Attribute the writes of this thread to ``name`` (a tier) while inside."""
+        previous = getattr(self._scope, "name", "")
+        self._scope.name = name
+        try:
+            yield
+        finally:
+            self._scope.name = previous
+
+    def writes_for(self, name: str) -> int:
+        """Write requests attributed to ``name``."""
+        with self._lock:
+            return self.writes_by_scope[name]
 
     @property
     def write_count(self) -> int:

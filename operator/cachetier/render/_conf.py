@@ -30,7 +30,7 @@ NODES_CONF_PATH = f"{DATA_DIR}/nodes.conf"
 # Milliseconds a cluster node may be unreachable before it is considered failing.
 CLUSTER_NODE_TIMEOUT_MS = 5000
 
-_HEADER = "# Rendered by cachetier-operator from the CacheTier spec. Do not edit: changes are overwritten.\n"
+_HEADER = "# Rendered by cachetier-operator from the CacheTier spec; edits are overwritten."
 
 # Tokens made only of these characters are written bare; anything else is
 # double-quoted, because redis.conf splits lines on whitespace and gives quotes
@@ -55,7 +55,7 @@ def quote_conf(token: str) -> str:
 
 def render_redis_conf(spec: CacheTierSpec) -> str:
     """redis.conf for ``spec`` (the ConfigMap key names.REDIS_CONF_KEY). No secrets."""
-    lines = [_HEADER.rstrip("\n"), "", "# Network"]
+    lines = [_HEADER, "", "# Network"]
     lines.append("bind * -::*")
     if spec.tls.enabled:
         lines += [
@@ -152,7 +152,7 @@ def render_auth_conf(spec: CacheTierSpec, secrets: TierSecrets) -> str:
         "+@all",
     ]
     lines = [
-        _HEADER.rstrip("\n"),
+        _HEADER,
         "",
         "# The application's user: everything except the disabled commands.",
         " ".join(default_user),

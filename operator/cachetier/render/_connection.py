@@ -59,9 +59,7 @@ def build_connection_secret(
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": object_meta(
-            ref, names.connection_secret(ref.name), names.COMPONENT_CONNECTION
-        ),
+        "metadata": object_meta(ref, names.connection_secret(ref.name), names.COMPONENT_CONNECTION),
         "type": names.CONNECTION_SECRET_TYPE,
         "data": secret_data(values),
     }

@@ -72,4 +72,7 @@ def secret_data(values: dict[str, str]) -> dict[str, str]:
     server-side apply the field manager would own keys that never appear in the
     live object, and a key dropped from the desired object would not be removed.
     """
-    return {key: base64.b64encode(value.encode("utf-8")).decode("ascii") for key, value in values.items()}
+    return {
+        key: base64.b64encode(value.encode("utf-8")).decode("ascii")
+        for key, value in values.items()
+    }

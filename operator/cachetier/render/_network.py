@@ -54,8 +54,8 @@ def build_client_service(ref: TierRef, spec: CacheTierSpec) -> dict[str, Any]:
 def build_headless_service(ref: TierRef, spec: CacheTierSpec) -> dict[str, Any]:
     """<tier>-headless: stable per-pod DNS names for the StatefulSet.
 
-    publishNotReadyAddresses, so cluster nodes can find each other before they
-    are Ready (a node is not Ready until the cluster it is joining exists).
+    publishNotReadyAddresses, so peers (cluster bus, replication, the operator
+    forming the cluster) still resolve a pod that is starting or failing its probe.
     """
     return stamp(
         {
@@ -99,7 +99,10 @@ def build_network_policy(ref: TierRef, spec: CacheTierSpec) -> dict[str, Any]:
     it into their templates). The cluster bus port is open to the tier's own pods
     only: nobody else speaks the bus protocol.
     """
-    own_pods = {"podSelector": {"matchLabels": names.selector_labels(ref.name)}}
+
+    def own_pods() -> dict[str, Any]:
+        return {"podSelector": {"matchLabels": names.selector_labels(ref.name)}}
+
     rules: list[dict[str, Any]] = [
         {
             "from": [
@@ -108,22 +111,20 @@ def build_network_policy(ref: TierRef, spec: CacheTierSpec) -> dict[str, Any]:
                     "namespaceSelector": {},
                     "podSelector": {"matchLabels": names.operator_pod_labels()},
                 },
-                own_pods,
+                own_pods(),
             ],
             "ports": [{"protocol": "TCP", "port": names.REDIS_PORT}],
         }
     ]
     if spec.mode == "cluster":
         rules.append(
-            {"from": [own_pods], "ports": [{"protocol": "TCP", "port": names.REDIS_BUS_PORT}]}
+            {"from": [own_pods()], "ports": [{"protocol": "TCP", "port": names.REDIS_BUS_PORT}]}
         )
     return stamp(
         {
             "apiVersion": "networking.k8s.io/v1",
             "kind": "NetworkPolicy",
-            "metadata": object_meta(
-                ref, names.network_policy(ref.name), names.COMPONENT_REDIS
-            ),
+            "metadata": object_meta(ref, names.network_policy(ref.name), names.COMPONENT_REDIS),
             "spec": {
                 "podSelector": {"matchLabels": names.selector_labels(ref.name)},
                 "policyTypes": ["Ingress"],

@@ -28,11 +28,11 @@ class ProbeVerdict(NamedTuple):
 
 
 def _ms(value: float) -> str:
-    return f"{value:.3g} ms" if value < 10 else f"{value:.1f} ms"
+    return f"{round(value, 2):g} ms"
 
 
 def _pct(value: float) -> str:
-    return f"{value * 100:.3g} %"
+    return f"{round(value * 100, 2):g} %"
 
 
 def evaluate_probe(

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# make demo: local control plane (+ node agent), CRD, operator, examples; then
+# show a CacheTier going Ready and a consumer switching to Redis.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LOCAL=.local
+PY=.venv/bin/python
+export KUBECONFIG="$PWD/$LOCAL/kubeconfig"
+KUBECTL="$(bash hack/build-control-plane.sh | cut -d: -f1)/kubectl"
+k() { "$KUBECTL" "$@"; }
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+say "starting the local control plane (first run builds it: minutes)"
+$PY -m ctdev.controlplane up --dir "$LOCAL"
+
+say "installing the CacheTier CRD"
+k apply -f crds/cachetier.yaml
+k wait --for condition=Established crd/cachetiers.cachetier.io --timeout=60s
+
+say "starting the operator (log: $LOCAL/logs/operator.log)"
+mkdir -p "$LOCAL/logs" "$LOCAL/pids"
+if [[ -f $LOCAL/pids/operator.pid ]] && kill -0 "$(cat $LOCAL/pids/operator.pid)" 2>/dev/null; then
+  echo "operator already running (pid $(cat $LOCAL/pids/operator.pid))"
+else
+  setsid $PY -m cachetier.main --kubeconfig "$KUBECONFIG" --liveness http://127.0.0.1:8081/healthz \
+    >"$LOCAL/logs/operator.log" 2>&1 < /dev/null &
+  echo $! > "$LOCAL/pids/operator.pid"
+  echo "operator pid $(cat $LOCAL/pids/operator.pid)"
+fi
+
+say "applying examples/ (namespace ordo, CacheTier tasks-cache, the demo consumer app)"
+k apply -f examples/00-namespace.yaml
+k apply -f examples/tasks-cache.yaml
+if [[ -f examples/demo-app/deployment.yaml ]]; then k apply -f examples/demo-app/deployment.yaml; fi
+
+say "waiting for tasks-cache (kubectl get cachetiers -n ordo)"
+nodes="$(k get nodes --no-headers 2>/dev/null | wc -l)"
+phase=""
+for _ in $(seq 1 120); do
+  phase="$(k get cachetier tasks-cache -n ordo -o jsonpath='{.status.phase}' 2>/dev/null || true)"
+  [[ $phase == Ready ]] && break
+  [[ $nodes == 0 && $phase == Pending ]] && break
+  sleep 1
+done
+k get cachetiers -n ordo
+if [[ $nodes == 0 ]]; then
+  echo "No node is registered, so the Redis pod stays Pending (the status says so)."
+fi
+
+say "what the operator made for it"
+k get secret,configmap,service,statefulset,poddisruptionbudget,networkpolicy,pvc \
+  -n ordo -l app.kubernetes.io/instance=tasks-cache
+say "status"
+k get cachetier tasks-cache -n ordo -o jsonpath='{range .status.conditions[*]}{.type}={.status} ({.reason}) {.message}{"\n"}{end}'
+
+if k get deployment demo-app -n ordo >/dev/null 2>&1; then
+  say "the consumer: env injected into demo-app"
+  k get deployment demo-app -n ordo \
+    -o jsonpath='{range .spec.template.spec.containers[0].env[*]}{.name}{"  "}{.value}{.valueFrom.secretKeyRef.name}{"\n"}{end}' || true
+  if [[ $phase == Ready ]]; then
+    for _ in $(seq 1 60); do
+      ip="$(k get pods -n ordo -l app=demo-app -o jsonpath='{.items[0].status.podIP}' 2>/dev/null || true)"
+      if [[ -n $ip ]] && out="$(curl -fsS "http://$ip:8080/status" 2>/dev/null)"; then
+        echo "demo-app /status: $out"
+        grep -q '"cache": *"redis"' <<<"$out" && break
+      fi
+      sleep 2
+    done
+  fi
+fi
+
+say "done. Try: KUBECONFIG=$KUBECONFIG .venv/bin/cachetier status -n ordo"
+echo "Stop everything with: make cluster-down"

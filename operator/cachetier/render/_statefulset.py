@@ -1,0 +1,231 @@
+"""The Redis StatefulSet: pods, probes, volumes and the restricted security context.
+
+Pure: no I/O, no randomness, no clock.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cachetier import names
+from cachetier.api.models import CacheTierSpec
+
+from ._conf import AUTH_DIR, CONFIG_DIR, DATA_DIR, TLS_CA_PATH, TLS_DIR, TMP_DIR
+from ._meta import object_meta, stamp
+from ._types import TierRef
+
+# uid/gid of the redis user in the official (alpine and debian) Redis images.
+REDIS_UID = 999
+# 0400: kubelet adds group read for fsGroup, so uid 999 can read, nobody else.
+SECRET_FILE_MODE = 0o400
+TERMINATION_GRACE_SECONDS = 30
+
+
+def replicas(spec: CacheTierSpec) -> int:
+    """Pods of the tier: 1 standalone; shards x (1 + replicasPerShard) in cluster mode."""
+    if spec.mode == "cluster":
+        return spec.cluster.shards * (1 + spec.cluster.replicas_per_shard)
+    return 1
+
+
+def _readiness_command(spec: CacheTierSpec) -> str:
+    # REDISCLI_AUTH carries the operator's password, so it is never on a command line.
+    tls = f" --tls --cacert {TLS_CA_PATH}" if spec.tls.enabled else ""
+    return (
+        f'redis-cli -h "$POD_IP" -p {names.REDIS_PORT}{tls} --user {names.OPERATOR_USER}'
+        " --no-auth-warning ping | grep -q PONG"
+    )
+
+
+def _container(ref: TierRef, spec: CacheTierSpec) -> dict[str, Any]:
+    cluster = spec.mode == "cluster"
+    ports: list[dict[str, Any]] = [
+        {"name": names.REDIS_PORT_NAME, "containerPort": names.REDIS_PORT, "protocol": "TCP"}
+    ]
+    if cluster:
+        ports.append(
+            {"name": names.BUS_PORT_NAME, "containerPort": names.REDIS_BUS_PORT, "protocol": "TCP"}
+        )
+    mounts: list[dict[str, Any]] = [
+        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+        # Nested inside the ConfigMap mount; kubelet creates the mount points.
+        {"name": "auth", "mountPath": AUTH_DIR, "readOnly": True},
+        {"name": names.data_volume(), "mountPath": DATA_DIR},
+    ]
+    if spec.tls.enabled:
+        mounts.append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
+    mounts.append({"name": "tmp", "mountPath": TMP_DIR})
+    container: dict[str, Any] = {
+        "name": names.REDIS_CONTAINER,
+        "image": spec.image,
+        "command": ["redis-server", f"{CONFIG_DIR}/{names.REDIS_CONF_KEY}"],
+    }
+    if cluster:
+        # Nodes gossip the address they announce; the pod IP is what peers reach.
+        container["args"] = ["--cluster-announce-ip", "$(POD_IP)"]
+    container["env"] = [
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {
+            "name": "REDISCLI_AUTH",
+            "valueFrom": {
+                "secretKeyRef": {
+                    "name": names.auth_secret(ref.name),
+                    "key": names.OPERATOR_PASSWORD_KEY,
+                }
+            },
+        },
+    ]
+    container["ports"] = ports
+    container["volumeMounts"] = mounts
+    container["readinessProbe"] = {
+        "exec": {"command": ["sh", "-c", _readiness_command(spec)]},
+        "periodSeconds": 5,
+        # Spawning a shell and redis-cli can exceed the 1s default on a busy node.
+        "timeoutSeconds": 3,
+    }
+    # Liveness is only "the port accepts connections": a Redis busy loading a big
+    # AOF answers PING with LOADING, and must not be killed for it.
+    container["livenessProbe"] = {
+        "tcpSocket": {"port": names.REDIS_PORT},
+        "initialDelaySeconds": 10,
+        "periodSeconds": 10,
+        "failureThreshold": 6,
+    }
+    resources = {
+        key: dict(value)
+        for key, value in (
+            ("requests", spec.resources.requests),
+            ("limits", spec.resources.limits),
+        )
+        if value
+    }
+    if resources:
+        container["resources"] = resources
+    container["securityContext"] = {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+    }
+    return container
+
+
+def _volumes(ref: TierRef, spec: CacheTierSpec) -> list[dict[str, Any]]:
+    volumes: list[dict[str, Any]] = [
+        {"name": "config", "configMap": {"name": names.config_map(ref.name)}},
+        {
+            "name": "auth",
+            "secret": {
+                "secretName": names.auth_secret(ref.name),
+                # Only auth.conf: the raw passwords stay out of the filesystem.
+                "items": [{"key": names.AUTH_CONF_KEY, "path": names.AUTH_CONF_KEY}],
+                "defaultMode": SECRET_FILE_MODE,
+            },
+        },
+    ]
+    if spec.redis.persistence.mode == "none":
+        volumes.append({"name": names.data_volume(), "emptyDir": {}})
+    if spec.tls.enabled and spec.tls.secret_name:
+        volumes.append(
+            {
+                "name": "tls",
+                "secret": {"secretName": spec.tls.secret_name, "defaultMode": SECRET_FILE_MODE},
+            }
+        )
+    volumes.append({"name": "tmp", "emptyDir": {}})
+    return volumes
+
+
+def _pod_spec(ref: TierRef, spec: CacheTierSpec) -> dict[str, Any]:
+    pod: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        # Passes the `restricted` Pod Security Standard.
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": REDIS_UID,
+            "runAsGroup": REDIS_UID,
+            "fsGroup": REDIS_UID,
+            # Skip the recursive chown of a large data volume on every start.
+            "fsGroupChangePolicy": "OnRootMismatch",
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    if spec.mode == "cluster":
+        # A master and its replica on one node would fail together: spread when possible.
+        pod["affinity"] = {
+            "podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": 100,
+                        "podAffinityTerm": {
+                            "topologyKey": "kubernetes.io/hostname",
+                            "labelSelector": {"matchLabels": names.selector_labels(ref.name)},
+                        },
+                    }
+                ]
+            }
+        }
+    pod["containers"] = [_container(ref, spec)]
+    pod["volumes"] = _volumes(ref, spec)
+    return pod
+
+
+def _claim_templates(ref: TierRef, spec: CacheTierSpec) -> list[dict[str, Any]]:
+    persistence = spec.redis.persistence
+    claim_spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": persistence.size}},
+    }
+    if persistence.storage_class_name:
+        claim_spec["storageClassName"] = persistence.storage_class_name
+    return [
+        {
+            "metadata": {
+                "name": names.data_volume(),
+                "labels": names.component_labels(ref.name, names.COMPONENT_REDIS),
+            },
+            "spec": claim_spec,
+        }
+    ]
+
+
+def build_statefulset(ref: TierRef, spec: CacheTierSpec, config_hash: str) -> dict[str, Any]:
+    """<tier>: the Redis pods. ``config_hash`` goes on the pod template, so a change
+    of redis.conf or auth.conf rolls the pods.
+
+    Immutable once created (the API server refuses changes): selector, serviceName,
+    podManagementPolicy, volumeClaimTemplates.
+    """
+    sts_spec: dict[str, Any] = {
+        "replicas": replicas(spec),
+        "serviceName": names.headless_service(ref.name),
+        # Cluster nodes need every peer up to form the cluster; ordered start buys nothing.
+        "podManagementPolicy": "Parallel",
+        "selector": {"matchLabels": names.selector_labels(ref.name)},
+        "updateStrategy": {"type": "RollingUpdate"},
+        "template": {
+            "metadata": {
+                "labels": names.component_labels(ref.name, names.COMPONENT_REDIS),
+                "annotations": {names.ANNOTATION_CONFIG_HASH: config_hash},
+            },
+            "spec": _pod_spec(ref, spec),
+        },
+    }
+    persistence = spec.redis.persistence
+    if persistence.mode != "none":
+        sts_spec["volumeClaimTemplates"] = _claim_templates(ref, spec)
+        policy = "Retain" if persistence.retain_on_delete else "Delete"
+        sts_spec["persistentVolumeClaimRetentionPolicy"] = {
+            "whenDeleted": policy,
+            "whenScaled": policy,
+        }
+    return stamp(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": object_meta(ref, names.statefulset(ref.name), names.COMPONENT_REDIS),
+            "spec": sts_spec,
+        }
+    )

@@ -1,0 +1,58 @@
+"""render_tier: every desired child object of a CacheTier, in apply order.
+
+Pure: no I/O, no randomness, no clock.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cachetier import names
+from cachetier.api.models import CacheTierSpec
+
+from ._conf import render_auth_conf, render_redis_conf
+from ._config import build_auth_secret, build_config_map, config_hash
+from ._connection import build_connection_secret, connection_url
+from ._network import (
+    build_client_service,
+    build_headless_service,
+    build_network_policy,
+    build_pdb,
+)
+from ._statefulset import build_statefulset
+from ._types import TierRef, TierSecrets
+
+
+def render_tier(ref: TierRef, spec: CacheTierSpec, secrets: TierSecrets) -> list[dict[str, Any]]:
+    """Every desired child object for ``spec.mode``, as dicts ready for server-side apply.
+
+    Order: Secrets, ConfigMap, Services, StatefulSet, PodDisruptionBudget,
+    NetworkPolicy (what each one references exists before it). Each object carries
+    the common labels, a controller ownerReference to the CacheTier and the
+    names.ANNOTATION_SPEC_HASH annotation. mode external returns [] (the I/O layer
+    builds its connection Secret with build_external_connection_secret).
+
+    Raises ValueError when auth is enabled and ``secrets.app_password`` is missing.
+    """
+    if spec.mode == "external":
+        return []
+    password = secrets.app_password if spec.auth.enabled else None
+    redis_conf = render_redis_conf(spec)
+    auth_conf = render_auth_conf(spec, secrets)
+    return [
+        build_auth_secret(ref, spec, secrets),
+        build_connection_secret(
+            ref,
+            url=connection_url(ref, spec, password),
+            host=names.service_host(ref.name, ref.namespace),
+            port=names.REDIS_PORT,
+            password=password,
+            mode=spec.mode,
+        ),
+        build_config_map(ref, spec),
+        build_client_service(ref, spec),
+        build_headless_service(ref, spec),
+        build_statefulset(ref, spec, config_hash(redis_conf, auth_conf)),
+        build_pdb(ref),
+        build_network_policy(ref, spec),
+    ]
