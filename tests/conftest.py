@@ -83,6 +83,20 @@ def _existing_cluster() -> KubeCluster:
     return KubeCluster(kubeconfig=kubeconfig, kubectl=kubectl)
 
 
+def _reap_stale_e2e_dirs() -> None:
+    """Stop and remove control planes of earlier e2e sessions whose pytest process is gone."""
+    for state_dir in (REPO_ROOT / ".local").glob("e2e-*"):
+        try:
+            os.kill(int(state_dir.name.removeprefix("e2e-")), 0)
+            continue  # that session still runs
+        except ProcessLookupError:
+            pass
+        except (ValueError, PermissionError):
+            continue
+        ControlPlane(state_dir, log=lambda _msg: None).stop()
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def kube_cluster(request: pytest.FixtureRequest) -> Iterator[KubeCluster]:
     """A running cluster: the local control plane, or the one KUBECONFIG names."""
@@ -91,6 +105,7 @@ def kube_cluster(request: pytest.FixtureRequest) -> Iterator[KubeCluster]:
         yield _existing_cluster()
         return
 
+    _reap_stale_e2e_dirs()
     state_dir = REPO_ROOT / ".local" / f"e2e-{os.getpid()}"
     control_plane = ControlPlane(
         state_dir, node_agent=os.environ.get("CACHETIER_E2E_NODE_AGENT", "1") != "0"

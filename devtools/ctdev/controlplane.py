@@ -549,8 +549,9 @@ class ControlPlane:
         self._pid_path(name).unlink(missing_ok=True)
         self._log(f"stopped {name} (pid {pid})")
 
-    def _stray_pids(self) -> list[int]:
-        """Live components whose arguments point into this state directory (lost pid files)."""
+    def _stray_pids(self) -> list[tuple[str, int]]:
+        """(component, pid) of live processes whose arguments point into this state
+        directory but that no pid file names (pid files lost), in stop order."""
         d = self.state_dir
         prefixes = tuple(
             str(p)
@@ -563,19 +564,21 @@ class ControlPlane:
                 d / NODE_AGENT,
             )
         )
+        known = set(self.running().values())
         strays = []
         for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            if not entry.name.isdigit() or int(entry.name) in known | {os.getpid()}:
                 continue
             argv = _proc_cmdline(int(entry.name))
             if not argv:
                 continue
-            if Path(argv[0]).name not in CONTROL_PLANE_COMPONENTS and "ctdev.nodeagent" not in argv:
+            name = NODE_AGENT if "ctdev.nodeagent" in argv else Path(argv[0]).name
+            if name not in STOP_ORDER:
                 continue
             values = (arg.split("=", 1)[-1] for arg in argv[1:])
             if any(v == p or v.startswith(p + os.sep) for v in values for p in prefixes):
-                strays.append(int(entry.name))
-        return strays
+                strays.append((name, int(entry.name)))
+        return sorted(strays, key=lambda stray: STOP_ORDER.index(stray[0]))
 
     # ---- health
 
@@ -839,9 +842,9 @@ class ControlPlane:
     def _stop(self) -> None:
         for name in STOP_ORDER:
             self._terminate(name)
-        for pid in self._stray_pids():
-            self._log(f"stopping stray process {pid}")
-            _terminate_pid(pid, None, 10.0)
+        for name, pid in self._stray_pids():
+            self._log(f"stopping stray {name} (pid {pid}; its pid file was lost)")
+            _terminate_pid(pid, None, 15.0)
         self._procs.clear()
 
     def status(self) -> dict[str, Any]:
@@ -852,6 +855,7 @@ class ControlPlane:
             "state_dir": str(self.state_dir),
             "kubeconfig": str(self.kubeconfig),
             "components": {name: running.get(name) for name in STOP_ORDER},
+            "strays": self._stray_pids(),
             "ports": self.ports,
             "apiserver_ready": ready,
             "ready_nodes": self.ready_nodes() if ready else [],
@@ -964,6 +968,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = cp.status()
         for name, pid in summary["components"].items():
             print(f"{name:24} {'running (pid ' + str(pid) + ')' if pid else 'stopped'}")
+        for name, pid in summary["strays"]:
+            print(f"{name:24} running (pid {pid}) WITHOUT a pid file; `down` stops it")
         api = cp.api_url if summary["ports"] else "-"
         print(f"{'apiserver':24} {api} ready={summary['apiserver_ready']}")
         print(f"{'ready nodes':24} {', '.join(summary['ready_nodes']) or '-'}")

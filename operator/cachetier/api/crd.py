@@ -18,6 +18,9 @@ Pydantic emits JSON Schema (draft 2020-12); the API server wants a
   ``{}``: the API server checks a default against the CEL rules of its node
   without applying the inner defaults first, so ``{}`` fails a rule such as
   ``self.mode != 'rdb'``); ``None`` is never emitted as a default;
+- a scalar default (or a list of strings) is also stated at the end of the
+  description ("Defaults to 100."), because ``kubectl explain`` does not
+  print defaults;
 - status carries no defaults: the operator writes every status field itself.
 
 Anything that cannot be expressed (an undescribed property, a real union)
@@ -128,6 +131,9 @@ def _structural(
     out = {key: value for key, value in node.items() if key in _KEPT}
     if not defaults:
         out.pop("default", None)
+    elif "description" in out and (shown := _show_default(out.get("default"))) is not None:
+        # kubectl explain does not print defaults; the description does.
+        out["description"] = f"{out['description'].rstrip()} Defaults to {shown}."
     for bound, limit in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
         if bound in node:
             out[limit] = node[bound]
@@ -153,6 +159,17 @@ def _structural(
             node["additionalProperties"], definitions, f"{path}{{}}", defaults=defaults
         )
     return out
+
+
+def _show_default(value: Any) -> str | None:
+    """A default as a description states it, or None for none worth stating."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float | str):
+        return str(value)
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return "[" + ", ".join(f'"{v}"' if " " in v else v for v in value) + "]"
+    return None
 
 
 def _printer_columns() -> list[dict[str, Any]]:

@@ -409,14 +409,15 @@ class RolloutSpec(_Model):
     enabled: bool = Field(
         default=True,
         description=(
-            "false = instant rollback: every consumer gets REDIS_ENABLED=false; percent is kept."
+            "false = instant rollback: every consumer gets REDIS_ENABLED=false at once; "
+            "percent is kept, so setting true again restores the rollout."
         ),
     )
     percent: int = Field(
         default=100,
         ge=0,
         le=100,
-        description="Target percentage of consumers (workloads or pods) using Redis.",
+        description="Target percentage (0-100) of consumers (workloads or pods) using Redis.",
     )
     granularity: Granularity = Field(
         default="workload",
@@ -429,7 +430,9 @@ class RolloutSpec(_Model):
         default_factory=list,
         description=(
             "Automatic progression, e.g. [10, 25, 50, 100]: the effective percent "
-            "advances one step per stepInterval while the tier is healthy."
+            "advances one step per stepInterval while the tier is healthy, and holds "
+            "while it is not. Strictly increasing, the last at most percent; "
+            "empty = go straight to percent."
         ),
         max_length=20,
         json_schema_extra={
@@ -441,7 +444,7 @@ class RolloutSpec(_Model):
     )
     step_interval: str = Field(
         default="10m",
-        description="Time between steps, e.g. 30s, 10m, 1h.",
+        description="Time between steps: a duration in h, m and s, e.g. 30s, 10m, 1h30m.",
         pattern=DURATION_PATTERN,
         max_length=16,
     )
@@ -564,6 +567,13 @@ class RolloutStatus(_Status):
     step: int | None = Field(default=None, description="Index into spec.rollout.steps.")
     reason: str = Field(default="", description="Why the effective percent is what it is.")
     last_step_time: str | None = Field(default=None, description="When the last step was taken.")
+    serving: bool = Field(
+        default=False,
+        description=(
+            "The tier has been Ready at least once; until then consumers stay on "
+            "REDIS_ENABLED=false whatever the percent."
+        ),
+    )
     rolled_back_generation: int | None = Field(
         default=None,
         description="Generation at which an automatic rollback happened; cleared by a spec change.",

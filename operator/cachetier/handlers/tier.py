@@ -37,7 +37,9 @@ class Runtime:
 
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
-        self.reconciler = TierReconciler(kube, event=lambda b, t, r, m: post_event(kube, b, t, r, m))
+        self.reconciler = TierReconciler(
+            kube, event=lambda b, t, r, m: post_event(kube, b, t, r, m)
+        )
         self.locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
         self.requeue: dict[tuple[str, str], float] = {}
         self.guard = threading.Lock()
@@ -126,7 +128,7 @@ async def _resync_loop(rt: Runtime) -> None:
         if time.monotonic() - last_full >= RESYNC_SECONDS:
             last_full = time.monotonic()
             try:
-                tiers = await loop.run_in_executor(None, rt.kube.list, names.KIND, None)
+                tiers = await loop.run_in_executor(None, rt.kube.list_objects, names.KIND, None)
             except ApiError as exc:
                 log.warning("resync list failed: %s", exc)
                 tiers = []
@@ -146,9 +148,7 @@ def tier_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> 
     _runtime(memo).reconcile(body["metadata"]["namespace"], body["metadata"]["name"])
 
 
-@kopf.on.event(
-    "apps", "v1", "statefulsets", labels={names.LABEL_MANAGED_BY: names.MANAGED_BY}
-)
+@kopf.on.event("apps", "v1", "statefulsets", labels={names.LABEL_MANAGED_BY: names.MANAGED_BY})
 def statefulset_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A tier's StatefulSet changed (pods became ready, say): reconcile its tier."""
     for owner in body["metadata"].get("ownerReferences") or []:

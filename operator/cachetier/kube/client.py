@@ -11,7 +11,7 @@ import json
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -75,11 +75,13 @@ def load_api_client(kubeconfig: str | None = None) -> kubernetes.client.ApiClien
     configuration = kubernetes.client.Configuration()
     try:
         if kubeconfig is None:
-            kubernetes.config.load_incluster_config(client_configuration=configuration)
+            kubernetes.config.load_incluster_config(  # type: ignore[no-untyped-call]
+                client_configuration=configuration
+            )
         else:
             raise kubernetes.config.ConfigException("explicit kubeconfig")
     except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config(
+        kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
             config_file=kubeconfig, client_configuration=configuration
         )
     configuration.connection_pool_maxsize = 32
@@ -139,7 +141,7 @@ class Kube:
             with self._lock:
                 self.writes[method] += 1
                 self.writes_by_scope[getattr(self._scope, "name", "")] += 1
-        response = self.api_client.rest_client.request(
+        response = self.api_client.rest_client.request(  # type: ignore[no-untyped-call]
             method, url, headers=header_params, body=raw, _request_timeout=30
         )
         data = response.read()
@@ -188,7 +190,7 @@ class Kube:
         except NotFound:
             return None
 
-    def list(
+    def list_objects(
         self, kind: str, namespace: str | None, label_selector: str | None = None
     ) -> list[dict[str, Any]]:
         """Items of a collection."""
@@ -261,7 +263,5 @@ class Kube:
 
     def delete(self, kind: str, namespace: str | None, name: str) -> None:
         """Delete, ignoring a missing object."""
-        try:
+        with suppress(NotFound):
             self.request("DELETE", path(kind, namespace, name))
-        except NotFound:
-            pass

@@ -23,15 +23,15 @@ from cachetier.api import validate
 from cachetier.api.models import CacheTierSpec
 from cachetier.kube.client import ApiError, Conflict, Kube
 from cachetier.reconcile import conditions as cond
+from cachetier.reconcile.consumers import ConsumerReconciler, ConsumerReport
 from cachetier.render import (
     TierRef,
     TierSecrets,
-    build_connection_secret,
     build_external_connection_secret,
-    connection_url,
     render_tier,
     spec_hash,
 )
+from cachetier.rollout import StepState, next_effective_percent
 
 log = logging.getLogger("cachetier.reconcile")
 
@@ -102,6 +102,7 @@ class TierReconciler:
     def __init__(self, kube: Kube, event: EventFn | None = None) -> None:
         self.kube = kube
         self._event = event or (lambda body, etype, reason, message: None)
+        self.consumers = ConsumerReconciler(kube)
 
     # -- secrets -------------------------------------------------------------
 
@@ -193,7 +194,7 @@ class TierReconciler:
         ready = int(st.get("readyReplicas") or 0)
         if ready < desired:
             selector = ",".join(f"{k}={v}" for k, v in names.selector_labels(ref.name).items())
-            for pod in self.kube.list("Pod", ref.namespace, selector):
+            for pod in self.kube.list_objects("Pod", ref.namespace, selector):
                 pst = pod.get("status") or {}
                 for c in pst.get("conditions") or []:
                     if c.get("type") == "PodScheduled" and c.get("status") == "False":
@@ -250,28 +251,23 @@ class TierReconciler:
             verdict = cond.invalid_spec(str(exc))
             return self._finish(body, ref, old_status, verdict, generation, new, writes, None)
 
+        self._ensure_finalizer(body)
+        rollback_first = not spec.rollout.enabled or spec.rollout.percent == 0
+        if rollback_first:
+            # Instant rollback: consumers are switched off before any other work.
+            self._rollout(body, ref, spec, old_status, new, "Ready", connection_ready=True)
+
         try:
             if spec.mode == "external":
                 secret = self._external_connection(ref, spec)
                 writes += self._apply_children(body, [secret])
-                data = secret.get("stringData") or {}
-                new["endpoint"] = {"host": data.get("host", ""), "port": int(data.get("port", 0))}
+                host, port = _secret_host_port(secret)
+                new["endpoint"] = {"host": host, "port": port}
                 new["connectionSecret"] = names.connection_secret(ref.name)
                 verdict = cond.external_verdict(True, "connection Secret built from the URL")
             else:
                 tier_secrets = self._tier_secrets(ref, spec)
                 desired = render_tier(ref, spec, tier_secrets)
-                desired.insert(
-                    1,
-                    build_connection_secret(
-                        ref,
-                        url=connection_url(ref, spec, tier_secrets.app_password),
-                        host=names.service_host(ref.name, ref.namespace),
-                        port=names.REDIS_PORT,
-                        password=tier_secrets.app_password,
-                    ),
-                )
-                desired = _dedupe(desired)
                 writes += self._apply_children(body, desired)
                 obs = self._observe_statefulset(ref)
                 verdict = cond.workload_verdict(obs, previous_phase)
@@ -292,7 +288,176 @@ class TierReconciler:
                 verdict = cond.invalid_spec(f"the API server refused a child object: {exc.message}")
             else:
                 raise
+        if not rollback_first:
+            ready_to_serve = verdict.phase in ("Ready", "Degraded") and "connectionSecret" in new
+            step_requeue = self._rollout(
+                body, ref, spec, old_status, new, verdict.phase, connection_ready=ready_to_serve
+            )
+            if step_requeue is not None:
+                requeue = step_requeue if requeue is None else min(requeue, step_requeue)
+        extra = new.pop("_conditions", [])
+        verdict = cond.Verdict(
+            phase=verdict.phase,
+            ready=verdict.ready,
+            progressing=verdict.progressing,
+            degraded=verdict.degraded,
+            extra=[*verdict.extra, *extra],
+        )
         return self._finish(body, ref, old_status, verdict, generation, new, writes, requeue)
+
+    # -- rollout -----------------------------------------------------------------
+
+    def _rollout(
+        self,
+        body: dict[str, Any],
+        ref: TierRef,
+        spec: CacheTierSpec,
+        old_status: dict[str, Any],
+        new: dict[str, Any],
+        phase: str,
+        *,
+        connection_ready: bool,
+    ) -> float | None:
+        """Decide the effective percent, run the consumer pass, fill status.rollout/consumers."""
+        old = dict(old_status.get("rollout") or {})
+        generation = body["metadata"].get("generation")
+        serving = bool(old.get("serving")) or phase == "Ready"
+        rolled_back = (
+            old.get("rolledBackGeneration") is not None
+            and old.get("rolledBackGeneration") == generation
+        )
+        paused = (body["metadata"].get("annotations") or {}).get(
+            names.ANNOTATION_ROLLOUT_PAUSED
+        ) == "true"
+        state = StepState(
+            index=old.get("step"),
+            last_step_time=_parse_time(old.get("lastStepTime")),
+        )
+        now = datetime.now(UTC).replace(microsecond=0)
+        step = next_effective_percent(
+            spec.rollout,
+            state,
+            now,
+            healthy=phase == "Ready",
+            paused=paused,
+            rolled_back=rolled_back,
+        )
+        effective, reason = step.effective_percent, str(step.reason)
+        if not serving and effective > 0:
+            effective, reason = 0, "WaitingForTier"
+        report = self.consumers.reconcile(
+            ref.name,
+            ref.namespace,
+            spec,
+            enabled=spec.rollout.enabled and not rolled_back,
+            effective_percent=effective,
+            connection_ready=connection_ready or not spec.rollout.enabled,
+        )
+        rollout: dict[str, Any] = {
+            "enabled": spec.rollout.enabled and not rolled_back,
+            "targetPercent": spec.rollout.percent,
+            "effectivePercent": effective,
+            "step": step.state.index,
+            "reason": reason,
+            "lastStepTime": _format_time(step.state.last_step_time),
+            "serving": serving,
+        }
+        if rolled_back:
+            rollout["rolledBackGeneration"] = generation
+        new["rollout"] = rollout
+        new["consumers"] = {
+            "selected": report.selected,
+            "enabled": report.enabled,
+            "summary": f"{report.enabled}/{report.selected}",
+            "workloads": sorted(report.workloads, key=lambda w: (w["kind"], w["name"])),
+        }
+        conflict = (
+            ("True", "ConsumerConflict", "; ".join(report.conflicts)[:1000])
+            if report.conflicts
+            else ("False", "NoConflict", "")
+        )
+        new["_conditions"] = [(cond.CONSUMER_CONFLICT, *conflict)]
+        self._consumer_events(body, old_status, new, report, spec)
+        if spec.rollout.steps and reason in ("Stepping", "HoldingUnhealthy"):
+            return 5.0
+        if report.errors:
+            log.warning("consumer errors for %s/%s: %s", ref.namespace, ref.name, report.errors)
+            return 10.0
+        return None
+
+    def _consumer_events(
+        self,
+        body: dict[str, Any],
+        old_status: dict[str, Any],
+        new: dict[str, Any],
+        report: ConsumerReport,
+        spec: CacheTierSpec,
+    ) -> None:
+        before = {
+            f"{w['kind']}/{w['name']}"
+            for w in (old_status.get("consumers") or {}).get("workloads") or []
+            if w.get("enabled")
+        }
+        after = report.enabled_set
+        if report.changed and (before != after or not spec.rollout.enabled):
+            on, off = sorted(after - before), sorted(before - after)
+            if not spec.rollout.enabled or new["rollout"]["effectivePercent"] == 0:
+                self._event(
+                    body,
+                    "Warning",
+                    "RolledBack",
+                    f"rollback: REDIS_ENABLED=false on {len(report.changed)} consumer(s)",
+                )
+            else:
+                parts = []
+                if on:
+                    parts.append("enabled " + ", ".join(on[:20]))
+                if off:
+                    parts.append("disabled " + ", ".join(off[:20]))
+                self._event(
+                    body,
+                    "Normal",
+                    "RolloutChanged",
+                    f"{new['rollout']['effectivePercent']}%: " + "; ".join(parts or ["updated"]),
+                )
+        for conflict in report.conflicts:
+            if conflict not in str(old_status.get("conditions")):
+                self._event(body, "Warning", "ConsumerConflict", conflict)
+
+    def _ensure_finalizer(self, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        finalizers = list(meta.get("finalizers") or [])
+        if names.FINALIZER in finalizers:
+            return
+        op: dict[str, Any]
+        if finalizers:
+            op = {"op": "add", "path": "/metadata/finalizers/-", "value": names.FINALIZER}
+        else:
+            op = {"op": "add", "path": "/metadata/finalizers", "value": [names.FINALIZER]}
+        self.kube.json_patch(names.KIND, meta["namespace"], meta["name"], [op])
+        meta["finalizers"] = [*finalizers, names.FINALIZER]
+
+    def finalize(self, body: dict[str, Any]) -> None:
+        """The tier is being deleted: release every consumer, then drop the finalizer."""
+        meta = body["metadata"]
+        finalizers = list(meta.get("finalizers") or [])
+        if names.FINALIZER not in finalizers:
+            return
+        report = self.consumers.release_all(meta["name"], meta["namespace"])
+        if report.errors:
+            raise TemporaryError("; ".join(report.errors), delay=5)
+        if report.changed:
+            self._event(body, "Normal", "Released", f"released {len(report.changed)} consumer(s)")
+        index = finalizers.index(names.FINALIZER)
+        self.kube.json_patch(
+            names.KIND,
+            meta["namespace"],
+            meta["name"],
+            [
+                {"op": "test", "path": f"/metadata/finalizers/{index}", "value": names.FINALIZER},
+                {"op": "remove", "path": f"/metadata/finalizers/{index}"},
+            ],
+        )
 
     def _finish(
         self,
@@ -326,7 +491,11 @@ class TierReconciler:
         self, body: dict[str, Any], old_status: dict[str, Any], status: dict[str, Any]
     ) -> bool:
         """Merge-patch the status subresource with what changed; nothing if nothing did."""
-        patch = {k: status.get(k) for k in set(status) | set(old_status) if status.get(k) != old_status.get(k)}
+        patch = {
+            k: status.get(k)
+            for k in set(status) | set(old_status)
+            if status.get(k) != old_status.get(k)
+        }
         if not patch:
             return False
         meta = body["metadata"]
@@ -334,6 +503,23 @@ class TierReconciler:
             names.KIND, meta["namespace"], meta["name"], {"status": patch}, subresource="status"
         )
         return True
+
+
+def _secret_host_port(secret: dict[str, Any]) -> tuple[str, int]:
+    data = secret.get("data") or {}
+    host = base64.b64decode(data.get("host", "")).decode()
+    port = base64.b64decode(data.get("port", "")).decode()
+    return host, int(port or 0)
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    return datetime.strptime(str(value), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def _format_time(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _owner(ref: TierRef) -> dict[str, Any]:
@@ -345,19 +531,6 @@ def _owner(ref: TierRef) -> dict[str, Any]:
         "controller": True,
         "blockOwnerDeletion": True,
     }
-
-
-def _dedupe(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Keep the first object of each (kind, name); the renderer may emit the connection Secret."""
-    seen: set[tuple[str, str]] = set()
-    out = []
-    for o in objs:
-        key = (o["kind"], o["metadata"]["name"])
-        if key in seen:
-            continue
-        seen.add(key)
-        out.append(o)
-    return out
 
 
 def content_hash(obj: dict[str, Any]) -> str:

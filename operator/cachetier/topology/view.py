@@ -13,6 +13,7 @@ replies disagree for a while; this module decides:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -145,7 +146,9 @@ def _membership(reference: str, by_id: dict[str, NodeObservation]) -> set[str]:
     return members
 
 
-def _merge_slots(views: list[NodeObservation], members: set[str]) -> tuple[tuple[SlotRange, str], ...]:
+def _merge_slots(
+    views: list[NodeObservation], members: set[str]
+) -> tuple[tuple[SlotRange, str], ...]:
     """Per slot, the claim with the highest (epoch, self-claim) wins."""
     claims: list[tuple[int, int, int, int, str]] = []  # start, end, epoch, is_self, owner
     for obs in views:
@@ -162,7 +165,7 @@ def _merge_slots(views: list[NodeObservation], members: set[str]) -> tuple[tuple
     out: list[tuple[SlotRange, str]] = []
     active: list[tuple[int, int, int, int, str]] = []
     i = 0
-    for lo, hi in zip(bounds, bounds[1:], strict=False):
+    for lo, hi in itertools.pairwise(bounds):
         while i < len(claims) and claims[i][0] <= lo:
             active.append(claims[i])
             i += 1
@@ -192,8 +195,8 @@ def build_view(observed: Observed, desired: DesiredLayout) -> ClusterView:
     kept = set(desired.kept)
     reachable = sorted(observed.nodes, key=lambda o: order.get(o.address, 1 << 30))
     by_id: dict[str, NodeObservation] = {}
-    for obs in reachable:
-        by_id.setdefault(obs.node_id, obs)
+    for o in reachable:
+        by_id.setdefault(o.node_id, o)
     if not by_id:
         return ClusterView({}, (), (), {}, None)
     reference = _pick_reference(list(by_id.values()), order)
@@ -217,7 +220,11 @@ def build_view(observed: Observed, desired: DesiredLayout) -> ClusterView:
             if v.node_id != node_id
         )
         address = obs.address if obs is not None else line.address
-        if address is not None and address in order and (obs is not None or address not in occupied):
+        if (
+            address is not None
+            and address in order
+            and (obs is not None or address not in occupied)
+        ):
             group: Group = "kept" if address in kept else "retiring"
             position = order[address]
         else:

@@ -1,0 +1,284 @@
+"""``cachetier``: the SRE command line (status, rollout set/pause/resume, rollback).
+
+It works through the Kubernetes API only, like ``kubectl patch``: it reads
+CacheTiers and merge-patches them under field manager ``cachetier-cli``; the
+operator does the rest. So it needs the same RBAC as the equivalent kubectl
+commands (get/list/patch on ``cachetiers.cachetier.io``) and nothing else, and
+every change it makes is an ordinary spec or annotation change that GitOps
+tools show as drift.
+
+- ``rollout set TIER N``: ``spec.rollout.percent = N`` and ``enabled = true``.
+- ``rollback TIER``: ``spec.rollout.enabled = false`` (the percent is kept, so
+  ``rollout set`` or re-enabling resumes where it was).
+- ``rollout pause|resume TIER``: adds or removes the annotation
+  ``cachetier.io/rollout-paused: "true"``; while it is present the operator holds
+  ``rollout.steps`` on the current step (a rollback still works at once).
+
+Errors (not found, forbidden, rejected, unreachable API, bad kubeconfig, bad
+input) are one line on stderr and exit code 1; usage errors exit 2. Set
+``CACHETIER_DEBUG=1`` to get the traceback of an unexpected error.
+
+Layout: argument parsing (pure), then the few functions that call the API,
+then the commands and ``main``; what is printed is made in ``cli_format`` (pure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+import kubernetes
+import urllib3
+
+from cachetier import names
+from cachetier.cli_format import (
+    JsonObj,
+    api_error_message,
+    field,
+    format_tier_detail,
+    format_tiers,
+)
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """An error the user can act on; printed as one line, exit code 1."""
+
+
+# --- arguments (pure) ------------------------------------------------------
+
+
+def default_kubeconfig(environ: dict[str, str] | None = None) -> str:
+    """``$KUBECONFIG`` (a path or an ``os.pathsep`` list), else ``~/.kube/config``."""
+    env = os.environ if environ is None else environ
+    return env.get("KUBECONFIG") or str(Path("~/.kube/config").expanduser())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``cachetier``."""
+    parser = argparse.ArgumentParser(
+        prog="cachetier",
+        description="Operate CacheTier rollouts through the Kubernetes API.",
+    )
+    parser.add_argument(
+        "-n",
+        "--namespace",
+        help="namespace of the CacheTier (default: the kubeconfig context's, else 'default')",
+    )
+    parser.add_argument(
+        "--kubeconfig",
+        default=None,
+        help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    status = commands.add_parser("status", help="show tiers, their rollout, consumers and health")
+    status.add_argument("tier", nargs="?", metavar="TIER", help="show one tier in detail")
+    status.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="list tiers of every namespace"
+    )
+
+    rollout = commands.add_parser("rollout", help="change the rollout of a tier")
+    actions = rollout.add_subparsers(dest="action", required=True, metavar="ACTION")
+    set_ = actions.add_parser("set", help="set the target percent (and enable the rollout)")
+    set_.add_argument("tier", metavar="TIER")
+    set_.add_argument("percent", metavar="N", help="target percent, 0..100")
+    for action, text in (
+        ("pause", "hold rollout.steps on the current step"),
+        ("resume", "let rollout.steps advance again"),
+    ):
+        actions.add_parser(action, help=text).add_argument("tier", metavar="TIER")
+
+    rollback = commands.add_parser(
+        "rollback", help="switch every consumer off now (rollout.enabled=false)"
+    )
+    rollback.add_argument("tier", metavar="TIER")
+    return parser
+
+
+def parse_percent(text: str) -> int:
+    """A target percent from the command line: ``25`` or ``25%``, 0..100."""
+    digits = text.strip().removesuffix("%")
+    if not digits.isdigit() or not 0 <= int(digits) <= 100:
+        raise CliError(f"percent must be a whole number from 0 to 100, got {text!r}")
+    return int(digits)
+
+
+# --- the Kubernetes API ----------------------------------------------------
+
+
+def _kubeconfig_files(kubeconfig: str) -> list[str]:
+    return [p for p in kubeconfig.split(os.pathsep) if p]
+
+
+def connect(kubeconfig: str) -> tuple[Any, str]:
+    """A CustomObjectsApi for ``kubeconfig`` and its current context's namespace."""
+    files = _kubeconfig_files(kubeconfig)
+    if not any(Path(p).is_file() for p in files):
+        raise CliError(f"no kubeconfig at {kubeconfig} (set KUBECONFIG or --kubeconfig)")
+    configuration = kubernetes.client.Configuration()
+    configuration.retries = 1  # fail in seconds, not a minute, when the API is down
+    try:
+        _, context = kubernetes.config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig
+        )
+        client = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, persist_config=False, client_configuration=configuration
+        )
+    except (kubernetes.config.ConfigException, OSError, ValueError, TypeError) as exc:
+        raise CliError(f"cannot load kubeconfig {kubeconfig}: {exc}") from None
+    namespace = field(context, "context", "namespace") or "default"
+    return kubernetes.client.CustomObjectsApi(client), str(namespace)
+
+
+_TIMEOUT = (5, 30)  # connect, read (seconds)
+
+
+@contextmanager
+def _api_errors(api: Any, namespace: str, name: str | None = None) -> Iterator[None]:
+    """Turn the client's exceptions into one-line :class:`CliError`."""
+    try:
+        yield
+    except kubernetes.client.ApiException as exc:
+        if not exc.status:  # the client's own failure, e.g. a TLS handshake
+            raise _unreachable(api, exc.reason) from None
+        raise CliError(
+            api_error_message(exc.status, exc.body, name=name, namespace=namespace)
+        ) from None
+    except urllib3.exceptions.HTTPError as exc:
+        raise _unreachable(api, getattr(exc, "reason", None) or exc) from None
+
+
+def _unreachable(api: Any, reason: object) -> CliError:
+    # urllib3 nests "Pool(host=...): Max retries ...: NewConnectionError(...: [Errno 111]
+    # Connection refused)"; the last clause is the part a person can act on.
+    detail = " ".join(str(reason).split()).rsplit(": ", 1)[-1].rstrip(")'\"")
+    host = api.api_client.configuration.host
+    return CliError(f"cannot reach the Kubernetes API at {host}: {detail}")
+
+
+def get_tier(api: Any, namespace: str, name: str) -> JsonObj:
+    """GET one CacheTier."""
+    with _api_errors(api, namespace, name):
+        return cast(
+            JsonObj,
+            api.get_namespaced_custom_object(
+                names.GROUP,
+                names.VERSION,
+                namespace,
+                names.PLURAL,
+                name,
+                _request_timeout=_TIMEOUT,
+            ),
+        )
+
+
+def list_tiers(api: Any, namespace: str | None) -> list[JsonObj]:
+    """LIST the CacheTiers of ``namespace`` (None: every namespace), sorted by name."""
+    with _api_errors(api, namespace or "", None):
+        if namespace is None:
+            answer = api.list_cluster_custom_object(
+                names.GROUP, names.VERSION, names.PLURAL, _request_timeout=_TIMEOUT
+            )
+        else:
+            answer = api.list_namespaced_custom_object(
+                names.GROUP, names.VERSION, namespace, names.PLURAL, _request_timeout=_TIMEOUT
+            )
+    items = cast(list[JsonObj], answer.get("items") or [])
+    return sorted(
+        items,
+        key=lambda t: (field(t, "metadata", "namespace") or "", field(t, "metadata", "name") or ""),
+    )
+
+
+def patch_tier(api: Any, namespace: str, name: str, patch: JsonObj) -> JsonObj:
+    """Merge-patch one CacheTier under field manager ``cachetier-cli``; returns the result."""
+    with _api_errors(api, namespace, name):
+        return cast(
+            JsonObj,
+            api.patch_namespaced_custom_object(
+                names.GROUP,
+                names.VERSION,
+                namespace,
+                names.PLURAL,
+                name,
+                patch,
+                field_manager=names.CLI_FIELD_MANAGER,
+                _request_timeout=_TIMEOUT,
+            ),
+        )
+
+
+# --- commands --------------------------------------------------------------
+
+
+def build_patch(args: argparse.Namespace) -> JsonObj:
+    """The merge patch a changing command sends (pure; validates the percent first)."""
+    if args.command == "rollback":
+        return {"spec": {"rollout": {"enabled": False}}}
+    if args.action == "set":
+        return {"spec": {"rollout": {"percent": parse_percent(args.percent), "enabled": True}}}
+    paused = "true" if args.action == "pause" else None  # null deletes in a merge patch
+    return {"metadata": {"annotations": {names.ANNOTATION_ROLLOUT_PAUSED: paused}}}
+
+
+def describe_change(args: argparse.Namespace, result: JsonObj) -> str:
+    """The line printed after a change, from the patched object the API returned (pure)."""
+    name = f'cachetier "{args.tier}"'
+    rollout = field(result, "spec", "rollout") or {}
+    if args.command == "rollback":
+        kept = rollout.get("percent", 100)
+        return f"{name} rolled back: rollout.enabled=false, percent {kept} kept"
+    if args.action == "set":
+        return f"{name} rollout set to {rollout.get('percent')}% (enabled)"
+    if args.action == "pause":
+        return f'{name} rollout paused: steps hold until "cachetier rollout resume"'
+    return f"{name} rollout resumed"
+
+
+def run(args: argparse.Namespace, now: datetime) -> str:
+    """Carry out a parsed command; returns what to print on stdout."""
+    patch = None if args.command == "status" else build_patch(args)  # bad input: no API call
+    api, context_namespace = connect(args.kubeconfig or default_kubeconfig())
+    namespace: str = args.namespace or context_namespace
+    if patch is not None:
+        return describe_change(args, patch_tier(api, namespace, args.tier, patch))
+    if args.tier is not None:
+        return format_tier_detail(get_tier(api, namespace, args.tier), now)
+    scope = None if args.all_namespaces else namespace
+    tiers = list_tiers(api, scope)
+    if not tiers:
+        return f"No CacheTiers found in {'any namespace' if scope is None else namespace}."
+    return format_tiers(tiers, now, namespaces=scope is None)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``cachetier`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)  # exits 2 on a usage error
+    try:
+        print(run(args, datetime.now(UTC)))
+    except CliError as exc:
+        print(f"cachetier: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # no tracebacks for SREs; CACHETIER_DEBUG=1 shows them
+        if os.environ.get("CACHETIER_DEBUG"):
+            raise
+        detail = " ".join(str(exc).split())
+        print(f"cachetier: error: unexpected {type(exc).__name__}: {detail}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

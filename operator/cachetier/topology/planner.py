@@ -1,0 +1,437 @@
+"""Plan the next safe steps from an observed cluster towards a desired layout.
+
+Purely data-manipulative: `plan_next_steps` reads an `Observed` snapshot and a
+`DesiredLayout` and returns a `Plan`; it never talks to Redis. The executor
+runs the steps, observes again, and asks for the next plan, so every plan only
+has to be safe from the state it was made for.
+
+Phases, in order; the first phase that has work returns it:
+
+1. MEET joinable nodes (and teach changed addresses);
+2. finish slot migrations left half-done (IMPORTING/MIGRATING markers);
+3. promote a replica of a master the cluster marked FAIL;
+4. wait while gossip settles (stale slot claims);
+5. FORGET dead ids, once every kept address answers as a member;
+6. pick the masters; fail over retiring masters to kept replicas;
+7. ADDSLOTS for slots nobody serves;
+8. migrate slots until the masters are balanced and non-masters are empty;
+9. REPLICATE so that each master has its replicas;
+10. FORGET drained retiring nodes, which then become removable.
+
+Safety rules: slots only ever move with their keys (MigrateSlots); a node is
+never reset or flushed; a node that holds keys or slots and is not a member
+is reported as blocked and left alone; dead ids are forgotten only when they
+serve no slot and their replacement has joined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from cachetier.topology.model import DesiredLayout, NodeObservation, Observed
+from cachetier.topology.nodes import NodeAddress
+from cachetier.topology.slots import (
+    TOTAL_SLOTS,
+    Ranges,
+    chunks,
+    count,
+    format_ranges,
+    from_slots,
+    quotas,
+    take_first,
+    take_last,
+)
+from cachetier.topology.steps import (
+    AddSlots,
+    Blocked,
+    Failover,
+    Forget,
+    Meet,
+    MigrateSlots,
+    Plan,
+    Replicate,
+    Step,
+)
+from cachetier.topology.view import ClusterView, Member, build_view
+
+DEFAULT_SLOTS_PER_STEP = 512
+"""Slots per MigrateSlots step: small enough that a step budget can stop mid-way."""
+
+
+@dataclass
+class _Planning:
+    """Scratch state of one planning pass."""
+
+    view: ClusterView
+    desired: DesiredLayout
+    observed: Observed
+    slots_per_step: int
+    blocked: list[Blocked] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)
+    joinable: list[NodeObservation] = field(default_factory=list)
+
+    def alive(self) -> list[Member]:
+        return sorted((m for m in self.view.members.values() if m.alive), key=lambda m: m.order)
+
+    def kept_alive(self) -> list[Member]:
+        return [m for m in self.alive() if m.group == "kept"]
+
+    def addresses(self, exclude: str | None = None) -> tuple[NodeAddress, ...]:
+        return tuple(m.address for m in self.alive() if m.address and m.node_id != exclude)
+
+
+def _classify_outsiders(p: _Planning) -> None:
+    members = p.view.members
+    kept = set(p.desired.kept)
+    for o in p.view.outsiders:
+        if o.address not in kept:
+            continue  # retiring or unknown addresses are never joined
+        me = o.myself
+        reason = None
+        if me.slots:
+            reason = f"claims {count(me.slots)} slots but is not a member of this cluster"
+        elif o.keys > 0 and not (me.is_replica and me.master_id in members):
+            reason = f"holds {o.keys} keys but is not a member of this cluster"
+        else:
+            foreign = [
+                n
+                for n in o.nodes
+                if n.node_id != o.node_id
+                and not n.in_handshake
+                and n.node_id not in members
+                and not n.failed
+                and n.address is not None
+            ]
+            if foreign:
+                reason = f"knows {len(foreign)} nodes of another cluster"
+        if reason:
+            p.blocked.append(Blocked(o.address, o.node_id, reason))
+        else:
+            p.joinable.append(o)
+    for m in p.kept_alive():
+        if m.is_master and not m.slots and not m.stale and (m.keys or 0) > 0 and m.address:
+            reason = f"master without slots holds {m.keys} keys"
+            p.blocked.append(Blocked(m.address, m.node_id, reason))
+
+
+def _meets(p: _Planning) -> list[Step]:
+    ref = p.view.observations.get(p.view.reference or "")
+    if ref is None:
+        return []
+    steps: list[Step] = [Meet(ref.address, o.address, o.myself.bus_port) for o in p.joinable]
+    for m in p.alive():
+        if m.address is None:
+            continue
+        for viewer in p.view.observations.values():
+            if viewer.node_id == m.node_id:
+                continue
+            line = viewer.knows(m.node_id)
+            missing = line is None and viewer.node_id == ref.node_id
+            moved = line is not None and line.address not in (None, m.address)
+            if missing or moved or (line is not None and line.address is None):
+                steps.append(Meet(viewer.address, m.address, m.bus_port))
+    return list(dict.fromkeys(steps))
+
+
+def _resolve(p: _Planning, node_id: str) -> Member | None:
+    """The alive master standing for `node_id` (itself, or its master if a replica)."""
+    m = p.view.members.get(node_id)
+    if m is not None and not m.is_master and m.master_id:
+        m = p.view.members.get(m.master_id)
+    if m is None or not m.alive or not m.is_master:
+        return None
+    return m
+
+
+def _in_flight(p: _Planning) -> list[Step]:
+    markers: dict[int, list[tuple[Member, str, bool]]] = {}
+    for m in p.alive():
+        if not m.is_master:
+            continue
+        for slot, peer in m.importing:
+            markers.setdefault(slot, []).append((m, peer, True))
+        for slot, peer in m.migrating:
+            markers.setdefault(slot, []).append((m, peer, False))
+    moves: dict[tuple[str, str], list[int]] = {}
+    for slot, marks in sorted(markers.items()):
+        owner = _resolve(p, p.view.owner_of(slot) or "")
+        if owner is None:
+            p.waiting.append(f"slot {slot} is mid-migration but its owner is not available")
+            continue
+        pairs: list[tuple[Member, Member]] = []
+        for m, peer, importing in marks:
+            other = _resolve(p, peer)
+            if m.node_id != owner.node_id:
+                # An importer gets the slot; a stray MIGRATING marker settles on the owner.
+                pairs.append((owner, m) if importing else (m, owner))
+            elif other is not None and other.node_id != owner.node_id:
+                # The owner migrates: carry on; the owner imports: finish on the owner.
+                pairs.append((other, owner) if importing else (owner, other))
+        if not pairs:
+            p.waiting.append(f"slot {slot} is mid-migration with a node that is down")
+            continue
+        pairs.sort(key=lambda pair: pair[0].node_id != owner.node_id)
+        src, dst = pairs[0]
+        moves.setdefault((src.node_id, dst.node_id), []).append(slot)
+    steps: list[Step] = []
+    for (src_id, dst_id), slots in moves.items():
+        s, t = p.view.members[src_id], p.view.members[dst_id]
+        assert s.address is not None and t.address is not None
+        steps.append(MigrateSlots(s.address, src_id, t.address, dst_id, from_slots(slots)))
+    return steps
+
+
+def _failed_masters(p: _Planning) -> list[Step]:
+    steps: list[Step] = []
+    for m in p.view.members.values():
+        if not m.is_master or not m.slots or m.alive:
+            continue
+        if not m.flagged_failed:
+            p.waiting.append(f"master {m.node_id[:8]} ({m.address}) does not answer")
+            continue
+        replicas = [r for r in p.view.replicas_of(m.node_id) if r.alive and r.address]
+        if not replicas:
+            p.waiting.append(
+                f"slots {format_ranges(m.slots)} of failed master {m.node_id[:8]} "
+                "have no replica to promote"
+            )
+            continue
+        target = replicas[0]
+        assert target.address is not None
+        steps.append(Failover(target.address, m.node_id, force=True))
+    return steps
+
+
+def _all_kept_joined(p: _Planning) -> bool:
+    if len(p.desired.kept) < p.desired.size:
+        return False
+    joined = {m.address for m in p.kept_alive()}
+    return all(a in joined for a in p.desired.kept)
+
+
+def _forget_dead(p: _Planning) -> list[Step]:
+    dead = [m for m in p.view.members.values() if not m.alive and m.group != "retiring"]
+    if not dead:
+        return []
+    if not _all_kept_joined(p):
+        p.waiting.append(f"{len(dead)} node(s) down; waiting for every kept node to answer")
+        return []
+    steps: list[Step] = []
+    for m in dead:
+        if m.slots or any(r.alive for r in p.view.replicas_of(m.node_id)):
+            continue
+        steps.append(Forget(m.node_id, p.addresses(), "dead"))
+    return steps
+
+
+def _choose_masters(p: _Planning) -> tuple[list[Member], list[Step]]:
+    shards = p.desired.shards
+    kept = p.kept_alive()
+    holders = sorted(
+        (m for m in kept if m.is_master and m.slots), key=lambda m: (-count(m.slots), m.order)
+    )
+    masters = holders[:shards]
+    if len(masters) < shards:
+        failovers: list[Step] = []
+        leaving = sorted(
+            (m for m in p.alive() if m.group != "kept" and m.is_master and m.slots),
+            key=lambda m: (-count(m.slots), m.order),
+        )
+        for m in leaving:
+            heirs = [r for r in p.view.replicas_of(m.node_id) if r.alive and r.group == "kept"]
+            if heirs and heirs[0].address and len(masters) + len(failovers) < shards:
+                failovers.append(Failover(heirs[0].address, m.node_id, force=False))
+        if failovers:
+            return masters, failovers
+        empty = [m for m in kept if m.is_master and not m.slots and (m.keys or 0) == 0]
+        masters += empty[: shards - len(masters)]
+    return masters, []
+
+
+def _quota_order(masters: list[Member]) -> list[tuple[Member, int]]:
+    ranked = sorted(masters, key=lambda m: (-count(m.slots), m.order))
+    return list(zip(ranked, quotas(len(ranked)), strict=True))
+
+
+def _add_slots(p: _Planning, masters: list[Member]) -> list[Step]:
+    free = p.view.unassigned()
+    if not free:
+        return []
+    steps: list[Step] = []
+    for m, quota in _quota_order(masters):
+        take, free = take_first(free, max(0, quota - count(m.slots)))
+        if take and m.address:
+            steps.append(AddSlots(m.address, take))
+    if free and masters[0].address:
+        steps.append(AddSlots(masters[0].address, free))
+    return steps
+
+
+def _balance(p: _Planning, masters: list[Member]) -> list[Step]:
+    chosen = {m.node_id for m in masters}
+    sources: list[tuple[Member, Ranges]] = [
+        (m, m.slots) for m in p.alive() if m.is_master and m.slots and m.node_id not in chosen
+    ]
+    sinks: list[tuple[Member, int]] = []
+    for m, quota in _quota_order(masters):
+        have = count(m.slots)
+        if have > quota:
+            sources.append((m, take_last(m.slots, have - quota)[0]))
+        elif have < quota:
+            sinks.append((m, quota - have))
+    steps: list[Step] = []
+    for src, slots in sources:
+        rest = slots
+        while rest and sinks:
+            dst, want = sinks[0]
+            moved, rest = take_last(rest, want)
+            moved_count = count(moved)
+            sinks[0] = (dst, want - moved_count)
+            if sinks[0][1] == 0:
+                sinks.pop(0)
+            assert src.address is not None and dst.address is not None
+            for piece in chunks(moved, p.slots_per_step):
+                steps.append(
+                    MigrateSlots(src.address, src.node_id, dst.address, dst.node_id, piece)
+                )
+    return steps
+
+
+def _replicas(p: _Planning, masters: list[Member]) -> list[Step]:
+    per_shard = p.desired.replicas_per_shard
+    chosen = {m.node_id for m in masters}
+    load: dict[str, list[Member]] = {
+        m.node_id: [r for r in p.view.replicas_of(m.node_id) if r.alive and r.group == "kept"]
+        for m in masters
+    }
+    movable: list[Member] = []
+    for m in p.kept_alive():
+        if m.node_id in chosen:
+            continue
+        if m.is_master:
+            if not m.slots and (m.keys or 0) == 0:
+                movable.append(m)
+        elif m.master_id not in chosen:
+            movable.append(m)
+    for mid, reps in load.items():
+        if len(reps) > per_shard:
+            movable.extend(reps[per_shard:])
+            load[mid] = reps[:per_shard]
+    order = {m.node_id: i for i, m in enumerate(masters)}
+    steps: list[Step] = []
+    for m in sorted(movable, key=lambda m: m.order):
+        open_masters = [mid for mid, reps in load.items() if len(reps) < per_shard]
+        if not open_masters or m.address is None:
+            continue
+        target = min(open_masters, key=lambda mid: (len(load[mid]), order[mid]))
+        load[target].append(m)
+        if m.master_id != target:
+            steps.append(Replicate(m.address, target))
+    return steps
+
+
+def _retire(p: _Planning) -> list[Step]:
+    leaving = [m for m in p.view.members.values() if m.group == "retiring"]
+    if any(m.slots for m in leaving):
+        p.waiting.append("retiring masters still serve slots")
+        return []
+    return [Forget(m.node_id, p.addresses(exclude=m.node_id), "retired") for m in leaving]
+
+
+def _removable(p: _Planning) -> tuple[NodeAddress, ...]:
+    still = {m.address for m in p.view.members.values() if m.group == "retiring"}
+    out = []
+    for address in p.desired.retiring:
+        obs = p.observed.at(address)
+        if address in still or (obs is not None and obs.myself.slots):
+            continue
+        out.append(address)
+    return tuple(out)
+
+
+def _check_converged(p: _Planning, masters: list[Member]) -> bool:
+    problems: list[str] = []
+    if len(p.desired.kept) < p.desired.size:
+        problems.append(f"{p.desired.size - len(p.desired.kept)} node(s) missing")
+    joined = {m.address for m in p.kept_alive()}
+    absent = [a for a in p.desired.kept if a not in joined]
+    if absent:
+        problems.append("not joined: " + ", ".join(str(a) for a in absent))
+    holders = [m for m in p.view.members.values() if m.is_master and m.slots]
+    shares = sorted(count(m.slots) for m in holders)
+    if p.view.assigned != TOTAL_SLOTS:
+        problems.append(f"{TOTAL_SLOTS - p.view.assigned} slots unassigned")
+    if len(holders) != p.desired.shards or (shares and shares[-1] - shares[0] > 1):
+        problems.append(f"slots on {len(holders)} masters, want {p.desired.shards} balanced")
+    for m in masters:
+        reps = [r for r in p.view.replicas_of(m.node_id) if r.alive and r.group == "kept"]
+        if len(reps) != p.desired.replicas_per_shard:
+            problems.append(f"master {m.node_id[:8]} has {len(reps)} replica(s)")
+    extra = [m for m in p.view.members.values() if not m.alive or m.group != "kept"]
+    if extra:
+        problems.append(f"{len(extra)} node(s) to forget")
+    if any(m.importing or m.migrating for m in p.alive()):
+        problems.append("slot migrations in flight")
+    not_ok = [m for m in p.alive() if m.cluster_state != "ok"]
+    if not_ok and not problems:
+        problems.append(f"cluster_state not ok on {len(not_ok)} node(s)")
+    p.waiting.extend(problems)
+    return not problems and not p.blocked
+
+
+def plan_next_steps(
+    observed: Observed, desired: DesiredLayout, *, slots_per_step: int = DEFAULT_SLOTS_PER_STEP
+) -> Plan:
+    """Return the next safe steps from `observed` towards `desired`.
+
+    An empty `steps` with `converged=False` means: wait and observe again
+    (see `waiting` and `blocked`).
+    """
+    view = build_view(observed, desired)
+    p = _Planning(view, desired, observed, slots_per_step)
+    _classify_outsiders(p)
+
+    def done(steps: Iterable[Step] = (), converged: bool = False) -> Plan:
+        return Plan(
+            steps=tuple(steps),
+            blocked=tuple(p.blocked),
+            waiting=tuple(dict.fromkeys(p.waiting)),
+            removable=_removable(p),
+            converged=converged,
+        )
+
+    if view.reference is None:
+        p.waiting.append("no node answered")
+        return done()
+    for phase in (_meets, _in_flight, _failed_masters):
+        steps = phase(p)
+        if steps:
+            return done(steps)
+    stale = [m for m in p.alive() if m.stale]
+    if stale:
+        p.waiting.append(f"gossip settling on {len(stale)} node(s)")
+        return done()
+    steps = _forget_dead(p)
+    if steps:
+        return done(steps)
+    slots_settled = not p.waiting  # no unserved, stuck or unreachable slot owners
+    masters, failovers = _choose_masters(p)
+    if failovers:
+        return done(failovers)
+    if len(masters) < desired.shards:
+        p.waiting.append(f"{len(masters)} node(s) can be masters, {desired.shards} needed")
+        return done()
+    if slots_settled:
+        for phase_with_masters in (_add_slots, _balance):
+            steps = phase_with_masters(p, masters)
+            if steps:
+                return done(steps)
+    steps = _replicas(p, masters)
+    if steps:
+        return done(steps)
+    if slots_settled:
+        steps = _retire(p)
+        if steps:
+            return done(steps)
+    return done(converged=_check_converged(p, masters))
