@@ -630,6 +630,15 @@ class ControlPlane:
     def start(self) -> Self:
         """Start everything (or reuse a healthy control plane); returns self."""
         with self._locked():
+            self._ports = {}
+            if self.is_healthy():
+                self._log(f"control plane already running ({self.api_url}); nothing to do")
+                try:
+                    self._ensure_node_agent()
+                except BaseException:
+                    self._terminate(NODE_AGENT)  # leave the running control plane alone
+                    raise
+                return self
             try:
                 self._start()
             except BaseException:
@@ -640,11 +649,6 @@ class ControlPlane:
 
     def _start(self) -> None:
         began = time.monotonic()
-        self._ports = {}
-        if self.is_healthy():
-            self._log(f"control plane already running ({self.api_url}); nothing to do")
-            self._ensure_node_agent()
-            return
         if self.running() or self._stray_pids():
             self._log("control plane partially running; restarting it")
             self._stop()

@@ -257,7 +257,8 @@ def run(args: argparse.Namespace, now: datetime) -> str:
     scope = None if args.all_namespaces else namespace
     tiers = list_tiers(api, scope)
     if not tiers:
-        return f"No CacheTiers found in {'any namespace' if scope is None else namespace}."
+        where = "any namespace" if scope is None else f"namespace {namespace}"
+        return f"No CacheTiers found in {where}."
     return format_tiers(tiers, now, namespaces=scope is None)
 
 

@@ -4,24 +4,29 @@
   and waits until the CRD is Established and ``cachetiers`` is served. The CRD
   is left installed (the local control plane is thrown away after the session;
   on an existing cluster it is what ``make demo`` would install anyway).
+- ``operator`` (session): the operator running in this process under
+  ``kopf.testing.KopfRunner``; ``Operator`` gives tests its write counter.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cachetier import names
+from tests.conftest import KubeCluster
+from tests.e2e.helpers import Operator, start_operator
 
 CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "cachetier.yaml"
 CRD_NAME = f"{names.PLURAL}.{names.GROUP}"
 
 
 @pytest.fixture(scope="session")
-def crd_installed(kube_cluster: Any) -> None:
+def crd_installed(kube_cluster: KubeCluster) -> None:
     """The CacheTier CRD, installed from crds/ and ready to serve."""
     kube_cluster.run_kubectl(
         "apply",
@@ -45,3 +50,9 @@ def crd_installed(kube_cluster: Any) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"{names.PLURAL} not served: {probe.stderr.strip()}")
         time.sleep(0.5)
+
+
+@pytest.fixture(scope="session")
+def operator(kube_cluster: Any, crd_installed: None) -> Iterator[Operator]:
+    """The operator, running in this process (kopf.testing.KopfRunner) for the session."""
+    yield from start_operator()

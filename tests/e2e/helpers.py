@@ -12,7 +12,7 @@ T = TypeVar("T")
 
 
 def wait_for(
-    probe: Callable[[], T | None | bool], *, timeout: float, what: str, interval: float = 0.5
+    probe: Callable[[], T | bool | None], *, timeout: float, what: str, interval: float = 0.5
 ) -> T:
     """Poll ``probe`` until it returns something truthy; fail with ``what`` on timeout."""
     deadline = time.monotonic() + timeout

@@ -15,6 +15,18 @@ from typing import Any
 
 import pytest
 
+from cachetier.api.models import (
+    CacheTierStatus,
+    ClusterStatus,
+    Condition,
+    ConsumersStatus,
+    Endpoint,
+    HealthStatus,
+    RolloutStatus,
+    WorkloadStatus,
+)
+from tests.conftest import KubeCluster
+
 INVALID_DIR = Path(__file__).resolve().parents[1] / "data" / "invalid"
 CASES = sorted(INVALID_DIR.glob("*.yaml"))
 
@@ -31,7 +43,7 @@ def expectations(path: Path) -> list[str]:
 
 
 def kubectl_apply(
-    cluster: Any, namespace: str, manifest: str | Path
+    cluster: KubeCluster, namespace: str, manifest: str | Path
 ) -> subprocess.CompletedProcess[str]:
     """``kubectl apply -f`` a file or a manifest text (plain client-side apply)."""
     if isinstance(manifest, Path):
@@ -46,13 +58,13 @@ def kubectl_apply(
     )
 
 
-def tiers_in(cluster: Any, namespace: str) -> list[str]:
+def tiers_in(cluster: KubeCluster, namespace: str) -> list[str]:
     """Names of the CacheTiers in ``namespace``."""
     listed = cluster.run_kubectl("get", "cachetiers", "-n", namespace, "-o", "name")
     return listed.stdout.split()
 
 
-def get_tier(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
+def get_tier(cluster: KubeCluster, namespace: str, name: str) -> dict[str, Any]:
     """A CacheTier as the API server stores it."""
     shown = cluster.run_kubectl("get", "cachetier", name, "-n", namespace, "-o", "json")
     tier: dict[str, Any] = json.loads(shown.stdout)
@@ -60,7 +72,7 @@ def get_tier(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[path.stem for path in CASES])
-def test_invalid_tier_is_refused(kube_cluster: Any, namespace: str, case: Path) -> None:
+def test_invalid_tier_is_refused(kube_cluster: KubeCluster, namespace: str, case: Path) -> None:
     expected = expectations(case)
     assert expected, f"{case.name} has no '# expect:' line"
 
@@ -125,7 +137,9 @@ spec:
 """
 
 
-def test_minimal_tier_is_accepted_with_server_defaults(kube_cluster: Any, namespace: str) -> None:
+def test_minimal_tier_is_accepted_with_server_defaults(
+    kube_cluster: KubeCluster, namespace: str
+) -> None:
     result = kubectl_apply(kube_cluster, namespace, MINIMAL)
     assert result.returncode == 0, result.stderr
 
@@ -143,7 +157,7 @@ def test_minimal_tier_is_accepted_with_server_defaults(kube_cluster: Any, namesp
     assert "consumers" not in spec
 
 
-def test_spec_example_is_accepted(kube_cluster: Any, namespace: str) -> None:
+def test_spec_example_is_accepted(kube_cluster: KubeCluster, namespace: str) -> None:
     result = kubectl_apply(kube_cluster, namespace, SPEC_EXAMPLE)
     assert result.returncode == 0, result.stderr
 
@@ -153,7 +167,7 @@ def test_spec_example_is_accepted(kube_cluster: Any, namespace: str) -> None:
     assert spec["resources"]["limits"] == {"cpu": 1, "memory": "3Gi"}
 
 
-def test_mode_change_on_update_is_refused(kube_cluster: Any, namespace: str) -> None:
+def test_mode_change_on_update_is_refused(kube_cluster: KubeCluster, namespace: str) -> None:
     created = kubectl_apply(kube_cluster, namespace, MINIMAL + "spec: {mode: standalone}\n")
     assert created.returncode == 0, created.stderr
 
@@ -163,3 +177,45 @@ def test_mode_change_on_update_is_refused(kube_cluster: Any, namespace: str) -> 
     assert "spec.mode" in changed.stderr
     assert "mode is immutable" in changed.stderr
     assert get_tier(kube_cluster, namespace, "minimal")["spec"]["mode"] == "standalone"
+
+
+FULL_STATUS = CacheTierStatus(
+    observed_generation=4,
+    phase="Ready",
+    conditions=[
+        Condition(type="Ready", status="True", reason="Ready", message="serving"),
+        Condition(type="Progressing", status="False", reason="Stable"),
+    ],
+    endpoint=Endpoint(host="tasks-cache.ordo.svc", port=6379),
+    connection_secret="tasks-cache-connection",
+    rollout=RolloutStatus(enabled=True, target_percent=50, effective_percent=25, step=1),
+    consumers=ConsumersStatus(
+        selected=3,
+        enabled=1,
+        summary="1/3",
+        workloads=[WorkloadStatus(kind="Deployment", name="api", enabled=True)],
+    ),
+    health=HealthStatus(up=True, latency_ms=0.4, hit_rate=0.93, error_rate=0.0),
+    cluster=ClusterStatus(state="ok", slots_assigned=16384, shards=3, nodes=6),
+)
+
+
+@pytest.mark.parametrize(
+    "status", [FULL_STATUS, CacheTierStatus()], ids=["populated", "empty-with-nulls"]
+)
+def test_status_from_the_models_is_accepted(
+    kube_cluster: KubeCluster, namespace: str, status: CacheTierStatus
+) -> None:
+    created = kubectl_apply(kube_cluster, namespace, MINIMAL)
+    assert created.returncode == 0, created.stderr
+    # A JSON patch keeps explicit nulls, unlike a merge patch: the harder case.
+    written = status.model_dump(mode="json", by_alias=True)
+    ops = json.dumps([{"op": "add", "path": "/status", "value": written}])
+
+    kube_cluster.run_kubectl(
+        "patch", "cachetier", "minimal", "-n", namespace,
+        "--subresource=status", "--type=json", "-p", ops,
+    )  # fmt: skip
+
+    stored = get_tier(kube_cluster, namespace, "minimal")["status"]
+    assert CacheTierStatus.model_validate(stored) == status

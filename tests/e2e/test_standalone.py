@@ -10,12 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.helpers import Operator, start_operator, wait_for
-
-
-@pytest.fixture(scope="module")
-def operator(kube_cluster: Any, crd_installed: None) -> Any:
-    yield from start_operator()
+from tests.e2e.helpers import Operator, wait_for
 
 TIER = """
 apiVersion: cachetier.io/v1alpha1
@@ -126,6 +121,13 @@ def test_standalone_lifecycle(
     assert sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Retain"
     hash_before = sts["spec"]["template"]["metadata"]["annotations"]["cachetier.io/config-hash"]
 
+    # The node agent (or a real cluster's kubelet) runs the pod: the tier goes Ready.
+    wait_for(
+        lambda: _with_condition(kube_cluster, ns, name, "Ready", "Ready"),
+        timeout=120,
+        what="Ready=True",
+    )
+
     # A reconcile with nothing to do writes nothing: the tier's resourceVersion and
     # every child's stay put while the operator re-runs (status events, resync).
     # (Only objects that no controller writes are compared: the StatefulSet's and
@@ -140,9 +142,11 @@ def test_standalone_lifecycle(
     # maxmemory change: ConfigMap and pod-template hash change, the password stays.
     apply(kube_cluster, TIER.format(name=name, ns=ns, maxmemory="128mb", retain="true"))
     wait_for(
-        lambda: "maxmemory 128mb"
-        in ((get(kube_cluster, "configmap", ns, f"{name}-config") or {}).get("data") or {}).get(
-            "redis.conf", ""
+        lambda: (
+            "maxmemory 128mb"
+            in ((get(kube_cluster, "configmap", ns, f"{name}-config") or {}).get("data") or {}).get(
+                "redis.conf", ""
+            )
         ),
         timeout=30,
         what="ConfigMap update",
@@ -155,18 +159,18 @@ def test_standalone_lifecycle(
     assert _secret(kube_cluster, ns, f"{name}-auth")["password"] == password
     assert _secret(kube_cluster, ns, f"{name}-connection")["password"] == password
     wait_for(
-        lambda: (get(kube_cluster, "cachetier", ns, name) or {})
-        .get("status", {})
-        .get("observedGeneration")
-        == 2,
+        lambda: (
+            (get(kube_cluster, "cachetier", ns, name) or {})
+            .get("status", {})
+            .get("observedGeneration")
+            == 2
+        ),
         timeout=30,
         what="observedGeneration 2",
     )
 
     # The StatefulSet controller made the claim; deletion keeps it (retainOnDelete).
-    wait_for(
-        lambda: get(kube_cluster, "pvc", ns, f"data-{name}-0"), timeout=30, what="PVC created"
-    )
+    wait_for(lambda: get(kube_cluster, "pvc", ns, f"data-{name}-0"), timeout=30, what="PVC created")
     kube_cluster.run_kubectl("delete", "cachetier", name, "-n", ns, "--wait=true", timeout=90)
     for kind, pattern in CHILDREN:
         wait_for(
@@ -251,7 +255,10 @@ def _versions(cluster: Any, ns: str, name: str) -> dict[str, str]:
 
 def _sts_with_new_hash(cluster: Any, ns: str, name: str, old: str) -> dict[str, Any] | None:
     sts = get(cluster, "statefulset", ns, name)
-    if sts and sts["spec"]["template"]["metadata"]["annotations"]["cachetier.io/config-hash"] != old:
+    if (
+        sts
+        and sts["spec"]["template"]["metadata"]["annotations"]["cachetier.io/config-hash"] != old
+    ):
         return sts
     return None
 

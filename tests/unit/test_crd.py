@@ -259,3 +259,13 @@ def test_gen_crds_check_reports_a_stale_file(
     assert gen_crds.main(["--output", str(output)]) == 0
     assert output.read_text() == render_crd_yaml()
     assert gen_crds.main(["--check", "--output", str(output)]) == 0
+
+
+def test_optional_enums_are_not_nullable() -> None:
+    # The API server refuses null for a nullable enum; without nullable it
+    # prunes the null instead, so a status with phase None is accepted.
+    phase = root_schema()["properties"]["status"]["properties"]["phase"]
+
+    assert "nullable" not in phase
+    assert None not in phase["enum"]
+    assert "Ready" in phase["enum"]

@@ -122,22 +122,22 @@ def build_env(
         if not source:
             env[name] = expand(str(var.get("value", "")), env)
             continue
-        value: str | None
+        found: str | None
         try:
             if "fieldRef" in source:
-                value = field_value(pod, str(source["fieldRef"].get("fieldPath", "")))
+                found = field_value(pod, str(source["fieldRef"].get("fieldPath", "")))
             elif "resourceFieldRef" in source:
                 ref = source["resourceFieldRef"]
                 target = str(ref.get("containerName") or container.get("name", ""))
-                value = resource_value(pod, target, ref, allocatable)
+                found = resource_value(pod, target, ref, allocatable)
             elif "configMapKeyRef" in source:
-                value = _key_ref(pod, lookup, source["configMapKeyRef"], is_secret=False)
+                found = _key_ref(pod, lookup, source["configMapKeyRef"], is_secret=False)
             elif "secretKeyRef" in source:
-                value = _key_ref(pod, lookup, source["secretKeyRef"], is_secret=True)
+                found = _key_ref(pod, lookup, source["secretKeyRef"], is_secret=True)
             else:
                 raise ConfigError(f"unsupported valueFrom for {name}: {sorted(source)}")
         except FieldPathError as err:
             raise ConfigError(str(err)) from err
-        if value is not None:
-            env[name] = value
+        if found is not None:
+            env[name] = found
     return env

@@ -32,9 +32,7 @@ def _safe(path: str) -> str:
     return norm
 
 
-def _select(
-    values: dict[str, bytes], src: Obj, default_mode: int, what: str
-) -> FileSet:
+def _select(values: dict[str, bytes], src: Obj, default_mode: int, what: str) -> FileSet:
     items = src.get("items") or []
     files: FileSet = {}
     if not items:

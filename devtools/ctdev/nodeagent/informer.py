@@ -10,7 +10,6 @@ thread and must only dispatch work (never block).
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 

@@ -62,11 +62,15 @@ class AddressPool:
             if key in self._by_key:
                 return self._by_key[key]
             used = set(self._by_key.values())
-            if prefer and self.contains(prefer) and prefer not in used:
-                if self.usable(ipaddress.IPv4Address(prefer)):
-                    self._by_key[key] = prefer
-                    self._save()
-                    return prefer
+            if (
+                prefer
+                and self.contains(prefer)
+                and prefer not in used
+                and self.usable(ipaddress.IPv4Address(prefer))
+            ):
+                self._by_key[key] = prefer
+                self._save()
+                return prefer
             size = self.network.num_addresses
             base = int(self.network.network_address)
             for step in range(size):

@@ -55,7 +55,7 @@ def _load_with_kubernetes(path: str) -> tuple[str, ssl.SSLContext, dict[str, str
     from kubernetes import client, config  # heavy import, only when needed
 
     cfg = client.Configuration()
-    config.load_kube_config(config_file=path, client_configuration=cfg)
+    config.load_kube_config(config_file=path, client_configuration=cfg)  # type: ignore[no-untyped-call]
     ctx = ssl.create_default_context(cafile=cfg.ssl_ca_cert)
     if not cfg.verify_ssl:
         ctx.check_hostname = False

@@ -43,11 +43,35 @@ SHIMMED = sorted(SERVERS | SENTINELS | CLIS | ENTRYPOINTS)
 """Programs that get a shim on the PATH of pod processes."""
 LOCAL_ALIASES = {"localhost", "127.0.0.1", "::1", "0.0.0.0", "[::1]"}
 _CLI_VALUE_OPTS = {
-    "-p", "-s", "-a", "-r", "-i", "-n", "-d", "-D", "--user", "--pass", "--sni", "--cacert",
-    "--cacertdir", "--cert", "--key", "--tls-ciphers", "--tls-ciphersuites", "--eval",
-    "--pattern", "--quoted-pattern", "--count", "--memkeys-samples", "--rdb", "--functions-rdb",
-    "--pipe-timeout", "--intrinsic-latency", "--lru-test", "-e",
-}  # fmt: skip
+    "-p",
+    "-s",
+    "-a",
+    "-r",
+    "-i",
+    "-n",
+    "-d",
+    "-D",
+    "--user",
+    "--pass",
+    "--sni",
+    "--cacert",
+    "--cacertdir",
+    "--cert",
+    "--key",
+    "--tls-ciphers",
+    "--tls-ciphersuites",
+    "--eval",
+    "--pattern",
+    "--quoted-pattern",
+    "--count",
+    "--memkeys-samples",
+    "--rdb",
+    "--functions-rdb",
+    "--pipe-timeout",
+    "--intrinsic-latency",
+    "--lru-test",
+    "-e",
+}
 CONTEXT_ENV = "CTDEV_LAUNCH_CONTEXT"
 """Environment variable naming the JSON ``LaunchContext`` file of a pod process."""
 
@@ -100,6 +124,10 @@ class LaunchContext:
         self._pattern = re.compile("|".join(parts)) if alternatives else None
         self._by_path = dict(self.mounts)
 
+    def _replace(self, m: re.Match[str]) -> str:
+        mount = m.group("mount")
+        return m.group(0) if mount is None else self._by_path[mount]
+
     def save(self, path: Path) -> None:
         """Write the context as JSON."""
         path.write_text(json.dumps(asdict(self)))
@@ -125,10 +153,7 @@ class LaunchContext:
     def rewrite(self, text: str) -> str:
         """Rewrite mount paths and Service host names in free text (args, scripts, configs)."""
         if self._pattern is not None:
-            text = self._pattern.sub(
-                lambda m: m.group(0) if m.group("mount") is None else self._by_path[m.group("mount")],
-                text,
-            )
+            text = self._pattern.sub(self._replace, text)
         return names.rewrite(text, self.hosts)
 
 

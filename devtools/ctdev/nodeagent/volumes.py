@@ -48,6 +48,10 @@ class VolumeLookup(Protocol):
         """The PersistentVolume, or None."""
 
 
+def _mode_of(src: Obj) -> int:
+    return int(src.get("defaultMode", DEFAULT_MODE))
+
+
 def write_atomic(path: Path, content: bytes, mode: int) -> None:
     """Replace ``path`` with ``content`` in one rename (readers never see a partial file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,24 +79,23 @@ class PodVolumes:
 
     def _content(self, pod: Obj, vol: Obj) -> FileSet | None:
         ns = str(pod["metadata"].get("namespace", ""))
-        mode_of = lambda src: int(src.get("defaultMode", DEFAULT_MODE))  # noqa: E731
         if "configMap" in vol:
             src = vol["configMap"]
             cm = self._lookup.configmap(ns, str(src.get("name", "")))
-            return configmap_files(cm, src, mode_of(src))
+            return configmap_files(cm, src, _mode_of(src))
         if "secret" in vol:
             src = vol["secret"]
             secret = self._lookup.secret(ns, str(src.get("secretName", "")))
-            return secret_files(secret, src, mode_of(src))
+            return secret_files(secret, src, _mode_of(src))
         if "downwardAPI" in vol:
             src = vol["downwardAPI"]
-            return downward_files(pod, src.get("items") or [], mode_of(src), self._allocatable)
+            return downward_files(pod, src.get("items") or [], _mode_of(src), self._allocatable)
         if "projected" in vol:
             src = vol["projected"]
             return projected_files(
                 pod,
                 src.get("sources") or [],
-                mode_of(src),
+                _mode_of(src),
                 lambda n: self._lookup.configmap(ns, n),
                 lambda n: self._lookup.secret(ns, n),
                 self._allocatable,
@@ -131,16 +134,27 @@ class PodVolumes:
         return self._pod_dir / "volumes" / name
 
     def sync(self, pod: Obj) -> None:
-        """Create every volume and bring file contents up to date; raises ``VolumeError``."""
+        """Create every volume and bring file contents up to date.
+
+        Every volume is attempted (one broken reference does not stop the others from
+        updating); the first failure is raised afterwards as ``VolumeError``.
+        """
+        errors: list[VolumeError] = []
         for vol in (pod.get("spec") or {}).get("volumes") or []:
             name = str(vol["name"])
-            path = self._dir_of(pod, vol)
-            if not path.exists():
-                path.mkdir(parents=True, exist_ok=True)
-            desired = self._content(pod, vol)
+            try:
+                path = self._dir_of(pod, vol)
+                if not path.exists():
+                    path.mkdir(parents=True, exist_ok=True)
+                desired = self._content(pod, vol)
+            except VolumeError as err:
+                errors.append(err)
+                continue
             if desired is not None:
                 self._write(name, path, desired)
             self.paths[name] = path
+        if errors:
+            raise errors[0]
 
     def _write(self, name: str, root: Path, desired: FileSet) -> None:
         previous = self._written.get(name, {})

@@ -7,7 +7,9 @@ Pydantic emits JSON Schema (draft 2020-12); the API server wants a
 *structural* OpenAPI v3 schema. The translation:
 
 - ``$ref`` is inlined (a property's own description wins over its class's);
-- ``Optional[X]`` (``anyOf: [X, null]``) becomes X with ``nullable: true``;
+- ``Optional[X]`` (``anyOf: [X, null]``) becomes X with ``nullable: true``,
+  except for enums: the API server refuses null for a nullable enum, and
+  prunes null from a non-nullable field, so there null reads as absent;
   the only other union allowed is an int-or-string (``Quantity``);
 - ``Literal`` becomes ``enum``; ``exclusiveMinimum: n`` becomes
   ``minimum: n, exclusiveMinimum: true``; titles and
@@ -140,6 +142,10 @@ def _structural(
             out[bound] = True
     if "const" in node:
         out["enum"] = [node["const"]]
+    if "enum" in out:
+        # The API server refuses null for a nullable enum (even with null listed),
+        # but prunes a null it may not keep: without nullable, null means absent.
+        out.pop("nullable", None)
     if "anyOf" in node:  # int-or-string: structural only with this exact shape
         out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
     elif "type" not in out:

@@ -22,7 +22,7 @@ import kopf
 from cachetier import names
 from cachetier.kube.client import ApiError, Kube, load_api_client
 from cachetier.kube.events import post_event
-from cachetier.reconcile.tier import TierReconciler
+from cachetier.reconcile.tier import TemporaryError, TierReconciler
 
 log = logging.getLogger("cachetier.handlers")
 
@@ -45,6 +45,10 @@ class Runtime:
         self.guard = threading.Lock()
         self.reconciles = 0
         self.errors = 0
+        # namespace -> tier names, and the subset at pod granularity: workload and
+        # pod events wake only the tiers of their namespace.
+        self.tiers_by_ns: defaultdict[str, set[str]] = defaultdict(set)
+        self.pod_tiers_by_ns: defaultdict[str, set[str]] = defaultdict(set)
 
     def lock_for(self, key: tuple[str, str]) -> threading.Lock:
         """One lock per tier: watch events and the resync loop never overlap on a tier."""
@@ -56,14 +60,24 @@ class Runtime:
         key = (namespace, name)
         with self.lock_for(key):
             body = self.kube.get(names.KIND, namespace, name)
-            if body is None or body["metadata"].get("deletionTimestamp"):
+            if body is None:
                 with self.guard:
                     self.requeue.pop(key, None)
+                    self.tiers_by_ns[namespace].discard(name)
+                    self.pod_tiers_by_ns[namespace].discard(name)
                 return
+            self._index(body)
             self.reconciles += 1
             try:
                 with self.kube.scoped(f"{namespace}/{name}"):
+                    if body["metadata"].get("deletionTimestamp"):
+                        self.reconciler.finalize(body)
+                        return
                     result = self.reconciler.reconcile(body)
+            except TemporaryError as exc:
+                log.info("reconcile %s/%s: %s; retrying in %ss", namespace, name, exc, exc.delay)
+                self._schedule(key, exc.delay)
+                return
             except ApiError as exc:
                 self.errors += 1
                 log.warning("reconcile %s/%s: %s; retrying in 15s", namespace, name, exc)
@@ -74,6 +88,23 @@ class Runtime:
             else:
                 with self.guard:
                     self.requeue.pop(key, None)
+
+    def _index(self, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        granularity = ((body.get("spec") or {}).get("rollout") or {}).get("granularity")
+        with self.guard:
+            self.tiers_by_ns[meta["namespace"]].add(meta["name"])
+            if granularity == "pod":
+                self.pod_tiers_by_ns[meta["namespace"]].add(meta["name"])
+            else:
+                self.pod_tiers_by_ns[meta["namespace"]].discard(meta["name"])
+
+    def wake_namespace(self, namespace: str, *, pods: bool = False) -> None:
+        """A workload (or pod) changed in ``namespace``: reconcile its tiers soon, coalesced."""
+        with self.guard:
+            tiers = list((self.pod_tiers_by_ns if pods else self.tiers_by_ns)[namespace])
+        for name in tiers:
+            self._schedule((namespace, name), 0.2)
 
     def _schedule(self, key: tuple[str, str], delay: float) -> None:
         with self.guard:
@@ -93,6 +124,13 @@ class Runtime:
 def _runtime(memo: Any) -> Runtime:
     rt: Runtime = memo["runtime"]
     return rt
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In-cluster ServiceAccount first, else the kubeconfig named by KUBECONFIG (read now)."""
+    info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs)
+    return info or kopf.login_with_kubeconfig(**kwargs)
 
 
 @kopf.on.startup()
@@ -123,7 +161,7 @@ async def _resync_loop(rt: Runtime) -> None:
     loop = asyncio.get_running_loop()
     last_full = time.monotonic()
     while True:
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(0.1)
         keys = rt.due()
         if time.monotonic() - last_full >= RESYNC_SECONDS:
             last_full = time.monotonic()
@@ -133,11 +171,12 @@ async def _resync_loop(rt: Runtime) -> None:
                 log.warning("resync list failed: %s", exc)
                 tiers = []
             keys += [(t["metadata"]["namespace"], t["metadata"]["name"]) for t in tiers]
-        for ns, name in dict.fromkeys(keys):
-            try:
-                await loop.run_in_executor(None, rt.reconcile, ns, name)
-            except Exception:
-                log.exception("resync of %s/%s failed", ns, name)
+        pending = [
+            loop.run_in_executor(None, rt.reconcile, ns, name) for ns, name in dict.fromkeys(keys)
+        ]
+        for outcome in await asyncio.gather(*pending, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                log.error("resync reconcile failed: %r", outcome)
 
 
 @kopf.on.event(names.GROUP, names.VERSION, names.PLURAL)
@@ -154,3 +193,23 @@ def statefulset_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     for owner in body["metadata"].get("ownerReferences") or []:
         if owner.get("kind") == names.KIND and owner.get("controller"):
             _runtime(memo).reconcile(body["metadata"]["namespace"], owner["name"])
+
+
+@kopf.on.event("apps", "v1", "deployments")
+def deployment_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A Deployment changed: its namespace's tiers re-check their consumers."""
+    _runtime(memo).wake_namespace(body["metadata"]["namespace"])
+
+
+@kopf.on.event("apps", "v1", "statefulsets")
+def consumer_statefulset_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A StatefulSet (possibly a consumer) changed: same as a Deployment."""
+    labels = body["metadata"].get("labels") or {}
+    if labels.get(names.LABEL_MANAGED_BY) != names.MANAGED_BY:
+        _runtime(memo).wake_namespace(body["metadata"]["namespace"])
+
+
+@kopf.on.event("", "v1", "pods")
+def pod_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Pods come and go: tiers at pod granularity keep their exact per-pod count."""
+    _runtime(memo).wake_namespace(body["metadata"]["namespace"], pods=True)

@@ -8,6 +8,8 @@ benchmarks can prove that a reconcile with nothing to do writes nothing.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -19,6 +21,8 @@ from urllib.parse import quote
 import kubernetes
 
 from cachetier import names
+
+log = logging.getLogger("cachetier.kube")
 
 
 @dataclass(frozen=True)
@@ -81,8 +85,10 @@ def load_api_client(kubeconfig: str | None = None) -> kubernetes.client.ApiClien
         else:
             raise kubernetes.config.ConfigException("explicit kubeconfig")
     except kubernetes.config.ConfigException:
+        # The client library reads KUBECONFIG once, at import; read it now.
+        path_ = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None
         kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=kubeconfig, client_configuration=configuration
+            config_file=path_, client_configuration=configuration
         )
     configuration.connection_pool_maxsize = 32
     return kubernetes.client.ApiClient(configuration)
@@ -136,8 +142,11 @@ class Kube:
             auth_settings=["BearerToken"],
         )
         _, url, header_params, _, _ = serialized
-        raw = None if body is None else json.dumps(body)
+        # The REST layer serialises JSON and +yaml bodies itself (and rewrites a
+        # non-list json-patch body into a strategic merge patch), so pass objects.
+        raw: Any = body
         if method != "GET":
+            log.debug("write %s %s", method, resource_path)
             with self._lock:
                 self.writes[method] += 1
                 self.writes_by_scope[getattr(self._scope, "name", "")] += 1

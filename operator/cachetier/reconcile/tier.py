@@ -490,12 +490,13 @@ class TierReconciler:
     def write_status(
         self, body: dict[str, Any], old_status: dict[str, Any], status: dict[str, Any]
     ) -> bool:
-        """Merge-patch the status subresource with what changed; nothing if nothing did."""
-        patch = {
-            k: status.get(k)
-            for k in set(status) | set(old_status)
-            if status.get(k) != old_status.get(k)
-        }
+        """Merge-patch the status subresource with what changed; nothing if nothing did.
+
+        Nulls are dropped first: the API server stores none, so comparing a
+        status that holds them with the stored one would differ on every pass.
+        """
+        status = _drop_nulls(status)
+        patch = _merge_diff(old_status, status)
         if not patch:
             return False
         meta = body["metadata"]
@@ -503,6 +504,29 @@ class TierReconciler:
             names.KIND, meta["namespace"], meta["name"], {"status": patch}, subresource="status"
         )
         return True
+
+
+def _merge_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The RFC 7386 merge patch that turns ``old`` into ``new`` (empty if equal)."""
+    patch: dict[str, Any] = {}
+    for key in set(old) | set(new):
+        if key not in new:
+            patch[key] = None
+        elif isinstance(new[key], dict) and isinstance(old.get(key), dict):
+            sub = _merge_diff(old[key], new[key])
+            if sub:
+                patch[key] = sub
+        elif new[key] != old.get(key):
+            patch[key] = new[key]
+    return patch
+
+
+def _drop_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nulls(v) for v in value]
+    return value
 
 
 def _secret_host_port(secret: dict[str, Any]) -> tuple[str, int]:

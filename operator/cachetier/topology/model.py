@@ -25,6 +25,8 @@ class NodeObservation:
     """The node's CLUSTER NODES, including its own `myself` line."""
     cluster_state: str = "unknown"
     """`cluster_state` from CLUSTER INFO: `ok` or `fail`."""
+    replica_in_sync: bool | None = None
+    """For a replica, whether its replication link is up (`master_link_status:up`)."""
 
     @property
     def myself(self) -> ClusterNode:

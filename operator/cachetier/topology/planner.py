@@ -9,7 +9,7 @@ Phases, in order; the first phase that has work returns it:
 
 1. MEET joinable nodes (and teach changed addresses);
 2. finish slot migrations left half-done (IMPORTING/MIGRATING markers);
-3. promote a replica of a master the cluster marked FAIL;
+3. wait while a failed master's replica is promoted (by Redis itself);
 4. wait while gossip settles (stale slot claims);
 5. FORGET dead ids, once every kept address answers as a member;
 6. pick the masters; fail over retiring masters to kept replicas;
@@ -94,17 +94,15 @@ def _classify_outsiders(p: _Planning) -> None:
         elif o.keys > 0 and not (me.is_replica and me.master_id in members):
             reason = f"holds {o.keys} keys but is not a member of this cluster"
         else:
+            # Meeting a node merges every node it knows: fine for empty nodes,
+            # not for another cluster's masters.
             foreign = [
                 n
                 for n in o.nodes
-                if n.node_id != o.node_id
-                and not n.in_handshake
-                and n.node_id not in members
-                and not n.failed
-                and n.address is not None
+                if n.node_id != o.node_id and n.node_id not in members and n.slots
             ]
             if foreign:
-                reason = f"knows {len(foreign)} nodes of another cluster"
+                reason = f"knows {len(foreign)} masters of another cluster"
         if reason:
             p.blocked.append(Blocked(o.address, o.node_id, reason))
         else:
@@ -182,25 +180,26 @@ def _in_flight(p: _Planning) -> list[Step]:
     return steps
 
 
-def _failed_masters(p: _Planning) -> list[Step]:
-    steps: list[Step] = []
+def _failed_masters(p: _Planning) -> None:
+    """Report masters that serve slots but do not answer.
+
+    Promotion is left to Redis: its election refuses replicas whose data is
+    too old (`cluster-replica-validity-factor`), which a forced failover
+    would skip, losing writes. So the planner only waits.
+    """
     for m in p.view.members.values():
         if not m.is_master or not m.slots or m.alive:
             continue
+        replicas = [r for r in p.view.replicas_of(m.node_id) if r.alive]
         if not m.flagged_failed:
             p.waiting.append(f"master {m.node_id[:8]} ({m.address}) does not answer")
-            continue
-        replicas = [r for r in p.view.replicas_of(m.node_id) if r.alive and r.address]
-        if not replicas:
+        elif replicas:
+            p.waiting.append(f"master {m.node_id[:8]} failed; Redis is promoting a replica")
+        else:
             p.waiting.append(
                 f"slots {format_ranges(m.slots)} of failed master {m.node_id[:8]} "
-                "have no replica to promote"
+                "have no replica; waiting for the node to come back"
             )
-            continue
-        target = replicas[0]
-        assert target.address is not None
-        steps.append(Failover(target.address, m.node_id, force=True))
-    return steps
 
 
 def _all_kept_joined(p: _Planning) -> bool:
@@ -257,6 +256,12 @@ def _quota_order(masters: list[Member]) -> list[tuple[Member, int]]:
 def _add_slots(p: _Planning, masters: list[Member]) -> list[Step]:
     free = p.view.unassigned()
     if not free:
+        return []
+    if p.observed.unreachable:
+        # A node that does not answer may hold these slots (and their keys).
+        p.waiting.append(
+            f"{count(free)} slots unassigned; waiting for every node to answer before adding them"
+        )
         return []
     steps: list[Step] = []
     for m, quota in _quota_order(masters):
@@ -340,11 +345,25 @@ def _retire(p: _Planning) -> list[Step]:
 
 
 def _removable(p: _Planning) -> tuple[NodeAddress, ...]:
+    """Retiring addresses that hold nothing the cluster needs.
+
+    A retiring node that answers is removable once it is no longer a member
+    and claims no slot. One that does not answer is removable only when it is
+    not a member and every slot is served by a member that answers; otherwise
+    it may be the only holder of some data.
+    """
     still = {m.address for m in p.view.members.values() if m.group == "retiring"}
+    served = p.view.assigned == TOTAL_SLOTS and all(
+        p.view.members[owner].alive for _, owner in p.view.owners
+    )
     out = []
     for address in p.desired.retiring:
+        if address in still:
+            continue
         obs = p.observed.at(address)
-        if address in still or (obs is not None and obs.myself.slots):
+        if obs is None and not served:
+            continue
+        if obs is not None and obs.myself.slots:
             continue
         out.append(address)
     return tuple(out)
@@ -368,6 +387,9 @@ def _check_converged(p: _Planning, masters: list[Member]) -> bool:
         reps = [r for r in p.view.replicas_of(m.node_id) if r.alive and r.group == "kept"]
         if len(reps) != p.desired.replicas_per_shard:
             problems.append(f"master {m.node_id[:8]} has {len(reps)} replica(s)")
+        syncing = [r for r in reps if not r.in_sync]
+        if syncing:
+            problems.append(f"{len(syncing)} replica(s) of {m.node_id[:8]} not in sync yet")
     extra = [m for m in p.view.members.values() if not m.alive or m.group != "kept"]
     if extra:
         problems.append(f"{len(extra)} node(s) to forget")
@@ -404,10 +426,11 @@ def plan_next_steps(
     if view.reference is None:
         p.waiting.append("no node answered")
         return done()
-    for phase in (_meets, _in_flight, _failed_masters):
+    for phase in (_meets, _in_flight):
         steps = phase(p)
         if steps:
             return done(steps)
+    _failed_masters(p)
     stale = [m for m in p.alive() if m.stale]
     if stale:
         p.waiting.append(f"gossip settling on {len(stale)} node(s)")
@@ -420,7 +443,10 @@ def plan_next_steps(
     if failovers:
         return done(failovers)
     if len(masters) < desired.shards:
-        p.waiting.append(f"{len(masters)} node(s) can be masters, {desired.shards} needed")
+        p.waiting.append(
+            f"{desired.shards - len(masters)} more empty node(s) needed as masters "
+            "(a replica is never reset into a master)"
+        )
         return done()
     if slots_settled:
         for phase_with_masters in (_add_slots, _balance):

@@ -60,6 +60,8 @@ class Member:
     """`(slot, target id)` it migrates, from its own view."""
     cluster_state: str
     """Its `cluster_state`, or `unknown` when unreachable."""
+    in_sync: bool
+    """A reachable replica whose replication link is up (always False for masters)."""
 
     @property
     def alive(self) -> bool:
@@ -246,6 +248,7 @@ def build_view(observed: Observed, desired: DesiredLayout) -> ClusterView:
             importing=line.importing if obs is not None else (),
             migrating=line.migrating if obs is not None else (),
             cluster_state=obs.cluster_state if obs is not None else "unknown",
+            in_sync=obs is not None and bool(obs.replica_in_sync) and line.is_replica,
         )
     outsiders = tuple(o for i, o in by_id.items() if i not in member_ids)
     return ClusterView(

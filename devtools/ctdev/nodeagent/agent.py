@@ -1,0 +1,348 @@
+"""The agent: wires the Node heartbeat, informers, provisioner, service proxy and pod workers.
+
+Threads: one per informer (pods of this node, ConfigMaps, Secrets, Services, claims,
+volumes), the node heartbeat, the service proxy's event loop, and one worker per pod
+(plus a reaper per running process). Informer handlers only dispatch to workers.
+
+Service names: processes refer to ``<svc>.<ns>.svc[.cluster.local]`` (or a short name in a
+URL); the agent rewrites those names, when it starts a process, to the Service's loopback
+proxy address (ClusterIP Services; see ``svcproxy``) or to a pod address (headless
+Services, ``<pod>.<svc>.<ns>.svc`` names). A name that does not resolve yet stays as
+written; the process fails to resolve it and is restarted with back-off, re-resolving.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import NODE_NAME
+from . import names as names_mod
+from .container import Backoff
+from .informer import Handler, Informer
+from .ipam import AddressPool
+from .kube import Kube, api_path
+from .log import Log
+from .node import NodeHeartbeat
+from .objects import Obj, meta, namespace_of, pod_ready, selector_matches, uid_of
+from .pod import PodWorker
+from .process import MARKER_ENV, kill_stale
+from .provisioner import STORAGE_CLASS, Provisioner
+from .shim import write_shims
+from .svcproxy import ServiceProxy
+
+_log = Log("nodeagent")
+REPO_ROOT = Path(__file__).resolve().parents[3]
+DEVTOOLS = Path(__file__).resolve().parents[2]
+
+
+def _default_capacity() -> dict[str, str]:
+    return {"cpu": "2", "memory": "24Gi", "pods": "250", "ephemeral-storage": "100Gi"}
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Settings of one agent."""
+
+    kubeconfig: str
+    """Admin kubeconfig of the cluster."""
+    state_dir: Path
+    """Pod volumes, logs, claim directories, address assignments."""
+    node_name: str = NODE_NAME
+    """The Node to register."""
+    host_ip: str = "127.0.0.1"
+    """The node's address (status.hostIP of its pods)."""
+    pod_cidr: str = "127.10.0.0/16"
+    """Pod addresses."""
+    service_cidr: str = "127.11.0.0/16"
+    """Service proxy addresses."""
+    capacity: dict[str, str] = field(default_factory=_default_capacity)
+    """Node capacity (= allocatable)."""
+    backoff: Backoff = field(default_factory=Backoff)
+    """Container restart back-off."""
+    fast_probe: float = 0.25
+    """Probe retry interval until a readiness/startup probe first succeeds."""
+    storage_class: str = STORAGE_CLASS
+    """Name of the local StorageClass."""
+    python: str = sys.executable
+    """Interpreter for the demo app and the shims."""
+    demo_app: Path = REPO_ROOT / "examples" / "demo-app" / "app.py"
+    """The demo app's script."""
+
+    @property
+    def allocatable(self) -> dict[str, str]:
+        """Allocatable resources (same as capacity)."""
+        return self.capacity
+
+    @property
+    def shim_dir(self) -> Path:
+        """Directory of the PATH shims."""
+        return self.state_dir / "shims"
+
+
+class Agent:
+    """The node agent."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.kube = Kube(config.kubeconfig)
+        self.pod_ips = AddressPool(config.pod_cidr, config.state_dir / "pod-ips.json")
+        self.svc_ips = AddressPool(config.service_cidr, config.state_dir / "service-ips.json")
+        self.lookup = self
+        self.node = NodeHeartbeat(self.kube, config.node_name, config.host_ip, config.capacity)
+        self.provisioner = Provisioner(self.kube, config.state_dir, config.storage_class)
+        self.proxy = ServiceProxy(self.svc_ips, self.service_endpoints)
+        self._workers: dict[str, PodWorker] = {}
+        self._finished: set[str] = set()
+        self._lock = threading.Lock()
+        self._stopping = False
+        inf = self._informer
+        self.configmaps = inf("configmaps", api_path("configmaps"), self._on_dependency)
+        self.secrets = inf("secrets", api_path("secrets"), self._on_dependency)
+        self.services = inf("services", api_path("services"), self._on_service)
+        self.claims = inf("pvcs", api_path("persistentvolumeclaims"), self._on_claim)
+        self.volumes = inf("pvs", api_path("persistentvolumes"), self._on_volume)
+        self.pods = Informer(
+            self.kube,
+            api_path("pods"),
+            name="pods",
+            query={"fieldSelector": f"spec.nodeName={config.node_name}"},
+            handler=self._on_pod,
+        )
+
+    def _informer(self, name: str, path: str, handler: Handler) -> Informer:
+        return Informer(self.kube, path, name=name, handler=handler)
+
+    # ---- lookups (volumes, env)
+
+    def configmap(self, namespace: str, name: str) -> Obj | None:
+        """A ConfigMap from the cache."""
+        return self.configmaps.get(namespace, name)
+
+    def secret(self, namespace: str, name: str) -> Obj | None:
+        """A Secret from the cache."""
+        return self.secrets.get(namespace, name)
+
+    def pvc(self, namespace: str, name: str) -> Obj | None:
+        """A PersistentVolumeClaim from the cache."""
+        return self.claims.get(namespace, name)
+
+    def pv(self, name: str) -> Obj | None:
+        """A PersistentVolume from the cache."""
+        return self.volumes.get("", name)
+
+    # ---- lifecycle
+
+    def run(self, stop: threading.Event) -> None:
+        """Run until ``stop`` is set, then stop every process."""
+        cfg = self.config
+        kill_stale(cfg.state_dir)
+        write_shims(str(cfg.shim_dir), cfg.python, str(DEVTOOLS))
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                self.node.register()
+                self.provisioner.ensure_storage_class()
+                break
+            except Exception as err:
+                _log.warning("registration failed; retrying", error=str(err))
+                stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+        if stop.is_set():
+            return
+        self.node.start()
+        self.proxy.start()
+        deps = [self.configmaps, self.secrets, self.services, self.claims, self.volumes]
+        for informer in deps:
+            informer.start()
+        for informer in deps:
+            informer.synced.wait(30)
+        self.pods.start()
+        if self.pods.synced.wait(30):
+            live = {uid_of(p) for p in self.pods.items()}
+            for key in self.pod_ips.keys():  # noqa: SIM118 - not a dict
+                if key not in live:
+                    self.pod_ips.release(key)
+        _log.info("agent ready", node=cfg.node_name, state_dir=str(cfg.state_dir))
+        stop.wait()
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """Stop pod processes and background threads (pods stay as they are in the API)."""
+        with self._lock:
+            self._stopping = True
+            workers = list(self._workers.values())
+        _log.info("agent stopping", pods=len(workers))
+        for worker in workers:
+            worker.shutdown()
+        for worker in workers:
+            worker.join(10)
+        self.pods.stop()
+        self.proxy.stop()
+        self.node.stop()
+
+    # ---- informer handlers
+
+    def _on_pod(self, kind: str, pod: Obj) -> None:
+        uid = uid_of(pod)
+        with self._lock:
+            if self._stopping:
+                return
+            worker = self._workers.get(uid)
+            if kind == "DELETED":
+                if worker is not None:
+                    worker.deleted()
+                return
+            if worker is not None:
+                worker.update(pod)
+                return
+            if uid in self._finished:
+                return
+            worker = PodWorker(self, pod)
+            self._workers[uid] = worker
+        worker.start()
+
+    def worker_done(self, worker: PodWorker) -> None:
+        """A pod worker ended (pod deleted, or agent stopping)."""
+        with self._lock:
+            self._workers.pop(worker.uid, None)
+            if not self._stopping:
+                self._finished.add(worker.uid)
+                self.pod_ips.release(worker.uid)
+
+    def _notify(self, namespace: str | None) -> None:
+        with self._lock:
+            workers = list(self._workers.values())
+        for worker in workers:
+            if namespace is None or worker.ns == namespace:
+                worker.dependency_changed()
+
+    def _on_dependency(self, kind: str, obj: Obj) -> None:
+        self._notify(namespace_of(obj))
+
+    def _on_claim(self, kind: str, pvc: Obj) -> None:
+        self.provisioner.on_claim(kind, pvc)
+        self._notify(namespace_of(pvc))
+
+    def _on_volume(self, kind: str, pv: Obj) -> None:
+        in_use = {
+            str(((v.get("spec") or {}).get("hostPath") or {}).get("path", ""))
+            for v in self.volumes.items()
+            if uid_of(v) != uid_of(pv)
+        }
+        self.provisioner.on_volume(kind, pv, in_use)
+        self._notify(None)
+
+    def _on_service(self, kind: str, svc: Obj) -> None:
+        if kind == "DELETED":
+            self.proxy.remove(svc)
+        else:
+            self.proxy.update(svc)
+
+    # ---- services and names
+
+    def service_endpoints(self, svc: Obj, port: Obj) -> list[tuple[str, int]]:
+        """Ready pods behind a Service's selector, with the port's target port."""
+        selector = (svc.get("spec") or {}).get("selector") or {}
+        target = port.get("targetPort", port.get("port"))
+        out = []
+        for pod in self.pods.items(namespace_of(svc)):
+            status = pod.get("status") or {}
+            if meta(pod).get("deletionTimestamp") or not status.get("podIP"):
+                continue
+            if not selector_matches(selector, meta(pod).get("labels") or {}) or not pod_ready(pod):
+                continue
+            number = _container_port(pod, target)
+            if number:
+                out.append((str(status["podIP"]), number))
+        return out
+
+    def resolve_hosts(self, namespace: str, candidates: set[str]) -> dict[str, str]:
+        """Addresses for the Service names among ``candidates`` (unresolvable ones omitted)."""
+        out: dict[str, str] = {}
+        for candidate in sorted(candidates):
+            parsed = names_mod.parse(candidate, namespace)
+            svc = self.services.get(parsed.namespace, parsed.service) if parsed else None
+            if parsed is None or svc is None:
+                continue
+            spec = svc.get("spec") or {}
+            ip: str | None
+            if parsed.host:
+                ip = self._pod_address(parsed.namespace, parsed.host, parsed.service)
+            elif spec.get("clusterIP") in (None, "", "None"):
+                ip = self._headless_address(svc)
+            elif spec.get("type") == "ExternalName":
+                ip = None
+            else:
+                ip = self.proxy.ensure(svc)
+            if ip:
+                out[candidate] = ip
+        if out:
+            _log.info("names resolved", namespace=namespace, hosts=out)
+        return out
+
+    def _pod_address(self, namespace: str, host: str, subdomain: str) -> str | None:
+        for pod in self.pods.items(namespace):
+            spec = pod.get("spec") or {}
+            named = spec.get("hostname") == host and spec.get("subdomain") == subdomain
+            if named or meta(pod).get("name") == host:
+                ip = (pod.get("status") or {}).get("podIP")
+                if ip and not meta(pod).get("deletionTimestamp"):
+                    return str(ip)
+        return None
+
+    def _headless_address(self, svc: Obj) -> str | None:
+        selector = (svc.get("spec") or {}).get("selector") or {}
+        pods = [
+            p
+            for p in self.pods.items(namespace_of(svc))
+            if selector_matches(selector, meta(p).get("labels") or {})
+            and (p.get("status") or {}).get("podIP")
+            and not meta(p).get("deletionTimestamp")
+        ]
+        pods.sort(key=lambda p: not pod_ready(p))
+        return str(pods[0]["status"]["podIP"]) if pods else None
+
+    # ---- exec probes
+
+    def run_exec(self, argv: list[str], env: dict[str, str], cwd: str, timeout: float) -> bool:
+        """Run an exec probe's (already local) command; True on exit code 0."""
+        try:
+            proc = subprocess.Popen(
+                argv,
+                env={**env, MARKER_ENV: str(self.config.state_dir)},
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except OSError:
+            return False
+        try:
+            return proc.wait(timeout) == 0
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return False
+
+
+def _container_port(pod: Obj, target: object) -> int:
+    if isinstance(target, int):
+        return target
+    text = str(target)
+    if text.isdigit():
+        return int(text)
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        for port in container.get("ports") or []:
+            if port.get("name") == text:
+                return int(port["containerPort"])
+    return 0

@@ -1,0 +1,1 @@
+"""Adapters that talk to Redis; the only package that imports redis-py."""
