@@ -77,6 +77,13 @@ def redis_cli(ip: str, *args: str, password: str | None = PASSWORD) -> str:
     return (proc.stdout + proc.stderr).strip()
 
 
+def redis_pid(ip: str) -> int:
+    """The pid redis-server reports for itself (INFO server)."""
+    match = re.search(r"process_id:(\d+)", redis_cli(ip, "INFO", "server"))
+    assert match, "no process_id in INFO server"
+    return int(match.group(1))
+
+
 def http_json(url: str) -> Obj:
     with urllib.request.urlopen(url, timeout=10) as resp:
         return dict(json.loads(resp.read()))
@@ -149,7 +156,7 @@ def test_redis_pod_serves_with_auth_and_restarts_after_kill(
     assert redis_cli(ip, "GET", "greeting") == "hello"
     assert "NOAUTH" in redis_cli(ip, "GET", "greeting", password=None)
 
-    pid = int(re.search(r"process_id:(\d+)", redis_cli(ip, "INFO", "server")).group(1))  # type: ignore[union-attr]
+    pid = redis_pid(ip)
     subprocess.run(["kill", "-KILL", str(pid)], check=True)
 
     def restarted() -> Obj | None:
@@ -161,8 +168,7 @@ def test_redis_pod_serves_with_auth_and_restarts_after_kill(
     last = pod["status"]["containerStatuses"][0]["lastState"]["terminated"]
     assert last["exitCode"] == 137 and last["reason"] == "Error"
     assert pod["status"]["podIP"] == ip
-    new_pid = int(re.search(r"process_id:(\d+)", redis_cli(ip, "INFO", "server")).group(1))  # type: ignore[union-attr]
-    assert new_pid != pid
+    assert redis_pid(ip) != pid
 
 
 def test_pvc_data_survives_pod_recreation(core: client.CoreV1Api, redis_basics: str) -> None:
@@ -389,7 +395,7 @@ def test_pod_names_of_a_headless_service_resolve(core: client.CoreV1Api, redis_b
                 "--masterauth",
                 "$(REDIS_PASSWORD)",
             ],
-        ),  # fmt: skip
+        ),
     ):
         pod = redis_pod(
             name,

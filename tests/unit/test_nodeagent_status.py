@@ -131,3 +131,27 @@ def test_address_pool_round_robin_prefer_and_exhaustion() -> None:
     assert pool.allocate("e", prefer="127.10.0.2") == "127.10.0.2"
     pool.release("e")
     assert pool.allocate("f", prefer="10.0.0.1") == "127.10.0.2"  # outside: ignored
+
+
+def test_address_pools_of_two_agents_never_share_an_address(tmp_path: Path) -> None:
+    leases = tmp_path / "leases"
+    one = AddressPool("127.10.0.0/24", tmp_path / "a.json", lease_dir=leases, owner="agent-a")
+    two = AddressPool("127.10.0.0/24", tmp_path / "b.json", lease_dir=leases, owner="agent-b")
+    mine = {one.allocate(f"a{i}") for i in range(5)}
+    theirs = {two.allocate(f"b{i}") for i in range(5)}
+    assert not mine & theirs
+    assert two.allocate("b-pref", prefer="127.10.0.1") != "127.10.0.1"
+    one.release("a0")  # 127.10.0.1 is free again machine-wide
+    assert two.allocate("b-late", prefer="127.10.0.1") == "127.10.0.1"
+    # A restarted agent (same owner) keeps its addresses.
+    again = AddressPool("127.10.0.0/24", tmp_path / "a.json", lease_dir=leases, owner="agent-a")
+    assert again.get("a1") == one.get("a1")
+    assert (leases / str(again.get("a1"))).exists()
+
+
+def test_leases_of_dead_agents_are_taken_over(tmp_path: Path) -> None:
+    leases = tmp_path / "leases"
+    leases.mkdir()
+    (leases / "127.10.0.1").write_text('{"owner": "gone", "pid": 999999999}')
+    pool = AddressPool("127.10.0.0/24", lease_dir=leases, owner="me")
+    assert pool.allocate("k") == "127.10.0.1"

@@ -26,7 +26,7 @@ from . import NODE_NAME
 from . import names as names_mod
 from .container import Backoff
 from .informer import Handler, Informer
-from .ipam import AddressPool
+from .ipam import AddressPool, default_lease_dir
 from .kube import Kube, api_path
 from .log import Log
 from .node import NodeHeartbeat
@@ -93,8 +93,17 @@ class Agent:
         self.config = config
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.kube = Kube(config.kubeconfig)
-        self.pod_ips = AddressPool(config.pod_cidr, config.state_dir / "pod-ips.json")
-        self.svc_ips = AddressPool(config.service_cidr, config.state_dir / "service-ips.json")
+        leases = default_lease_dir()
+        owner = str(config.state_dir)
+        self.pod_ips = AddressPool(
+            config.pod_cidr, config.state_dir / "pod-ips.json", lease_dir=leases, owner=owner
+        )
+        self.svc_ips = AddressPool(
+            config.service_cidr,
+            config.state_dir / "service-ips.json",
+            lease_dir=leases,
+            owner=owner,
+        )
         self.lookup = self
         self.node = NodeHeartbeat(self.kube, config.node_name, config.host_ip, config.capacity)
         self.provisioner = Provisioner(self.kube, config.state_dir, config.storage_class)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections import defaultdict
@@ -19,14 +20,16 @@ from typing import Any
 
 import kopf
 
-from cachetier import names
+from cachetier import metrics, names
 from cachetier.kube.client import ApiError, Kube, load_api_client
 from cachetier.kube.events import post_event
+from cachetier.reconcile.health import HealthProber
 from cachetier.reconcile.tier import TemporaryError, TierReconciler
 
 log = logging.getLogger("cachetier.handlers")
 
 RESYNC_SECONDS = 60.0
+PROBE_SECONDS = float(os.environ.get("CACHETIER_PROBE_INTERVAL", "5"))
 
 CURRENT: Runtime | None = None
 """The runtime of the operator running in this process (tests and benchmarks read it)."""
@@ -39,6 +42,9 @@ class Runtime:
         self.kube = kube
         self.reconciler = TierReconciler(
             kube, event=lambda b, t, r, m: post_event(kube, b, t, r, m)
+        )
+        self.prober = HealthProber(
+            kube, self.reconciler, lambda b, t, r, m: post_event(kube, b, t, r, m)
         )
         self.locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
         self.requeue: dict[tuple[str, str], float] = {}
@@ -68,6 +74,7 @@ class Runtime:
                 return
             self._index(body)
             self.reconciles += 1
+            started = time.monotonic()
             try:
                 with self.kube.scoped(f"{namespace}/{name}"):
                     if body["metadata"].get("deletionTimestamp"):
@@ -79,10 +86,13 @@ class Runtime:
                 self._schedule(key, exc.delay)
                 return
             except ApiError as exc:
+                metrics.RECONCILES.labels("error").inc()
                 self.errors += 1
                 log.warning("reconcile %s/%s: %s; retrying in 15s", namespace, name, exc)
                 self._schedule(key, 15.0)
                 return
+            metrics.RECONCILES.labels("ok").inc()
+            metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
             if result.requeue_after is not None:
                 self._schedule(key, result.requeue_after)
             else:
@@ -110,6 +120,22 @@ class Runtime:
         with self.guard:
             due = time.monotonic() + delay
             self.requeue[key] = min(self.requeue.get(key, due), due)
+
+    def probe(self, namespace: str, name: str) -> None:
+        """Probe the tier's Redis; an automatic rollback is acted on at once."""
+        try:
+            with self.kube.scoped(f"{namespace}/{name}"):
+                rolled_back = self.prober.probe_tier(namespace, name)
+        except ApiError as exc:
+            log.warning("probe of %s/%s: %s", namespace, name, exc)
+            return
+        if rolled_back:
+            self.reconcile(namespace, name)
+
+    def known_tiers(self) -> list[tuple[str, str]]:
+        """Every tier this process has seen."""
+        with self.guard:
+            return [(ns, n) for ns, names_ in self.tiers_by_ns.items() for n in names_]
 
     def due(self) -> list[tuple[str, str]]:
         """Tiers whose retry time has come."""
@@ -147,14 +173,32 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     global CURRENT
     CURRENT = rt
     memo["resync_task"] = asyncio.get_running_loop().create_task(_resync_loop(rt))
+    memo["probe_task"] = asyncio.get_running_loop().create_task(_probe_loop(rt))
+    port = int(os.environ.get("CACHETIER_METRICS_PORT", "9090"))
+    if port:
+        try:
+            metrics.serve(port)
+        except OSError as exc:
+            log.warning("metrics port %s unavailable: %s", port, exc)
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     """Stop the resync loop."""
-    task = memo.get("resync_task")
-    if task is not None:
-        task.cancel()
+    for key in ("resync_task", "probe_task"):
+        task = memo.get(key)
+        if task is not None:
+            task.cancel()
+
+
+async def _probe_loop(rt: Runtime) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(PROBE_SECONDS)
+        pending = [loop.run_in_executor(None, rt.probe, ns, n) for ns, n in rt.known_tiers()]
+        for outcome in await asyncio.gather(*pending, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                log.error("probe failed: %r", outcome)
 
 
 async def _resync_loop(rt: Runtime) -> None:

@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import kubernetes
 
-from cachetier import names
+from cachetier import metrics, names
 
 log = logging.getLogger("cachetier.kube")
 
@@ -147,6 +147,7 @@ class Kube:
         raw: Any = body
         if method != "GET":
             log.debug("write %s %s", method, resource_path)
+            metrics.API_WRITES.inc()
             with self._lock:
                 self.writes[method] += 1
                 self.writes_by_scope[getattr(self._scope, "name", "")] += 1

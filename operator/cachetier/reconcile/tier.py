@@ -18,7 +18,7 @@ from typing import Any
 
 import pydantic
 
-from cachetier import names
+from cachetier import metrics, names
 from cachetier.api import validate
 from cachetier.api.models import CacheTierSpec
 from cachetier.kube.client import ApiError, Conflict, Kube
@@ -334,11 +334,12 @@ class TierReconciler:
             last_step_time=_parse_time(old.get("lastStepTime")),
         )
         now = datetime.now(UTC).replace(microsecond=0)
+        failures = int((old_status.get("health") or {}).get("consecutiveFailures") or 0)
         step = next_effective_percent(
             spec.rollout,
             state,
             now,
-            healthy=phase == "Ready",
+            healthy=phase == "Ready" and failures == 0,
             paused=paused,
             rolled_back=rolled_back,
         )
@@ -376,7 +377,14 @@ class TierReconciler:
             if report.conflicts
             else ("False", "NoConflict", "")
         )
-        new["_conditions"] = [(cond.CONSUMER_CONFLICT, *conflict)]
+        if rolled_back:
+            rolled = ("True", "AutoRollback", _condition_message(old_status, cond.ROLLED_BACK))
+        elif not spec.rollout.enabled:
+            rolled = ("True", "Manual", "spec.rollout.enabled is false: every consumer is off")
+        else:
+            rolled = ("False", "Enabled", "")
+        new["_conditions"] = [(cond.CONSUMER_CONFLICT, *conflict), (cond.ROLLED_BACK, *rolled)]
+        _export_rollout(ref, spec, rollout, report)
         self._consumer_events(body, old_status, new, report, spec)
         if spec.rollout.steps and reason in ("Stepping", "HoldingUnhealthy"):
             return 5.0
@@ -474,6 +482,9 @@ class TierReconciler:
         status.update(new)
         status["observedGeneration"] = generation
         status["phase"] = verdict.phase
+        rolled = any(c[0] == cond.ROLLED_BACK and c[1] == "True" for c in verdict.extra)
+        if verdict.phase == "Ready" and rolled:
+            status["phase"] = "RolledBack"
         status["conditions"] = cond.merge_conditions(
             list(old_status.get("conditions") or []),
             cond.verdict_conditions(verdict),
@@ -481,10 +492,10 @@ class TierReconciler:
             now_rfc3339(),
         )
         self.write_status(body, old_status, status)
-        if old_status.get("phase") != verdict.phase:
+        if old_status.get("phase") != status["phase"]:
             etype = "Normal" if verdict.phase in ("Ready", "Provisioning", "Pending") else "Warning"
             reason = verdict.ready[1]
-            self._event(body, etype, reason, f"phase {verdict.phase}: {verdict.ready[2]}")
+            self._event(body, etype, reason, f"phase {status['phase']}: {verdict.ready[2]}")
         return Result(status=status, writes=writes, requeue_after=requeue)
 
     def write_status(
@@ -504,6 +515,22 @@ class TierReconciler:
             names.KIND, meta["namespace"], meta["name"], {"status": patch}, subresource="status"
         )
         return True
+
+
+def _condition_message(status: dict[str, Any], ctype: str) -> str:
+    for c in status.get("conditions") or []:
+        if c.get("type") == ctype:
+            return str(c.get("message") or "")
+    return ""
+
+
+def _export_rollout(
+    ref: TierRef, spec: CacheTierSpec, rollout: dict[str, Any], report: ConsumerReport
+) -> None:
+    metrics.EFFECTIVE_PERCENT.labels(ref.namespace, ref.name).set(rollout["effectivePercent"])
+    metrics.TARGET_PERCENT.labels(ref.namespace, ref.name).set(spec.rollout.percent)
+    metrics.CONSUMERS_SELECTED.labels(ref.namespace, ref.name).set(report.selected)
+    metrics.CONSUMERS_ENABLED.labels(ref.namespace, ref.name).set(report.enabled)
 
 
 def _merge_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

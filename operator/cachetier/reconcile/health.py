@@ -1,0 +1,197 @@
+"""Health probing of tiers and automatic rollback.
+
+Gathers the probe target (a Redis pod's IP with the operator's own ACL user,
+or the external URL), runs :func:`cachetier.redis.probe.probe`, judges it with
+the pure :func:`cachetier.rollout.evaluate_probe`, and records the result:
+metrics on every probe; ``status.health`` only when something a person would
+act on changed (up/down, the failure count, the reason) or every
+``HEALTH_REFRESH_SECONDS``, so an idle healthy tier causes no API writes.
+After ``failureThreshold`` bad probes in a row it rolls the tier back:
+``status.rollout.rolledBackGeneration``, condition ``RolledBack`` with reason
+``AutoRollback``, an Event, and the next reconcile switches consumers off.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import pydantic
+
+from cachetier import metrics, names
+from cachetier.api.models import CacheTierSpec
+from cachetier.kube.client import Kube
+from cachetier.reconcile import conditions as cond
+from cachetier.reconcile.tier import EventFn, TierReconciler, now_rfc3339
+from cachetier.redis.probe import Counters, ProbeResult, Target, probe
+from cachetier.rollout import evaluate_probe
+
+log = logging.getLogger("cachetier.health")
+
+HEALTH_REFRESH_SECONDS = 300.0
+PROBED_PHASES = ("Ready", "Degraded", "RolledBack")
+
+
+@dataclass
+class _Memory:
+    counters: Counters | None = None
+    last_write: float = 0.0
+
+
+class HealthProber:
+    """Probes tiers; one instance per operator process."""
+
+    def __init__(self, kube: Kube, reconciler: TierReconciler, event: EventFn) -> None:
+        self.kube = kube
+        self.reconciler = reconciler
+        self._event = event
+        self._memory: dict[tuple[str, str], _Memory] = {}
+        self._lock = threading.Lock()
+
+    def _target(self, body: dict[str, Any], spec: CacheTierSpec) -> Target | None:
+        meta = body["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        if spec.mode == "external":
+            secret = self.kube.get("Secret", ns, names.connection_secret(name))
+            url = _decode(secret, "url")
+            if not url:
+                return None
+            parts = urlsplit(url)
+            return Target(
+                host=parts.hostname or "",
+                port=parts.port or names.REDIS_PORT,
+                username=unquote(parts.username) if parts.username else None,
+                password=unquote(parts.password) if parts.password else None,
+                tls=parts.scheme == "rediss",
+            )
+        auth = self.kube.get("Secret", ns, names.auth_secret(name))
+        password = _decode(auth, names.OPERATOR_PASSWORD_KEY)
+        selector = ",".join(f"{k}={v}" for k, v in names.selector_labels(name).items())
+        pods = sorted(
+            self.kube.list_objects("Pod", ns, selector), key=lambda p: p["metadata"]["name"]
+        )
+        for pod in pods:
+            ip = (pod.get("status") or {}).get("podIP")
+            if ip:
+                return Target(
+                    host=ip,
+                    port=names.REDIS_PORT,
+                    username=names.OPERATOR_USER,
+                    password=password,
+                    tls=spec.tls.enabled,
+                )
+        return None
+
+    def probe_tier(self, namespace: str, name: str) -> bool:
+        """Probe one tier; True when it has just been rolled back automatically."""
+        body = self.kube.get(names.KIND, namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            metrics.forget_tier(namespace, name)
+            return False
+        status = dict(body.get("status") or {})
+        if status.get("phase") not in PROBED_PHASES:
+            return False
+        try:
+            spec = CacheTierSpec.model_validate(body.get("spec") or {})
+        except pydantic.ValidationError:
+            return False
+        key = (namespace, name)
+        with self._lock:
+            memory = self._memory.setdefault(key, _Memory())
+        target = self._target(body, spec)
+        result = (
+            probe(target, memory.counters)
+            if target is not None
+            else ProbeResult(up=False, error="no Redis pod has an IP")
+        )
+        if result.counters is not None:
+            memory.counters = result.counters
+        _export(namespace, name, result)
+
+        old_health = dict(status.get("health") or {})
+        verdict = evaluate_probe(
+            spec.rollout.auto_rollback,
+            result.up,
+            result.latency_ms,
+            result.error_rate,
+            int(old_health.get("consecutiveFailures") or 0),
+        )
+        health = {
+            "up": result.up,
+            "latencyMs": result.latency_ms,
+            "hitRate": result.hit_rate,
+            "errorRate": result.error_rate,
+            "connectedClients": result.connected_clients,
+            "evictedKeys": result.evicted_keys,
+            "consecutiveFailures": verdict.consecutive_failures,
+            "message": verdict.message if verdict.bad else "",
+            "checkedAt": now_rfc3339(),
+        }
+        if result.error:
+            health["message"] = f"{verdict.message}: {result.error}"[:500]
+        rollout = dict(status.get("rollout") or {})
+        generation = body["metadata"].get("generation")
+        already = rollout.get("rolledBackGeneration") == generation
+        rollback = (
+            verdict.rollback
+            and spec.rollout.auto_rollback.enabled
+            and spec.rollout.enabled
+            and not already
+            and int(rollout.get("effectivePercent") or 0) > 0
+        )
+        material = any(
+            old_health.get(k) != health.get(k) for k in ("up", "consecutiveFailures", "message")
+        )
+        stale = time.monotonic() - memory.last_write >= HEALTH_REFRESH_SECONDS
+        if not (material or stale or rollback):
+            return False
+        new_status = dict(status)
+        new_status["health"] = {k: v for k, v in health.items() if v is not None}
+        if rollback:
+            rollout["rolledBackGeneration"] = generation
+            new_status["rollout"] = rollout
+            new_status["conditions"] = cond.merge_conditions(
+                list(status.get("conditions") or []),
+                [(cond.ROLLED_BACK, "True", "AutoRollback", verdict.message)],
+                generation,
+                now_rfc3339(),
+            )
+        self.reconciler.write_status(body, status, new_status)
+        memory.last_write = time.monotonic()
+        if result.up != bool(old_health.get("up", True)) or (
+            verdict.bad and int(old_health.get("consecutiveFailures") or 0) == 0
+        ):
+            etype = "Normal" if not verdict.bad else "Warning"
+            reason = "RedisHealthy" if not verdict.bad else "RedisUnhealthy"
+            self._event(body, etype, reason, str(health["message"] or "probe ok"))
+        if rollback:
+            metrics.ROLLBACKS.labels(namespace, name, "AutoRollback").inc()
+            self._event(body, "Warning", "AutoRollback", verdict.message)
+            log.warning("auto-rollback of %s/%s: %s", namespace, name, verdict.message)
+        return rollback
+
+
+def _export(namespace: str, name: str, result: ProbeResult) -> None:
+    metrics.REDIS_UP.labels(namespace, name).set(1 if result.up else 0)
+    if result.latency_ms is not None:
+        metrics.PROBE_LATENCY_MS.labels(namespace, name).set(result.latency_ms)
+    if result.hit_rate is not None:
+        metrics.HIT_RATE.labels(namespace, name).set(result.hit_rate)
+    if result.error_rate is not None:
+        metrics.ERROR_RATE.labels(namespace, name).set(result.error_rate)
+
+
+def _decode(secret: dict[str, Any] | None, key: str) -> str | None:
+    raw = ((secret or {}).get("data") or {}).get(key)
+    return None if raw is None else base64.b64decode(raw).decode()
+
+
+def utcnow() -> datetime:
+    """Now, in UTC (kept here so tests can see what the prober uses)."""
+    return datetime.now(UTC)

@@ -1,0 +1,94 @@
+"""Health probes of a tier's Redis: PING latency and INFO stats, through redis-py.
+
+I/O only; the verdict (bad or not, roll back or not) is the pure
+``cachetier.rollout.evaluate_probe``. Counters are cumulative in Redis, so the
+error rate is computed against the previous probe's counters (passed in).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import redis
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and how to connect."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    ca_file: str | None = None
+
+
+@dataclass(frozen=True)
+class Counters:
+    """Cumulative INFO counters, kept between probes."""
+
+    commands: int
+    errors: int
+    hits: int
+    misses: int
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One probe."""
+
+    up: bool
+    latency_ms: float | None = None
+    hit_rate: float | None = None
+    error_rate: float | None = None
+    connected_clients: int | None = None
+    evicted_keys: int | None = None
+    counters: Counters | None = None
+    error: str = ""
+
+
+def probe(target: Target, previous: Counters | None, timeout: float = 2.0) -> ProbeResult:
+    """PING (timed) then INFO; any connection problem is ``up=False`` with the reason."""
+    client = redis.Redis(
+        host=target.host,
+        port=target.port,
+        username=target.username,
+        password=target.password,
+        ssl=target.tls,
+        ssl_ca_certs=target.ca_file,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+    )
+    try:
+        client.ping()  # connect and authenticate outside the timed PING
+        start = time.perf_counter()
+        client.ping()
+        latency = (time.perf_counter() - start) * 1000.0
+        info = client.info()
+    except redis.RedisError as exc:
+        return ProbeResult(up=False, error=f"{type(exc).__name__}: {exc}")
+    finally:
+        client.close()
+    counters = Counters(
+        commands=int(info.get("total_commands_processed", 0)),
+        errors=int(info.get("total_error_replies", 0)),
+        hits=int(info.get("keyspace_hits", 0)),
+        misses=int(info.get("keyspace_misses", 0)),
+    )
+    base = previous if previous is not None and previous.commands <= counters.commands else None
+    d_cmd = counters.commands - (base.commands if base else 0)
+    d_err = counters.errors - (base.errors if base else 0)
+    d_hit = counters.hits - (base.hits if base else 0)
+    d_miss = counters.misses - (base.misses if base else 0)
+    return ProbeResult(
+        up=True,
+        latency_ms=round(latency, 3),
+        # The probe's own PING/INFO count as commands; error replies are clients' errors.
+        error_rate=round(d_err / d_cmd, 4) if d_cmd > 0 else 0.0,
+        hit_rate=round(d_hit / (d_hit + d_miss), 4) if (d_hit + d_miss) > 0 else None,
+        connected_clients=int(info.get("connected_clients", 0)),
+        evicted_keys=int(info.get("evicted_keys", 0)),
+        counters=counters,
+    )
