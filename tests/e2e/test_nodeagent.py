@@ -260,16 +260,6 @@ def test_demo_app_uses_redis_through_the_service_name(
 ) -> None:
     ns = redis_basics
     core.create_namespaced_pod(ns, redis_pod("redis"))
-    core.create_namespaced_service(
-        ns,
-        {
-            "metadata": {"name": "redis"},
-            "spec": {
-                "selector": {"app": "redis"},
-                "ports": [{"port": 6379, "targetPort": "redis"}],
-            },
-        },
-    )
     flag = "metadata.annotations['cachetier.io/redis-enabled']"
     env = [
         {
@@ -310,6 +300,20 @@ def test_demo_app_uses_redis_through_the_service_name(
     )
     redis_ip = wait_ready(core, ns, "redis")["status"]["podIP"]
     app = f"http://{wait_ready(core, ns, 'demo')['status']['podIP']}:8080"
+    # The app started before its Service existed: it falls back to memory...
+    assert http_json(f"{app}/status")["cache"] == "memory"
+    core.create_namespaced_service(
+        ns,
+        {
+            "metadata": {"name": "redis"},
+            "spec": {
+                "selector": {"app": "redis"},
+                "ports": [{"port": 6379, "targetPort": "redis"}],
+            },
+        },
+    )
+    # ... and uses Redis once the name resolves, without a restart.
+    wait_for(lambda: http_json(f"{app}/status")["cache"] == "redis", timeout=20, what="redis")
     assert http_json(f"{app}/")["cache"] == "redis"
     status = http_json(f"{app}/status")
     assert status["cache"] == "redis" and status["pod"] == "demo" and status["misses"] >= 1

@@ -84,9 +84,18 @@ def test_proxy_forwards_to_ready_endpoints_and_follows_changes(echo: int) -> Non
             "metadata": {"uid": "svc-1", "name": "redis", "namespace": "ns"},
             "spec": {"ports": [{"name": "redis", "port": port, "targetPort": "redis"}]},
         }
+        assert proxy.reserve("ns", "redis") == "127.12.0.1"  # before the Service exists
+        with pytest.raises(OSError):
+            roundtrip("127.12.0.1", port, b"early")
+        proxy.update(svc)  # the Service appears (informer event): now it listens
+        for _ in range(100):
+            try:
+                assert rejected("127.12.0.1", port)  # listening, but no Ready pod yet
+                break
+            except ConnectionRefusedError:
+                threading.Event().wait(0.02)
         addr = proxy.ensure(svc)
-        assert addr == "127.12.0.1" and proxy.address(svc) == addr
-        assert rejected(addr, port)  # no Ready pod: closed at once
+        assert addr == "127.12.0.1" and proxy.address("ns", "redis") == addr
         endpoints.append(("127.0.0.1", echo))
         assert roundtrip(addr, port, b"ping" * 10000) == b"ping" * 10000
         assert seen[-1]["targetPort"] == "redis"
@@ -98,7 +107,7 @@ def test_proxy_forwards_to_ready_endpoints_and_follows_changes(echo: int) -> Non
             for _ in range(50):
                 roundtrip(addr, port, b"z")
                 threading.Event().wait(0.05)
-        assert pool.get("svc:svc-1") is None
+        assert pool.get("svc:ns/redis") is None
     finally:
         proxy.stop()
 

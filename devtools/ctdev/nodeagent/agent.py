@@ -278,17 +278,22 @@ class Agent:
         out: dict[str, str] = {}
         for candidate in sorted(candidates):
             parsed = names_mod.parse(candidate, namespace)
-            svc = self.services.get(parsed.namespace, parsed.service) if parsed else None
-            if parsed is None or svc is None:
+            if parsed is None:
                 continue
-            spec = svc.get("spec") or {}
-            ip: str | None
+            svc = self.services.get(parsed.namespace, parsed.service)
+            full = candidate.rstrip(".").endswith((".svc", ".svc.cluster.local"))
+            spec = (svc or {}).get("spec") or {}
+            ip: str | None = None
             if parsed.host:
                 ip = self._pod_address(parsed.namespace, parsed.host, parsed.service)
-            elif spec.get("clusterIP") in (None, "", "None"):
-                ip = self._headless_address(svc)
+            elif svc is None:
+                # Not created yet: reserve its address; it works once the Service exists.
+                # (Only full names: a short URL host may not be a Service at all.)
+                ip = self.proxy.reserve(parsed.namespace, parsed.service) if full else None
             elif spec.get("type") == "ExternalName":
                 ip = None
+            elif spec.get("clusterIP") in (None, "", "None"):
+                ip = self._headless_address(svc) or self.proxy.ensure(svc)
             else:
                 ip = self.proxy.ensure(svc)
             if ip:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from .ipam import AddressPool
 from .log import Log
-from .objects import Obj, ref, uid_of
+from .objects import Obj, name_of, namespace_of
 
 Endpoints = Callable[[Obj, Obj], list[tuple[str, int]]]
 """(service, service port) -> Ready (pod IP, target port) pairs."""
@@ -33,14 +33,24 @@ CONNECT_TIMEOUT = 2.0
 
 @dataclass
 class _Entry:
-    svc: Obj
+    svc: Obj | None
+    """None while the name is only reserved (the Service does not exist yet)."""
     addr: str
     servers: dict[int, asyncio.Server] = field(default_factory=dict)
     rr: itertools.count[int] = field(default_factory=itertools.count)
 
 
+def _key(namespace: str, name: str) -> str:
+    return f"{namespace}/{name}"
+
+
 class ServiceProxy:
-    """Listeners for ClusterIP Services that processes on this node refer to by name."""
+    """Listeners for ClusterIP Services that processes on this node refer to by name.
+
+    Addresses are kept per namespace/name, and can be reserved before the Service
+    exists: a process that starts before its Service gets a working address as soon as
+    the Service is created (connections are refused until then), as DNS would catch up.
+    """
 
     def __init__(self, pool: AddressPool, endpoints: Endpoints) -> None:
         self._pool = pool
@@ -68,45 +78,52 @@ class ServiceProxy:
         if not self._loop.is_running():
             self._loop.close()
 
-    def address(self, svc: Obj) -> str | None:
-        """The proxy address of a Service, if it has one."""
+    def address(self, namespace: str, name: str) -> str | None:
+        """The proxy address of a Service name, if it has one."""
         with self._lock:
-            entry = self._entries.get(uid_of(svc))
+            entry = self._entries.get(_key(namespace, name))
             return entry.addr if entry else None
+
+    def reserve(self, namespace: str, name: str) -> str:
+        """An address for a Service name (served once the Service exists)."""
+        key = _key(namespace, name)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                entry = _Entry(None, self._pool.allocate(f"svc:{key}"))
+                self._entries[key] = entry
+            return entry.addr
 
     def ensure(self, svc: Obj) -> str:
         """Serve the Service (idempotent); returns its loopback address once listening."""
-        uid = uid_of(svc)
+        key = _key(namespace_of(svc), name_of(svc))
+        addr = self.reserve(namespace_of(svc), name_of(svc))
         with self._lock:
-            entry = self._entries.get(uid)
-            if entry is None:
-                entry = _Entry(svc, self._pool.allocate(f"svc:{uid}"))
-                self._entries[uid] = entry
-            entry.svc = svc
-        fut = asyncio.run_coroutine_threadsafe(self._reconcile(uid), self._loop)
+            self._entries[key].svc = svc
+        fut = asyncio.run_coroutine_threadsafe(self._reconcile(key), self._loop)
         fut.result(10)
-        return entry.addr
+        return addr
 
     def update(self, svc: Obj) -> None:
-        """A served Service changed (ports may differ): reconcile its listeners."""
-        uid = uid_of(svc)
+        """A Service was created or changed: serve it if its name is in use."""
+        key = _key(namespace_of(svc), name_of(svc))
         with self._lock:
-            entry = self._entries.get(uid)
+            entry = self._entries.get(key)
             if entry is None:
                 return
             entry.svc = svc
-        asyncio.run_coroutine_threadsafe(self._reconcile(uid), self._loop)
+        asyncio.run_coroutine_threadsafe(self._reconcile(key), self._loop)
 
     def remove(self, svc: Obj) -> None:
         """The Service is gone: close its listeners and free its address."""
-        uid = uid_of(svc)
+        key = _key(namespace_of(svc), name_of(svc))
         with self._lock:
-            entry = self._entries.pop(uid, None)
+            entry = self._entries.pop(key, None)
         if entry is not None:
             # Wait: a connection racing with close() trips an asyncio 3.11 assertion.
             with contextlib.suppress(Exception):
                 asyncio.run_coroutine_threadsafe(self._close(entry), self._loop).result(5)
-            self._pool.release(f"svc:{uid}")
+            self._pool.release(f"svc:{key}")
 
     async def _close(self, entry: _Entry) -> None:
         # Stop listening; open connections carry on until they end (as with kube-proxy).
@@ -126,14 +143,15 @@ class ServiceProxy:
         for _ in range(3):  # let closed transports release their sockets
             await asyncio.sleep(0)
 
-    async def _reconcile(self, uid: str) -> None:
+    async def _reconcile(self, key: str) -> None:
         with self._lock:
-            entry = self._entries.get(uid)
+            entry = self._entries.get(key)
         if entry is None:
             return
+        svc = entry.svc or {}
         ports = {
             int(p["port"])
-            for p in (entry.svc.get("spec") or {}).get("ports") or []
+            for p in (svc.get("spec") or {}).get("ports") or []
             if str(p.get("protocol", "TCP")) == "TCP"
         }
         for port in set(entry.servers) - ports:
@@ -146,9 +164,9 @@ class ServiceProxy:
                     port=port,
                     reuse_address=True,
                 )
-                _log.info("serving service", service=ref(entry.svc), addr=entry.addr, port=port)
+                _log.info("serving service", service=key, addr=entry.addr, port=port)
             except OSError as err:
-                _log.warning("cannot listen", service=ref(entry.svc), port=port, error=str(err))
+                _log.warning("cannot listen", service=key, port=port, error=str(err))
 
     async def _handle(
         self, entry: _Entry, port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -158,11 +176,12 @@ class ServiceProxy:
         if task is not None:
             self._tasks.add(task)
         try:
+            svc = entry.svc or {}
             svc_port = next(
-                (p for p in entry.svc.get("spec", {}).get("ports") or [] if p["port"] == port),
+                (p for p in svc.get("spec", {}).get("ports") or [] if p["port"] == port),
                 {"port": port},
             )
-            endpoints = self._endpoints(entry.svc, svc_port)
+            endpoints = self._endpoints(svc, svc_port) if svc else []
             if endpoints:
                 start = next(entry.rr) % len(endpoints)
                 endpoints = endpoints[start:] + endpoints[:start]

@@ -43,6 +43,7 @@ class Runtime:
         self.reconciler = TierReconciler(
             kube, event=lambda b, t, r, m: post_event(kube, b, t, r, m)
         )
+        self.reconciler.wake = lambda ns, name: self._schedule((ns, name), 0.1)
         self.prober = HealthProber(
             kube, self.reconciler, lambda b, t, r, m: post_event(kube, b, t, r, m)
         )

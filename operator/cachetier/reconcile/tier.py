@@ -23,6 +23,7 @@ from cachetier.api import validate
 from cachetier.api.models import CacheTierSpec
 from cachetier.kube.client import ApiError, Conflict, Kube
 from cachetier.reconcile import conditions as cond
+from cachetier.reconcile.cluster import ClusterManager
 from cachetier.reconcile.consumers import ConsumerReconciler, ConsumerReport
 from cachetier.render import (
     TierRef,
@@ -32,6 +33,7 @@ from cachetier.render import (
     spec_hash,
 )
 from cachetier.rollout import StepState, next_effective_percent
+from cachetier.topology.nodes import NodeAddress
 
 log = logging.getLogger("cachetier.reconcile")
 
@@ -103,6 +105,8 @@ class TierReconciler:
         self.kube = kube
         self._event = event or (lambda body, etype, reason, message: None)
         self.consumers = ConsumerReconciler(kube)
+        self.clusters = ClusterManager()
+        self.wake: Callable[[str, str], None] = lambda namespace, name: None
 
     # -- secrets -------------------------------------------------------------
 
@@ -268,9 +272,15 @@ class TierReconciler:
             else:
                 tier_secrets = self._tier_secrets(ref, spec)
                 desired = render_tier(ref, spec, tier_secrets)
+                if spec.mode == "cluster":
+                    self._hold_scale_in(ref, desired)
                 writes += self._apply_children(body, desired)
                 obs = self._observe_statefulset(ref)
                 verdict = cond.workload_verdict(obs, previous_phase)
+                if spec.mode == "cluster":
+                    verdict = self._cluster(
+                        ref, spec, tier_secrets, obs, verdict, new, previous_phase
+                    )
                 new["endpoint"] = {
                     "host": names.service_host(ref.name, ref.namespace),
                     "port": names.REDIS_PORT,
@@ -304,6 +314,83 @@ class TierReconciler:
             extra=[*verdict.extra, *extra],
         )
         return self._finish(body, ref, old_status, verdict, generation, new, writes, requeue)
+
+    # -- cluster mode -------------------------------------------------------------
+
+    def _hold_scale_in(self, ref: TierRef, desired: list[dict[str, Any]]) -> None:
+        """Keep the StatefulSet's size until the nodes it would remove hold no slots."""
+        live = self.kube.get("StatefulSet", ref.namespace, names.statefulset(ref.name))
+        if live is None:
+            return
+        live_replicas = int((live.get("spec") or {}).get("replicas") or 0)
+        for obj in desired:
+            if obj["kind"] != "StatefulSet":
+                continue
+            want = int(obj["spec"]["replicas"])
+            drained = self.clusters.drained_beyond((ref.namespace, ref.name))
+            if want < live_replicas and drained != want:
+                obj["spec"]["replicas"] = live_replicas
+                annotations = obj["metadata"].setdefault("annotations", {})
+                annotations.pop(names.ANNOTATION_SPEC_HASH, None)
+                annotations[names.ANNOTATION_SPEC_HASH] = spec_hash(obj)
+
+    def _cluster(
+        self,
+        ref: TierRef,
+        spec: CacheTierSpec,
+        tier_secrets: TierSecrets,
+        obs: cond.WorkloadObservation,
+        verdict: cond.Verdict,
+        new: dict[str, Any],
+        previous_phase: str | None,
+    ) -> cond.Verdict:
+        """Drive cluster formation in the background; judge readiness by the cluster."""
+        selector = ",".join(f"{k}={v}" for k, v in names.selector_labels(ref.name).items())
+        pods = self.kube.list_objects("Pod", ref.namespace, selector)
+        by_ordinal: dict[int, str] = {}
+        for pod in pods:
+            pst = pod.get("status") or {}
+            ready = any(
+                c.get("type") == "Ready" and c.get("status") == "True"
+                for c in pst.get("conditions") or []
+            )
+            ordinal = pod["metadata"]["name"].rsplit("-", 1)[-1]
+            if ready and pst.get("podIP") and ordinal.isdigit():
+                by_ordinal[int(ordinal)] = pst["podIP"]
+        if not obs.exists or len(by_ordinal) < obs.desired_replicas:
+            new["cluster"] = {
+                "state": "unknown",
+                "message": f"waiting for Redis pods: {len(by_ordinal)}/{obs.desired_replicas}",
+            }
+            return verdict
+        addresses = [NodeAddress(by_ordinal[i], names.REDIS_PORT) for i in sorted(by_ordinal)]
+        key = (ref.namespace, ref.name)
+        view = self.clusters.ensure(
+            key,
+            addresses,
+            username=names.OPERATOR_USER,
+            password=tier_secrets.operator_password,
+            shards=spec.cluster.shards,
+            replicas_per_shard=spec.cluster.replicas_per_shard,
+            on_done=lambda: self.wake(*key),
+        )
+        new["cluster"] = view.status
+        if view.converged:
+            return verdict
+        message = f"Redis Cluster: {view.message}"
+        if previous_phase in ("Ready", "Degraded", "RolledBack"):
+            return cond.Verdict(
+                phase="Degraded",
+                ready=("False", "ClusterNotOk", message),
+                progressing=("True", "ClusterConverging", message),
+                degraded=("True", "ClusterNotOk", message),
+            )
+        return cond.Verdict(
+            phase="Provisioning",
+            ready=("False", "ClusterForming", message),
+            progressing=("True", "ClusterForming", message),
+            degraded=("False", "ClusterForming", ""),
+        )
 
     # -- rollout -----------------------------------------------------------------
 

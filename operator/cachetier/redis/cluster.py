@@ -340,7 +340,34 @@ class ClusterExecutor:
             self._check_stop(None)
 
     def _open_slots(self, step: MigrateSlots, slots: list[int]) -> None:
-        """IMPORTING on the target, then MIGRATING on the source (order matters)."""
+        """IMPORTING on the target, then MIGRATING on the source (order matters).
+
+        The target must first know who owns each slot: Redis never learns the
+        owner of a slot it is already importing, and then refuses the keys
+        (CLUSTERDOWN Hash slot not served). So wait for gossip, and if it
+        does not come, tell the target explicitly (SETSLOT NODE <source>).
+        """
+        unknown: list[int] = []
+
+        def ready() -> bool:
+            target_view, source_view = self.nodes_of(step.target), self.nodes_of(step.source)
+            if not _knows(target_view, step.source_id) or not _knows(source_view, step.target_id):
+                return False
+            owners = _owners(target_view)
+            claimed = _myself(source_view).slots
+            pair = (step.source_id, step.target_id)
+            unknown[:] = [
+                s for s in slots if any(s in r for r in claimed) and owners.get(s) not in pair
+            ]
+            return not unknown
+
+        if not self._until(ready):
+            if not unknown:
+                raise StepFailed(f"{step}: the two nodes do not know each other yet")
+            pipe = self.client(step.target).pipeline(transaction=False)
+            for s in unknown:
+                _send(pipe, "CLUSTER", "SETSLOT", s, "NODE", step.source_id)
+            pipe.execute()
         target = _myself(self.nodes_of(step.target))
         source = _myself(self.nodes_of(step.source))
         importing, migrating = dict(target.importing), dict(source.migrating)
@@ -408,6 +435,15 @@ class ClusterExecutor:
                 pipe.execute(raise_on_error=False)
             except redis.RedisError as e:  # gossip will tell it anyway
                 log.debug("SETSLOT NODE on %s skipped: %s", address, e)
+
+
+def _knows(view: tuple[ClusterNode, ...], node_id: str) -> bool:
+    return any(n.node_id == node_id and not n.in_handshake for n in view)
+
+
+def _owners(view: tuple[ClusterNode, ...]) -> dict[int, str]:
+    """Slot -> owner id, as one node sees it."""
+    return {s: n.node_id for n in view if n.is_master for s in iter_slots(n.slots)}
 
 
 def _myself(nodes: tuple[ClusterNode, ...]) -> ClusterNode:

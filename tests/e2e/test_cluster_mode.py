@@ -1,0 +1,73 @@
+"""A 3 x 1 Redis Cluster tier on the local control plane (node agent runs real redis-server)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+from typing import Any
+
+import pytest
+from redis.cluster import ClusterNode, RedisCluster
+
+from tests.e2e.helpers import Operator, wait_for
+
+pytestmark = pytest.mark.timeout(400)
+
+
+def _get(cluster: Any, kind: str, ns: str, name: str) -> dict[str, Any] | None:
+    proc = cluster.run_kubectl("get", kind, name, "-n", ns, "-o", "json", check=False)
+    return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+
+def test_cluster_tier_forms_and_serves(
+    kube_cluster: Any, namespace: str, operator: Operator, crd_installed: None
+) -> None:
+    ns, name = namespace, "sessions"
+    manifest = f"""
+apiVersion: cachetier.io/v1alpha1
+kind: CacheTier
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  mode: cluster
+  cluster: {{shards: 3, replicasPerShard: 1}}
+  redis: {{maxmemory: 32mb, persistence: {{mode: none}}}}
+"""
+    subprocess.run(
+        [kube_cluster.kubectl, "--kubeconfig", kube_cluster.kubeconfig, "apply", "-f", "-"],
+        input=manifest,
+        text=True,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+    def ready() -> dict[str, Any] | None:
+        tier = _get(kube_cluster, "cachetier", ns, name)
+        return tier if tier and (tier.get("status") or {}).get("phase") == "Ready" else None
+
+    tier = wait_for(ready, timeout=300, what="cluster tier Ready")
+    cluster_status = tier["status"]["cluster"]
+    assert cluster_status["state"] == "ok"
+    assert cluster_status["slotsAssigned"] == 16384
+    assert cluster_status["shards"] == 3
+    assert cluster_status["nodes"] == 6
+
+    secret = _get(kube_cluster, "secret", ns, f"{name}-connection")
+    assert secret is not None
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert data["mode"] == "cluster"
+    # Clients reach pods by IP here (loopback pod IPs get no Service endpoints).
+    pods = json.loads(
+        kube_cluster.run_kubectl(
+            "get", "pods", "-n", ns, "-l", f"app.kubernetes.io/instance={name}", "-o", "json"
+        ).stdout
+    )["items"]
+    startup = [ClusterNode(p["status"]["podIP"], 6379) for p in pods]
+    client = RedisCluster(startup_nodes=startup, password=data["password"], socket_timeout=5)
+    try:
+        for i in range(200):
+            client.set(f"key:{i}", str(i))
+        assert all(client.get(f"key:{i}") == str(i).encode() for i in range(200))
+    finally:
+        client.close()
