@@ -416,8 +416,10 @@ def test_ramp_and_rollback_follow_the_spec_buckets(
     # Instant rollback: every consumer off; status and an Event record it.
     patch_tier(kube_cluster, ns, TIER, {"enabled": False})
     wait_enabled_set(kube_api, ns, consumers, set(), "rollback: all consumers false")
-    tier = wait_status(kube_api, ns, TIER, 100, 0, 20)
+    tier = wait_status(kube_api, ns, TIER, 0, 0, 20)
     assert tier["status"]["rollout"]["enabled"] is False
+    assert tier["status"]["rollout"]["targetPercent"] == 100
+    assert tier["status"]["rollout"]["reason"] == "RolledBack"
     rolled_back = wait_event(kube_api, ns, TIER, "RolledBack")
     assert rolled_back["type"] == "Warning"
     wait_replicasets_carry_flags(kube_api, ns, dict.fromkeys(consumers, "false"), TIER)
@@ -599,7 +601,8 @@ def test_cli_drives_the_rollout(
     out = run_cli(kube_cluster, ns, "rollback", TIER)
     assert "rolled back" in out
     wait_enabled_set(kube_api, ns, consumers, set(), "cli rollback: all false")
-    tier = wait_status(kube_api, ns, TIER, 50, 0, 10)
+    tier = wait_status(kube_api, ns, TIER, 0, 0, 10)
+    assert tier["status"]["rollout"]["targetPercent"] == 50
     assert tier["spec"]["rollout"] == {**tier["spec"]["rollout"], "enabled": False, "percent": 50}
     wait_event(kube_api, ns, TIER, "RolledBack")
 
