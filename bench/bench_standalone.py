@@ -32,13 +32,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ctdev.controlplane import ControlPlane
-
 from cachetier import names
 from cachetier.api.models import CacheTierSpec
 from cachetier.handlers import tier as tier_handlers
 from cachetier.kube.client import Kube, load_api_client
 from cachetier.render import TierRef, TierSecrets, render_tier
+from ctdev.controlplane import ControlPlane
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -54,13 +54,14 @@ say "status"
 k get cachetier tasks-cache -n ordo -o jsonpath='{range .status.conditions[*]}{.type}={.status} ({.reason}) {.message}{"\n"}{end}'
 
 if k get deployment demo-app -n ordo >/dev/null 2>&1; then
-  say "the consumer: env injected into demo-app"
+  say "the consumer: env the operator injected into demo-app (REDIS_URL is a secretKeyRef)"
   k get deployment demo-app -n ordo \
     -o jsonpath='{range .spec.template.spec.containers[0].env[*]}{.name}{"  "}{.value}{.valueFrom.secretKeyRef.name}{"\n"}{end}' || true
   if [[ $phase == Ready ]]; then
     for _ in $(seq 1 60); do
-      ip="$(k get pods -n ordo -l app=demo-app -o jsonpath='{.items[0].status.podIP}' 2>/dev/null || true)"
-      if [[ -n $ip ]] && out="$(curl -fsS "http://$ip:8080/status" 2>/dev/null)"; then
+      ip="$(k get pods -n ordo -l app.kubernetes.io/name=demo-app -o jsonpath='{.items[0].status.podIP}' 2>/dev/null || true)"
+      if [[ -n $ip ]] && curl -fsS "http://$ip:8080/" >/dev/null 2>&1 \
+        && out="$(curl -fsS "http://$ip:8080/status" 2>/dev/null)"; then
         echo "demo-app /status: $out"
         grep -q '"cache": *"redis"' <<<"$out" && break
       fi

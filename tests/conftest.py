@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from ctdev.controlplane import REPO_ROOT, ControlPlane, ControlPlaneError, kubectl_binary
 
 E2E_DIR = Path(__file__).resolve().parent / "e2e"

@@ -33,6 +33,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import redis
+from redis.maint_notifications import MaintNotificationsConfig
 
 TTL_SECONDS = 300
 CACHE_KEY = "demo-app:report:v1"
@@ -120,6 +121,9 @@ class App:
                     password=None if has_password else self.password,
                     socket_timeout=1.0,
                     socket_connect_timeout=1.0,
+                    # No CLIENT SETINFO / MAINT_NOTIFICATIONS: error replies on Redis < 7.2.
+                    driver_info=None,
+                    maint_notifications_config=MaintNotificationsConfig(enabled=False),
                     decode_responses=True,
                 )
             return self._client

@@ -272,6 +272,12 @@ def test_operator_reconciles_with_service_account_token(
         # in-process (admin) operator, if any, sent none for this tier.
         if in_process_operator_ignores is not None:
             assert in_process_operator_ignores.kube.writes_for(f"{ns}/{name}") == 0
+        # Deletion too: the operator's finalizer is removed under the same RBAC (and the
+        # namespace is not left Terminating behind a finalizer nobody serves).
+        kube_cluster.run_kubectl(
+            "delete", "cachetier", name, "-n", ns, "--wait=true", "--timeout=60s", timeout=90
+        )
+        assert _get(kube_cluster, "cachetier", ns, name) is None
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
 import redis
+
 from cachetier.topology import NodeAddress
 
 PASSWORD = "cachetier-test-password"
@@ -78,6 +78,13 @@ class RedisNode:
             )
         )
 
+    def move_to(self, port: int) -> None:
+        """Use another port from the next start on, as a pod that comes back with a new IP."""
+        conf = self.directory / "redis.conf"
+        lines = conf.read_text().splitlines()
+        conf.write_text("\n".join(f"port {port}" if x.startswith("port ") else x for x in lines))
+        self.address = NodeAddress(self.address.host, port)
+
     def client(self) -> redis.Redis:
         """A plain client to this node."""
         return redis.Redis(
@@ -123,15 +130,29 @@ class RedisNode:
 
 
 @pytest.fixture
-def redis_nodes(tmp_path: Path) -> Iterator[Callable[[int], list[RedisNode]]]:
+def taken_ports() -> set[int]:
+    """Ports handed out in this test (client ports and their bus ports)."""
+    return set()
+
+
+@pytest.fixture
+def new_port(taken_ports: set[int]) -> Callable[[], int]:
+    """Factory of free ports, e.g. for a node that comes back at a new address."""
+    return lambda: free_port(taken_ports)
+
+
+@pytest.fixture
+def redis_nodes(
+    tmp_path: Path, taken_ports: set[int]
+) -> Iterator[Callable[[int], list[RedisNode]]]:
     """Factory: `redis_nodes(n)` starts n empty cluster-enabled nodes."""
     started: list[RedisNode] = []
-    taken: set[int] = set()
 
     def make(n: int) -> list[RedisNode]:
         batch = []
         for _ in range(n):
-            node = RedisNode(tmp_path / f"node{len(started)}", free_port(taken), NODE_TIMEOUT_MS)
+            directory = tmp_path / f"node{len(started)}"
+            node = RedisNode(directory, free_port(taken_ports), NODE_TIMEOUT_MS)
             started.append(node)
             node.start()
             batch.append(node)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 from redis.cluster import RedisCluster
@@ -18,10 +17,7 @@ from redis.crc import key_slot
 from cachetier.redis.cluster import ClusterExecutor, Connection, Progress, converge
 from cachetier.topology import DesiredLayout, MigrateSlots, NodeAddress, plan_next_steps
 from cachetier.topology.nodes import parse_cluster_nodes
-
-# Same value as in conftest.py (tests do not import conftest: pytest owns that module).
-PASSWORD = "cachetier-test-password"
-RedisNode = Any  # conftest.RedisNode: address, client(), start(), kill(), stop()
+from tests.redis.conftest import PASSWORD, RedisNode
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(600)]
 
@@ -129,6 +125,32 @@ def test_master_killed_replica_promoted_and_old_master_rejoins_as_replica(
     assert node_id(master) == master_id
     assert myself(master) == ("replica", node_id(replica))
     assert_all_readable(replica, keys)
+
+
+def test_full_restart_with_new_addresses_reforms_from_nodes_conf(
+    redis_nodes: NodeFactory, new_port: Callable[[], int]
+) -> None:
+    nodes = redis_nodes(6)
+    bootstrap(nodes)
+    keys = {f"moved:{i}": str(i) for i in range(500)}
+    write_keys(nodes[0], keys)
+    wait_for(lambda: all(myself(n)[0] == "master" or in_sync(n) for n in nodes), "replicas synced")
+    ids = [node_id(n) for n in nodes]
+    for n in nodes:  # every pod comes back with a new address: nobody can reach anybody
+        n.stop()
+        n.move_to(new_port())
+    for n in nodes:
+        n.start()
+    result = converge(addresses(nodes), PASSWORD, 3, 1, timeout=CONVERGE_TIMEOUT)
+    assert result.converged, (result.plan.waiting, result.errors)
+    assert [node_id(n) for n in nodes] == ids
+    assert result.summary.state == "ok" and result.summary.slots_served == 16384
+    assert_all_readable(nodes[0], keys)
+
+
+def in_sync(node: RedisNode) -> bool:
+    with node.client() as c:
+        return bool(c.info("replication").get("master_link_status") == "up")
 
 
 def test_scale_out_to_four_and_back_to_three_keeps_every_key(redis_nodes: NodeFactory) -> None:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from ctdev.nodeagent.container import Backoff, ContainerRunner, Launch
 from ctdev.nodeagent.probes import ProbeState, ProbeTarget, run_probe
 

@@ -7,6 +7,7 @@ from fractions import Fraction
 from typing import Any
 
 import pytest
+
 from ctdev.nodeagent.envres import ConfigError, build_env, expand
 from ctdev.nodeagent.fieldpath import (
     FieldPathError,

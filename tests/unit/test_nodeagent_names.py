@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from ctdev.nodeagent.names import ServiceName, find, parse, rewrite
 
 

@@ -6,6 +6,7 @@ import ipaddress
 from pathlib import Path
 
 import pytest
+
 from ctdev.nodeagent.ipam import AddressPool, PoolExhausted
 from ctdev.nodeagent.status import (
     Conditions,

@@ -14,8 +14,9 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import ctdev
 import pytest
+
+import ctdev
 from ctdev.nodeagent.ipam import AddressPool
 from ctdev.nodeagent.launch import CONTEXT_ENV, LaunchContext
 from ctdev.nodeagent.objects import Obj

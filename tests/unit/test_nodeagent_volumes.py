@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from ctdev.nodeagent.files import (
     DUMMY_TOKEN,
     VolumeError,

@@ -479,6 +479,7 @@ def assert_converged(sim: Sim, plan: Plan, desired: DesiredLayout) -> None:
 # --- properties -------------------------------------------------------------------------
 
 
+@settings(deadline=None)
 @given(st.integers(1, 5), st.integers(0, 2))
 def test_bootstrap_from_empty_nodes(shards: int, replicas: int) -> None:
     sim, desired = new_cluster(shards, replicas)

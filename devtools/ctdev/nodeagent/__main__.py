@@ -36,7 +36,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-pods", default="250")
     p.add_argument("--backoff-base", type=float, default=2.0, help="seconds (kubelet: 10)")
     p.add_argument("--backoff-max", type=float, default=60.0, help="seconds (kubelet: 300)")
-    p.add_argument("--fast-probe", type=float, default=0.25, help="probe retry until first ok")
+    p.add_argument("--fast-probe", type=float, default=0.1, help="probe retry until first ok")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p.parse_args(argv)
 

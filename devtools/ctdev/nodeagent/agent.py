@@ -66,7 +66,7 @@ class AgentConfig:
     """Node capacity (= allocatable)."""
     backoff: Backoff = field(default_factory=Backoff)
     """Container restart back-off."""
-    fast_probe: float = 0.25
+    fast_probe: float = 0.1
     """Probe retry interval until a readiness/startup probe first succeeds."""
     storage_class: str = STORAGE_CLASS
     """Name of the local StorageClass."""

@@ -29,8 +29,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from . import names
 
@@ -89,36 +87,48 @@ def image_kind(image: str) -> str:
     return "none"
 
 
-@dataclass
 class LaunchContext:
-    """What a container's commands need to run locally (saved as JSON for the shim)."""
+    """What a container's commands need to run locally (saved as JSON for the shim).
 
-    pod_ip: str
-    """The pod's address: Redis binds it, redis-cli talks to it."""
-    mounts: list[tuple[str, str]] = field(default_factory=list)
-    """(container path, host path) pairs; the longest matching container path wins."""
-    keep: list[str] = field(default_factory=list)
-    """Host path prefixes that are never rewritten (the agent's state directory)."""
-    hosts: dict[str, str] = field(default_factory=dict)
-    """Service host names found in the pod's config, resolved to addresses."""
-    run_dir: str = ""
-    """Where rewritten copies of config files are written."""
-    redis_server: str = "/usr/bin/redis-server"
-    """The local redis-server binary."""
-    redis_cli: str = "/usr/bin/redis-cli"
-    """The local redis-cli binary."""
+    A plain class rather than a dataclass: the shim imports this module for every
+    ``redis-cli`` in a probe script, and ``dataclasses`` doubles its start-up time.
+    """
 
-    def __post_init__(self) -> None:
+    FIELDS = ("pod_ip", "mounts", "keep", "hosts", "run_dir", "redis_server", "redis_cli")
+
+    def __init__(
+        self,
+        pod_ip: str,
+        mounts: list[tuple[str, str]] | None = None,
+        keep: list[str] | None = None,
+        hosts: dict[str, str] | None = None,
+        run_dir: str = "",
+        redis_server: str = "/usr/bin/redis-server",
+        redis_cli: str = "/usr/bin/redis-cli",
+    ) -> None:
+        self.pod_ip = pod_ip
+        """The pod's address: Redis binds it, redis-cli talks to it."""
         self.mounts = sorted(
-            ((c.rstrip("/") or "/", h) for c, h in self.mounts if c.rstrip("/")),
+            ((c.rstrip("/") or "/", h) for c, h in mounts or [] if c.rstrip("/")),
             key=lambda m: len(m[0]),
             reverse=True,
         )
+        """(container path, host path) pairs, longest container path first."""
+        self.keep = list(keep or [])
+        """Host path prefixes that are never rewritten (the agent's state directory)."""
+        self.hosts = dict(hosts or {})
+        """Service host names found in the pod's config, resolved to addresses."""
+        self.run_dir = run_dir
+        """Where rewritten copies of config files are written."""
+        self.redis_server = redis_server
+        """The local redis-server binary."""
+        self.redis_cli = redis_cli
+        """The local redis-cli binary."""
         alternatives = "|".join(re.escape(c) for c, _ in self.mounts)
-        keep = "|".join(re.escape(k) for k in self.keep if k)
+        keep_re = "|".join(re.escape(k) for k in self.keep if k)
         parts = []
-        if keep:
-            parts.append(rf"(?P<keep>(?<![\w.-])(?:{keep})[^\s\"'`;,)]*)")
+        if keep_re:
+            parts.append(rf"(?P<keep>(?<![\w.-])(?:{keep_re})[^\s\"'`;,)]*)")
         if alternatives:
             parts.append(rf"(?<![\w./-])(?P<mount>{alternatives})(?=[/\s\"'`;:,)]|$)")
         self._pattern = re.compile("|".join(parts)) if alternatives else None
@@ -128,16 +138,18 @@ class LaunchContext:
         mount = m.group("mount")
         return m.group(0) if mount is None else self._by_path[mount]
 
-    def save(self, path: Path) -> None:
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write the context as JSON."""
-        path.write_text(json.dumps(asdict(self)))
+        with open(path, "w") as fh:
+            json.dump({k: getattr(self, k) for k in self.FIELDS}, fh)
 
     @classmethod
-    def load(cls, path: str) -> LaunchContext:
+    def load(cls, path: str | os.PathLike[str]) -> LaunchContext:
         """Read a context written by ``save``."""
-        data = json.loads(Path(path).read_text())
+        with open(path) as fh:
+            data = json.load(fh)
         data["mounts"] = [tuple(m) for m in data.get("mounts", [])]
-        return cls(**data)
+        return cls(**{k: v for k, v in data.items() if k in cls.FIELDS})
 
     def map_path(self, path: str) -> str:
         """The host path for a container path (unchanged when under no mount)."""
@@ -160,21 +172,23 @@ class LaunchContext:
 def prepare_conf(conf: str, ctx: LaunchContext, seen: set[str] | None = None) -> str:
     """Copy a Redis config file with paths and host names rewritten; returns the copy's path."""
     seen = set() if seen is None else seen
-    source = Path(ctx.map_path(conf))
-    if conf == "-" or not source.is_file() or not ctx.run_dir or str(source) in seen:
-        return str(source) if conf != "-" else conf
-    seen.add(str(source))
+    source = ctx.map_path(conf)
+    if conf == "-" or not os.path.isfile(source) or not ctx.run_dir or source in seen:
+        return source
+    seen.add(source)
+    with open(source, errors="replace") as fh:
+        text = fh.read()
     lines = []
-    for line in ctx.rewrite(source.read_text(errors="replace")).splitlines():
+    for line in ctx.rewrite(text).splitlines():
         words = line.split()
         if len(words) == 2 and words[0].lower() == "include":
             line = f"include {prepare_conf(words[1], ctx, seen)}"
         lines.append(line)
-    run_dir = Path(ctx.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    target = run_dir / f"{len(seen)}-{source.name}"
-    target.write_text("\n".join(lines) + "\n")
-    return str(target)
+    os.makedirs(ctx.run_dir, exist_ok=True)
+    target = os.path.join(ctx.run_dir, f"{len(seen)}-{os.path.basename(source)}")
+    with open(target, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return target
 
 
 def redis_server_argv(args: list[str], ctx: LaunchContext) -> list[str]:

@@ -14,7 +14,6 @@ Rewriting replaces exactly the names present in the mapping and leaves everythin
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 _LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
 FQDN = re.compile(
@@ -26,13 +25,30 @@ URL_HOST = re.compile(
 )
 
 
-@dataclass(frozen=True)
 class ServiceName:
-    """A parsed in-cluster name: ``host`` is set for ``<host>.<service>...`` names."""
+    """A parsed in-cluster name: ``host`` is set for ``<host>.<service>...`` names.
 
-    service: str
-    namespace: str
-    host: str | None = None
+    (Not a dataclass: the shims import this module and ``dataclasses`` is slow to import.)
+    """
+
+    __slots__ = ("host", "namespace", "service")
+
+    def __init__(self, service: str, namespace: str, host: str | None = None) -> None:
+        self.service = service
+        self.namespace = namespace
+        self.host = host
+
+    def _key(self) -> tuple[str, str, str | None]:
+        return (self.service, self.namespace, self.host)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ServiceName) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"ServiceName{self._key()!r}"
 
 
 def parse(name: str, default_namespace: str) -> ServiceName | None:

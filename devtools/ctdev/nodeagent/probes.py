@@ -4,7 +4,7 @@ Kubernetes semantics: a probe is first run ``initialDelaySeconds`` after the con
 starts, then every ``periodSeconds``; ``successThreshold``/``failureThreshold`` consecutive
 results flip its result. Readiness and startup start as failed, liveness as succeeded.
 One deliberate difference: until a readiness or startup probe first succeeds after a
-(re)start, it is retried every ``fast_interval`` (default 0.25 s) instead of every period,
+(re)start, it is retried every ``fast_interval`` (default 0.1 s) instead of every period,
 so Pods turn Ready as soon as they really are (the result is still the probe's).
 """
 
@@ -28,7 +28,7 @@ class ProbeState:
     """``readiness``, ``liveness`` or ``startup``."""
     spec: Obj
     """The probe from the container spec."""
-    fast_interval: float = 0.25
+    fast_interval: float = 0.1
     """Retry interval until the first success (readiness and startup probes)."""
     result: bool = False
     """The current result (after thresholds)."""

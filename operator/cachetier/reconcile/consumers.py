@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from cachetier import names
 from cachetier.api.models import CacheTierSpec
@@ -21,6 +22,8 @@ from cachetier.reconcile import injection as inj
 from cachetier.rollout import Workload, parse_pin, plan_workloads, select_pods
 
 log = logging.getLogger("cachetier.consumers")
+
+T = TypeVar("T")
 
 PARALLEL_WRITES = 16
 
@@ -140,9 +143,9 @@ class ConsumerReconciler:
         report.selected = len(selected)
         report.enabled = len(report.enabled_set)
 
-        for result in self.pool.map(lambda j: self._inject(namespace, *j), jobs):
+        for result in self._map(lambda j: self._inject(namespace, *j), jobs):
             _merge(report, result)
-        for result in self.pool.map(lambda o: self._release(namespace, tier, o), release):
+        for result in self._map(lambda o: self._release(namespace, tier, o), release):
             _merge(report, result)
 
         if granularity_pod and connection_ready:
@@ -159,9 +162,19 @@ class ConsumerReconciler:
         for kind in ("Deployment", "StatefulSet"):
             live += _list_kind(self.kube, kind, namespace)
         release = [o for o in live if not _is_ours(o) and inj.has_any_injection(o, tier)]
-        for result in self.pool.map(lambda o: self._release(namespace, tier, o), release):
+        for result in self._map(lambda o: self._release(namespace, tier, o), release):
             _merge(report, result)
         return report
+
+    def _map(self, fn: Callable[[Any], T], items: list[Any]) -> list[T]:
+        """``pool.map`` that attributes the workers' writes to the caller's scope (the tier)."""
+        scope = getattr(self.kube._scope, "name", "")
+
+        def scoped(item: Any) -> T:
+            with self.kube.scoped(scope):
+                return fn(item)
+
+        return list(self.pool.map(scoped, items))
 
     # -- writes -----------------------------------------------------------------
 
@@ -252,7 +265,7 @@ class ConsumerReconciler:
                     {"metadata": {"annotations": {names.ANNOTATION_REDIS_ENABLED: want}}},
                 )
 
-        list(self.pool.map(patch, patches))
+        list(self._map(patch, patches))
         return total_enabled
 
 

@@ -18,10 +18,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-import redis
+from cachetier.redis.options import quiet_handshake
 from cachetier.topology import (
     AddSlots,
     ClusterSummary,
@@ -188,12 +189,16 @@ class ClusterExecutor:
                 ssl_certfile=tls.cert_file if tls else None,
                 ssl_keyfile=tls.key_file if tls else None,
                 ssl_check_hostname=tls.check_hostname if tls else False,
+                **quiet_handshake(),
             )
         return self._clients[address]
 
     def cmd(self, address: NodeAddress, *args: Any) -> Any:
         """Run one command on a node."""
         return _send(self.client(address), *args)
+
+    def _cluster_ok(self, address: NodeAddress) -> bool:
+        return _info_field(self.cmd(address, "CLUSTER", "INFO"), "cluster_state") == "ok"
 
     def nodes_of(self, address: NodeAddress) -> tuple[ClusterNode, ...]:
         """CLUSTER NODES of a node, parsed."""
@@ -331,11 +336,10 @@ class ClusterExecutor:
             raise Interrupted(f"stopped at slot {slot}")
 
     def _migrate(self, step: MigrateSlots) -> None:
-        for piece in chunks(step.slots, 128):
+        for piece in chunks(step.slots, 256):
             slots = list(iter_slots(piece))
             self._open_slots(step, slots)
-            for slot in slots:
-                self._move_keys(step, slot)
+            self._move_keys(step, slots)
             self._close_slots(step, slots)
             self._check_stop(None)
 
@@ -350,20 +354,24 @@ class ClusterExecutor:
         unknown: list[int] = []
 
         def ready() -> bool:
+            unknown.clear()
             target_view, source_view = self.nodes_of(step.target), self.nodes_of(step.source)
             if not _knows(target_view, step.source_id) or not _knows(source_view, step.target_id):
                 return False
-            owners = _owners(target_view)
+            if not (self._cluster_ok(step.target) and self._cluster_ok(step.source)):
+                return False  # MIGRATE would meet CLUSTERDOWN
             claimed = _myself(source_view).slots
             pair = (step.source_id, step.target_id)
             unknown[:] = [
-                s for s in slots if any(s in r for r in claimed) and owners.get(s) not in pair
+                s
+                for s in slots
+                if any(s in r for r in claimed) and _owner(target_view, s) not in pair
             ]
             return not unknown
 
         if not self._until(ready):
             if not unknown:
-                raise StepFailed(f"{step}: the two nodes do not know each other yet")
+                raise StepFailed(f"{step}: nodes do not know each other or are not ok yet")
             pipe = self.client(step.target).pipeline(transaction=False)
             for s in unknown:
                 _send(pipe, "CLUSTER", "SETSLOT", s, "NODE", step.source_id)
@@ -382,30 +390,33 @@ class ClusterExecutor:
                 _send(pipe, "CLUSTER", "SETSLOT", s, "MIGRATING", step.target_id)
         pipe.execute()
 
-    def _move_keys(self, step: MigrateSlots, slot: int) -> None:
+    def _move_keys(self, step: MigrateSlots, slots: list[int]) -> None:
+        """MIGRATE every key of the slots, in rounds of one batch per slot.
+
+        Each round is two pipelines: GETKEYSINSLOT for every pending slot,
+        then one MIGRATE per slot (MIGRATE takes keys of a single slot).
+        """
         c = self.connection
         auth: list[Any] = []
         if c.password is not None:
             auth = ["AUTH2", c.username or "default", c.password]
-        while True:
-            keys = self.cmd(step.source, "CLUSTER", "GETKEYSINSLOT", slot, self.keys_per_batch)
-            if not keys:
+        pending = slots
+        while pending:
+            pipe = self.client(step.source).pipeline(transaction=False)
+            for slot in pending:
+                _send(pipe, "CLUSTER", "GETKEYSINSLOT", slot, self.keys_per_batch)
+            found = [(s, k) for s, k in zip(pending, pipe.execute(), strict=True) if k]
+            if not found:
                 return
-            self.cmd(
-                step.source,
-                "MIGRATE",
-                step.target.host,
-                step.target.port,
-                "",
-                0,
-                self.migrate_timeout_ms,
-                "REPLACE",
-                *auth,
-                "KEYS",
-                *keys,
-            )
-            self.keys_migrated += len(keys)
-            self._check_stop(slot)
+            pipe = self.client(step.source).pipeline(transaction=False)
+            target = step.target
+            for _, keys in found:
+                _send(pipe, "MIGRATE", target.host, target.port, "", 0, self.migrate_timeout_ms,
+                      "REPLACE", *auth, "KEYS", *keys)  # fmt: skip
+            pipe.execute()
+            self.keys_migrated += sum(len(k) for _, k in found)
+            pending = [s for s, k in found if len(k) == self.keys_per_batch]
+            self._check_stop(pending[0] if pending else None)
 
     def _close_slots(self, step: MigrateSlots, slots: list[int]) -> None:
         """SETSLOT NODE on the target first (it bumps its epoch), then the source, then others."""
@@ -419,7 +430,10 @@ class ClusterExecutor:
         pipe = self.client(step.source).pipeline(transaction=False)
         for s in slots:
             _send(pipe, "CLUSTER", "SETSLOT", s, "NODE", step.target_id)
-        pipe.execute()
+        for reply in pipe.execute(raise_on_error=False):
+            # A source that just lost its last slot already follows the target as a replica.
+            if isinstance(reply, Exception) and "only with masters" not in str(reply):
+                raise reply
         others = [
             n.address
             for n in view
@@ -441,9 +455,12 @@ def _knows(view: tuple[ClusterNode, ...], node_id: str) -> bool:
     return any(n.node_id == node_id and not n.in_handshake for n in view)
 
 
-def _owners(view: tuple[ClusterNode, ...]) -> dict[int, str]:
-    """Slot -> owner id, as one node sees it."""
-    return {s: n.node_id for n in view if n.is_master for s in iter_slots(n.slots)}
+def _owner(view: tuple[ClusterNode, ...], slot: int) -> str | None:
+    """Id of the owner of `slot`, as one node sees it."""
+    for n in view:
+        if n.is_master and any(slot in r for r in n.slots):
+            return n.node_id
+    return None
 
 
 def _myself(nodes: tuple[ClusterNode, ...]) -> ClusterNode:

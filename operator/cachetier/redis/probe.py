@@ -12,6 +12,11 @@ from dataclasses import dataclass
 
 import redis
 
+from cachetier.redis.options import quiet_handshake
+
+MIN_COMMANDS_FOR_ERROR_RATE = 100
+"""Fewer commands than this between two probes: no error rate is computed."""
+
 
 @dataclass(frozen=True)
 class Target:
@@ -60,6 +65,9 @@ def probe(target: Target, previous: Counters | None, timeout: float = 2.0) -> Pr
         ssl_ca_certs=target.ca_file,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
+        # No CLIENT SETINFO: Redis < 7.2 answers it with an error reply, which
+        # would count against the very error rate this probe measures.
+        **quiet_handshake(),
     )
     try:
         client.ping()  # connect and authenticate outside the timed PING
@@ -85,8 +93,9 @@ def probe(target: Target, previous: Counters | None, timeout: float = 2.0) -> Pr
     return ProbeResult(
         up=True,
         latency_ms=round(latency, 3),
-        # The probe's own PING/INFO count as commands; error replies are clients' errors.
-        error_rate=round(d_err / d_cmd, 4) if d_cmd > 0 else 0.0,
+        # Judged only over a meaningful window: one typo among a handful of commands
+        # on an idle cache must not roll every consumer back.
+        error_rate=round(d_err / d_cmd, 4) if d_cmd >= MIN_COMMANDS_FOR_ERROR_RATE else None,
         hit_rate=round(d_hit / (d_hit + d_miss), 4) if (d_hit + d_miss) > 0 else None,
         connected_clients=int(info.get("connected_clients", 0)),
         evicted_keys=int(info.get("evicted_keys", 0)),

@@ -124,10 +124,10 @@ def _meets(p: _Planning) -> list[Step]:
         for viewer in p.view.observations.values():
             if viewer.node_id == m.node_id:
                 continue
+            # A member known at another address (or none) moved: teach the new one.
+            # One merely unknown to some viewer is left to gossip.
             line = viewer.knows(m.node_id)
-            missing = line is None and viewer.node_id == ref.node_id
-            moved = line is not None and line.address not in (None, m.address)
-            if missing or moved or (line is not None and line.address is None):
+            if line is not None and line.address != m.address:
                 steps.append(Meet(viewer.address, m.address, m.bus_port))
     return list(dict.fromkeys(steps))
 
@@ -285,6 +285,12 @@ def _balance(p: _Planning, masters: list[Member]) -> list[Step]:
             sources.append((m, take_last(m.slots, have - quota)[0]))
         elif have < quota:
             sinks.append((m, quota - have))
+    # A master whose cluster_state is not ok yet (a new one waits a rejoin delay)
+    # refuses MIGRATE with CLUSTERDOWN: wait for it.
+    not_ready = [m for m, _ in sources + sinks if m.cluster_state != "ok"]
+    if sources and sinks and not_ready:
+        p.waiting.append(f"{len(not_ready)} master(s) not ready to migrate (cluster_state)")
+        return []
     steps: list[Step] = []
     for src, slots in sources:
         rest = slots

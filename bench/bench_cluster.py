@@ -1,0 +1,271 @@
+"""Benchmark of the cluster executor against real redis-server processes.
+
+Prints one JSON object and writes it to bench/results/cluster.json:
+
+- bootstrap: six empty nodes to `cluster_state:ok` on every node, with our
+  `converge` and, on six other equal nodes in the same run, with
+  `redis-cli --cluster create ... --cluster-replicas 1 --cluster-yes`;
+- heal (with the keys written): SIGKILL of a master until every node that answers reports
+  `cluster_state:ok` and every slot is served by a node that answers (Redis
+  itself promotes the replica; our loop only watches), then the time for the
+  restarted node to rejoin as a replica through `converge`;
+- migration: keys per second moved during a 3 -> 4 shard scale-out.
+
+Usage: .venv/bin/python bench/bench_cluster.py [--keys 20000] [--node-timeout-ms 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+from redis.cluster import RedisCluster
+
+from cachetier.redis.cluster import Progress, cluster_summary, converge
+from cachetier.topology import NodeAddress
+
+PASSWORD = "bench-password"
+RESULTS = Path(__file__).resolve().parent / "results" / "cluster.json"
+
+
+class Server:
+    """One cluster-enabled redis-server in its own directory."""
+
+    def __init__(self, directory: Path, port: int, node_timeout_ms: int) -> None:
+        self.directory = directory
+        self.address = NodeAddress("127.0.0.1", port)
+        self.process: subprocess.Popen[bytes] | None = None
+        directory.mkdir(parents=True)
+        settings = {
+            "port": str(port),
+            "bind": "127.0.0.1",
+            "cluster-enabled": "yes",
+            "cluster-config-file": "nodes.conf",
+            "cluster-node-timeout": str(node_timeout_ms),
+            "dir": str(directory),
+            "requirepass": PASSWORD,
+            "masterauth": PASSWORD,
+            "save": '""',
+            "appendonly": "no",
+            "repl-diskless-sync-delay": "0",
+            "logfile": str(directory / "redis.log"),
+        }
+        (directory / "redis.conf").write_text("".join(f"{k} {v}\n" for k, v in settings.items()))
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.address.port, password=PASSWORD)
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", str(self.directory / "redis.conf")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(lambda: _pings(self), 30, "redis-server start")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def state(self) -> str:
+        try:
+            with self.client() as c:
+                info = c.execute_command("CLUSTER", "INFO").decode()
+        except redis.RedisError:
+            return "down"
+        return info.split("cluster_state:", 1)[1].split()[0]
+
+
+def _pings(server: Server) -> bool:
+    try:
+        with server.client() as c:
+            return bool(c.ping())
+    except redis.RedisError:
+        return False
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out: {what}")
+        time.sleep(0.02)
+
+
+def free_ports(n: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < n:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port > 55000 or port in ports or port + 10000 in ports:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        ports.append(port)
+    return ports
+
+
+def all_ok(servers: list[Server]) -> bool:
+    return all(s.state() == "ok" for s in servers)
+
+
+def bench_bootstrap(ours: list[Server], theirs: list[Server]) -> dict[str, float]:
+    t = time.monotonic()
+    result = converge([s.address for s in ours], PASSWORD, 3, 1, timeout=120)
+    if not result.converged:
+        raise SystemExit(f"bootstrap did not converge: {result.plan.waiting}")
+    wait_for(lambda: all_ok(ours), 60, "our cluster ok")
+    ours_s = time.monotonic() - t
+
+    redis_cli = shutil.which("redis-cli") or "redis-cli"
+    t = time.monotonic()
+    subprocess.run(
+        [redis_cli, "-a", PASSWORD, "--no-auth-warning", "--cluster", "create"]
+        + [str(s.address) for s in theirs]
+        + ["--cluster-replicas", "1", "--cluster-yes"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    wait_for(lambda: all_ok(theirs), 60, "redis-cli cluster ok")
+    theirs_s = time.monotonic() - t
+    return {"cachetier_s": round(ours_s, 3), "redis_cli_s": round(theirs_s, 3)}
+
+
+def bench_heal(servers: list[Server]) -> dict[str, float]:
+    addresses = [s.address for s in servers]
+    victim = next(s for s in servers if _role(s) == "master")
+    victim.kill()
+    t = time.monotonic()
+    alive = [s for s in servers if s is not victim]
+
+    def healed() -> bool:
+        summary = cluster_summary(addresses, PASSWORD)
+        return all_ok(alive) and summary.slots_served == 16384
+
+    wait_for(healed, 120, "heal after master kill")
+    heal_s = time.monotonic() - t
+    t = time.monotonic()
+    victim.start()
+    result = converge(addresses, PASSWORD, 3, 1, timeout=120)
+    if not result.converged or _role(victim) != "slave":
+        raise SystemExit(f"old master did not rejoin as replica: {result.plan.waiting}")
+    with victim.client() as c:
+        master = c.info("replication")
+        copied = int(c.dbsize())
+    with redis.Redis(
+        host=master["master_host"], port=master["master_port"], password=PASSWORD
+    ) as c:
+        assert copied == int(c.dbsize()), "replica not in sync"
+    return {
+        "failover_to_ok_s": round(heal_s, 3),
+        "restart_to_replica_in_sync_s": round(time.monotonic() - t, 3),
+    }
+
+
+def _role(server: Server) -> str:
+    with server.client() as c:
+        return str(c.info("replication")["role"])
+
+
+def write_keys(servers: list[Server], keys: int) -> dict[str, str]:
+    payload = {f"bench:{i}": f"value-{i}" for i in range(keys)}
+    names = list(payload)
+    with RedisCluster(host="127.0.0.1", port=servers[0].address.port, password=PASSWORD) as rc:
+        for i in range(0, keys, 1000):
+            rc.mset_nonatomic({k: payload[k] for k in names[i : i + 1000]})
+    return payload
+
+
+def bench_migration(
+    servers: list[Server], extra: list[Server], payload: dict[str, str]
+) -> dict[str, object]:
+    names, keys = list(payload), len(payload)
+    marks: list[tuple[float, int]] = []
+
+    def progress(p: Progress) -> bool:
+        marks.append((time.monotonic(), p.keys_migrated))
+        return False
+
+    t = time.monotonic()
+    result = converge(
+        [s.address for s in servers + extra], PASSWORD, 4, 1, timeout=300, stop=progress
+    )
+    total = time.monotonic() - t
+    if not result.converged:
+        raise SystemExit(f"scale-out did not converge: {result.plan.waiting}")
+    with RedisCluster(host="127.0.0.1", port=servers[0].address.port, password=PASSWORD) as rc:
+        values: list[bytes | None] = []
+        for i in range(0, keys, 1000):
+            values += rc.mget_nonatomic(names[i : i + 1000])
+    verified = all(
+        v is not None and v.decode() == payload[k] for k, v in zip(names, values, strict=True)
+    )
+    moved = [(t, k) for t, k in marks if k > 0]
+    if len(moved) > 1:  # between the first and the last MIGRATE round
+        rate = (moved[-1][1] - moved[0][1]) / (moved[-1][0] - moved[0][0])
+    else:
+        rate = result.keys_migrated / total
+    return {
+        "keys": keys,
+        "keys_migrated": result.keys_migrated,
+        "scale_out_total_s": round(total, 3),
+        "keys_per_s_while_migrating": round(rate),
+        "keys_per_s_overall": round(result.keys_migrated / total),
+        "all_keys_readable_after": verified,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--keys", type=int, default=20_000)
+    parser.add_argument("--node-timeout-ms", type=int, default=2000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
+        ports = free_ports(14)
+        servers = [
+            Server(Path(tmp) / f"n{i}", port, args.node_timeout_ms) for i, port in enumerate(ports)
+        ]
+        try:
+            for s in servers:
+                s.start()
+            ours, theirs, extra = servers[:6], servers[6:12], servers[12:]
+            result = {
+                "benchmark": "cluster",
+                "redis_version": _version(servers[0]),
+                "cluster_node_timeout_ms": args.node_timeout_ms,
+                "bootstrap_six_nodes": bench_bootstrap(ours, theirs),
+                "keys_written": len(payload := write_keys(ours, args.keys)),
+                "heal_after_master_kill": bench_heal(ours),
+                "migration_3_to_4_shards": bench_migration(ours, extra, payload),
+            }
+        finally:
+            for s in servers:
+                s.kill()
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(result, indent=2)
+    RESULTS.write_text(text + "\n")
+    sys.stdout.write(text + "\n")
+
+
+def _version(server: Server) -> str:
+    with server.client() as c:
+        return str(c.info("server")["redis_version"])
+
+
+if __name__ == "__main__":
+    main()

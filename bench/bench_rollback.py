@@ -1,0 +1,391 @@
+"""Benchmark: instant rollback of 200 consumer Deployments, against the floor.
+
+Starts its own local control plane (``.local/bench-rollback-<pid>-*/``, node
+agent ON so the standalone tier's Redis pod runs and the tier goes Ready),
+installs the CRD, runs the operator in this process (kopf.testing.KopfRunner),
+creates a tier at 100 % and 200 labelled consumer Deployments (``replicas: 0``
+to keep the machine light: the controller manager still makes a ReplicaSet per
+template change, but no pods), waits until all 200 carry ``REDIS_ENABLED=true``
+and measures (the tier has ``autoRollback.enabled: false`` and ``maxLatencyMs:
+60000``: on a busy 2-core machine the default 10 ms PING threshold trips the
+auto-rollback during the run, which would switch the consumers off early):
+
+- ``rollback``: seconds from the rollback patch (``rollout.enabled: false``)
+  until the last Deployment template carries ``REDIS_ENABLED=false`` (polled
+  with one list call every ~0.1 s), and the operator's API write requests
+  (``Kube.write_count``) per consumer change;
+- ``reenable``: the same back to 100 % (not a target, for context);
+- ``idle``: the operator's write requests during 60 s with 200 consumers and
+  nothing to do (target 0; the window holds one full resync);
+- ``baseline`` (the floor, operator stopped first so it cannot fight back):
+  the same 200 switched to ``REDIS_ENABLED=false`` directly by server-side
+  apply under another field manager (forced: ``cachetier-operator`` owns the
+  value), from a pool of 16 threads, timed by the same poll.
+
+Prints one JSON object and writes it to ``bench/results/rollback.json``.
+Run from the repository root: ``env -u KUBECONFIG .venv/bin/python bench/bench_rollback.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cachetier import names
+from cachetier.handlers import tier as tier_handlers
+from cachetier.kube.client import Kube, load_api_client
+from ctdev.controlplane import ControlPlane
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+NAME = "rollback_200"
+CONSUMERS = 200
+THREADS = 16
+POLL = 0.1
+IDLE_SECONDS = 60.0
+TIMEOUT = 300.0
+SETTLE_QUIET = 3.0
+SETTLE_MAX = 30.0
+NAMESPACE = "bench-rollback"
+TIER = "tasks-cache"
+LABEL = "cache.ordo.dev/tasks"
+BASELINE_MANAGER = "bench-baseline"
+RESULT = REPO_ROOT / "bench" / "results" / "rollback.json"
+
+
+def say(message: str) -> None:
+    # KopfRunner swaps sys.stdout/stderr while it runs: write to the real stderr.
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.__stderr__, flush=True)
+
+
+def consumer_name(i: int) -> str:
+    return f"svc-{i:03d}"
+
+
+def deployment(i: int) -> dict[str, Any]:
+    name = consumer_name(i)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": NAMESPACE,
+            "labels": {"app": name, LABEL: "true"},
+        },
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "app",
+                            "image": "registry.example/app:1",
+                            "env": [{"name": "APP_MODE", "value": "web"}],
+                        }
+                    ]
+                },
+            },
+        },
+    }
+
+
+def tier_body() -> dict[str, Any]:
+    return {
+        "apiVersion": names.API_VERSION,
+        "kind": names.KIND,
+        "metadata": {"name": TIER, "namespace": NAMESPACE},
+        "spec": {
+            "mode": "standalone",
+            "redis": {"maxmemory": "32mb", "persistence": {"mode": "none"}},
+            "consumers": {"selector": {"matchLabels": {LABEL: "true"}}},
+            # Only the rollback patch may switch consumers off, and a slow PING on a
+            # busy 2-core machine must not write health status into the idle window.
+            "rollout": {
+                "enabled": True,
+                "percent": 100,
+                "autoRollback": {"enabled": False, "maxLatencyMs": 60000},
+            },
+        },
+    }
+
+
+def install_crd(cp: ControlPlane) -> None:
+    kubectl = [str(cp.kubectl_path), "--kubeconfig", str(cp.kubeconfig)]
+    crd = f"{names.PLURAL}.{names.GROUP}"
+    subprocess.run(
+        [*kubectl, "apply", "--server-side", "-f", str(REPO_ROOT / "crds" / "cachetier.yaml")],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [*kubectl, "wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s"],
+        check=True,
+        capture_output=True,
+    )
+    deadline = time.monotonic() + 30
+    while subprocess.run([*kubectl, "get", names.PLURAL, "-A"], capture_output=True).returncode:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{crd} is not served")
+        time.sleep(0.5)
+
+
+def flags(kube: Kube) -> dict[str, str | None]:
+    """REDIS_ENABLED of container "app" of every consumer (one list call)."""
+    out: dict[str, str | None] = {}
+    for dep in kube.list_objects("Deployment", NAMESPACE):
+        value = None
+        for c in dep["spec"]["template"]["spec"]["containers"]:
+            if c["name"] == "app":
+                for e in c.get("env") or []:
+                    if e.get("name") == names.ENV_REDIS_ENABLED:
+                        value = e.get("value")
+        out[dep["metadata"]["name"]] = value
+    return out
+
+
+def wait_all(kube: Kube, value: str, t0: float, what: str) -> tuple[float, int]:
+    """Poll every ~POLL s until all consumers carry ``value``; (seconds since t0, polls)."""
+    polls = 0
+    while True:
+        polls += 1
+        current = flags(kube)
+        done = sum(1 for v in current.values() if v == value)
+        if done == CONSUMERS and len(current) == CONSUMERS:
+            return time.monotonic() - t0, polls
+        if time.monotonic() - t0 > TIMEOUT:
+            raise SystemExit(f"timed out waiting for {what}: {done}/{CONSUMERS}")
+        time.sleep(POLL)
+
+
+def wait_for(probe: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+def settle(rt: tier_handlers.Runtime) -> None:
+    """Until the operator has sent no write for SETTLE_QUIET seconds (at most SETTLE_MAX)."""
+    last, quiet_since, t0 = rt.kube.write_count, time.monotonic(), time.monotonic()
+    while time.monotonic() - quiet_since < SETTLE_QUIET and time.monotonic() - t0 < SETTLE_MAX:
+        time.sleep(0.2)
+        now = rt.kube.write_count
+        if now != last:
+            last, quiet_since = now, time.monotonic()
+
+
+def tier_ready(kube: Kube) -> bool:
+    tier = kube.get(names.KIND, NAMESPACE, TIER) or {}
+    for c in (tier.get("status") or {}).get("conditions") or []:
+        if c["type"] == "Ready":
+            return bool(c["status"] == "True")
+    return False
+
+
+def patch_rollout(kube: Kube, rollout: dict[str, Any]) -> None:
+    kube.merge_patch(
+        names.KIND,
+        NAMESPACE,
+        TIER,
+        {"spec": {"rollout": rollout}},
+        field_manager=names.CLI_FIELD_MANAGER,
+    )
+
+
+def run_operator_phase(admin: Kube) -> dict[str, Any]:
+    from kopf.testing import KopfRunner
+
+    tier_handlers.CURRENT = None
+    args = ["run", "--standalone", "--all-namespaces", "--quiet", "-m", "cachetier.handlers"]
+    with KopfRunner(args, timeout=60) as runner:
+        deadline = time.monotonic() + 60
+        while tier_handlers.CURRENT is None:
+            if time.monotonic() > deadline or runner.future.done():
+                raise SystemExit("the operator did not start")
+            time.sleep(0.1)
+        rt = tier_handlers.CURRENT
+
+        say("creating the tier; waiting for Ready")
+        admin.create(tier_body())
+        wait_for(lambda: tier_ready(admin), "the tier Ready", timeout=240)
+
+        say(f"creating {CONSUMERS} consumer Deployments (replicas 0)")
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(THREADS) as pool:
+            list(pool.map(lambda i: admin.create(deployment(i)), range(CONSUMERS)))
+        onboard_seconds, _ = wait_all(admin, "true", t0, "onboarding")
+        settle(rt)
+
+        say(f"idle: {IDLE_SECONDS:.0f}s with {CONSUMERS} consumers")
+        idle_before, reconciles_before = rt.kube.write_count, rt.reconciles
+        idle_methods_before = dict(rt.kube.writes)
+        time.sleep(IDLE_SECONDS)
+        idle_writes = rt.kube.write_count - idle_before
+        idle_reconciles = rt.reconciles - reconciles_before
+        idle_by_method = _delta(rt.kube.writes, idle_methods_before)
+
+        current = flags(admin)
+        if sum(1 for v in current.values() if v == "true") != CONSUMERS:
+            raise SystemExit("consumers were switched off before the rollback patch")
+
+        say("rollback")
+        writes_before, by_method_before = rt.kube.write_count, dict(rt.kube.writes)
+        t0 = time.monotonic()
+        patch_rollout(admin, {"enabled": False})
+        rollback_seconds, rollback_polls = wait_all(admin, "false", t0, "rollback")
+        writes_at_done = rt.kube.write_count - writes_before
+        settle(rt)
+        rollback_writes = rt.kube.write_count - writes_before
+        by_method = _delta(rt.kube.writes, by_method_before)
+
+        say("re-enable")
+        writes_before = rt.kube.write_count
+        t0 = time.monotonic()
+        patch_rollout(admin, {"enabled": True})
+        reenable_seconds, _ = wait_all(admin, "true", t0, "re-enable")
+        settle(rt)
+        reenable_writes = rt.kube.write_count - writes_before
+    tier_handlers.CURRENT = None
+    if runner.exception is not None:
+        raise SystemExit(f"operator failed: {runner.exception!r}")
+    return {
+        "onboard_seconds": round(onboard_seconds, 3),
+        "rollback": {
+            "seconds": round(rollback_seconds, 3),
+            "polls": rollback_polls,
+            "writes_when_done": writes_at_done,
+            "writes": rollback_writes,
+            "writes_per_consumer_change": round(rollback_writes / CONSUMERS, 3),
+            "writes_by_method": by_method,
+        },
+        "reenable": {
+            "seconds": round(reenable_seconds, 3),
+            "writes": reenable_writes,
+            "writes_per_consumer_change": round(reenable_writes / CONSUMERS, 3),
+        },
+        "idle": {
+            "seconds": IDLE_SECONDS,
+            "writes": idle_writes,
+            "writes_by_method": idle_by_method,
+            "reconciles": idle_reconciles,
+        },
+    }
+
+
+def _delta(now: Any, before: dict[str, int]) -> dict[str, int]:
+    return {k: v - before.get(k, 0) for k, v in now.items() if v - before.get(k, 0)}
+
+
+def run_baseline_phase(kubeconfig: str, admin: Kube) -> dict[str, Any]:
+    """The floor: SSA REDIS_ENABLED=false on the 200 directly, 16 threads, operator stopped."""
+    kube = Kube(load_api_client(kubeconfig))
+
+    def one(i: int) -> None:
+        kube.apply(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": consumer_name(i), "namespace": NAMESPACE},
+                "spec": {
+                    "template": {
+                        "spec": {
+                            "containers": [
+                                {
+                                    "name": "app",
+                                    "env": [{"name": names.ENV_REDIS_ENABLED, "value": "false"}],
+                                }
+                            ]
+                        }
+                    }
+                },
+            },
+            field_manager=BASELINE_MANAGER,
+            force=True,
+        )
+
+    before = flags(admin)
+    if sum(1 for v in before.values() if v == "true") != CONSUMERS:
+        raise SystemExit("baseline: the consumers are not all enabled")
+    say(f"baseline: {CONSUMERS} server-side applies with {THREADS} threads")
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(THREADS) as pool:
+        list(pool.map(one, range(CONSUMERS)))
+    patch_seconds = time.monotonic() - t0
+    seconds, _ = wait_all(admin, "false", t0, "baseline")
+    writes = kube.write_count
+    kube.api_client.close()
+    return {
+        "seconds": round(seconds, 3),
+        "patch_seconds": round(patch_seconds, 3),
+        "threads": THREADS,
+        "writes": writes,
+        "writes_per_consumer_change": round(writes / CONSUMERS, 3),
+    }
+
+
+def main() -> None:
+    (REPO_ROOT / ".local").mkdir(exist_ok=True)
+    state_dir = Path(
+        tempfile.mkdtemp(prefix=f"bench-rollback-{os.getpid()}-", dir=REPO_ROOT / ".local")
+    )
+    cp = ControlPlane(state_dir, node_agent=True)
+    try:
+        cp.start()
+        os.environ["KUBECONFIG"] = str(cp.kubeconfig)
+        install_crd(cp)
+        admin = Kube(load_api_client(str(cp.kubeconfig)))
+        admin.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+        operator = run_operator_phase(admin)
+        baseline = run_baseline_phase(str(cp.kubeconfig), admin)
+        admin.api_client.close()
+    finally:
+        tier_handlers.CURRENT = None
+        cp.stop()
+        shutil.rmtree(state_dir, ignore_errors=True)
+    result = {
+        "name": NAME,
+        "consumers": CONSUMERS,
+        "consumer_replicas": 0,
+        "operator": operator,
+        "baseline": baseline,
+        "rollback_seconds": operator["rollback"]["seconds"],
+        "baseline_seconds": baseline["seconds"],
+        "ratio_seconds": round(operator["rollback"]["seconds"] / baseline["seconds"], 2),
+        "writes_per_consumer_change": operator["rollback"]["writes_per_consumer_change"],
+        "idle_writes_60s": operator["idle"]["writes"],
+        "node_agent": True,
+        "note": (
+            "local control plane with the node agent (the standalone tier's Redis runs); "
+            "consumer Deployments have replicas 0 to keep the machine light (the "
+            "controller manager still makes a ReplicaSet per template change); seconds "
+            f"are from the patch until a list call (every ~{POLL}s, same process) shows "
+            "the last template switched; the baseline applies REDIS_ENABLED=false "
+            f"directly (server-side apply, field manager {BASELINE_MANAGER}, forced, "
+            f"{THREADS} threads) with the operator stopped; autoRollback off and "
+            "maxLatencyMs 60000 so health probes neither roll back nor write status"
+        ),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    RESULT.parent.mkdir(parents=True, exist_ok=True)
+    RESULT.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
