@@ -63,25 +63,35 @@ def default_kubeconfig(environ: dict[str, str] | None = None) -> str:
     return env.get("KUBECONFIG") or str(Path("~/.kube/config").expanduser())
 
 
+def _global_options(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument(
+        "-n",
+        "--namespace",
+        default=default,
+        help="namespace of the CacheTier (default: the kubeconfig context's, else 'default')",
+    )
+    parser.add_argument(
+        "--kubeconfig",
+        default=default,
+        help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``cachetier``."""
     parser = argparse.ArgumentParser(
         prog="cachetier",
         description="Operate CacheTier rollouts through the Kubernetes API.",
     )
-    parser.add_argument(
-        "-n",
-        "--namespace",
-        help="namespace of the CacheTier (default: the kubeconfig context's, else 'default')",
-    )
-    parser.add_argument(
-        "--kubeconfig",
-        default=None,
-        help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)",
-    )
+    _global_options(parser, default=None)
+    # As with kubectl, -n and --kubeconfig may also follow the command.
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, default=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    status = commands.add_parser("status", help="show tiers, their rollout, consumers and health")
+    status = commands.add_parser(
+        "status", help="show tiers, their rollout, consumers and health", parents=[common]
+    )
     status.add_argument("tier", nargs="?", metavar="TIER", help="show one tier in detail")
     status.add_argument(
         "-A", "--all-namespaces", action="store_true", help="list tiers of every namespace"
@@ -89,17 +99,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     rollout = commands.add_parser("rollout", help="change the rollout of a tier")
     actions = rollout.add_subparsers(dest="action", required=True, metavar="ACTION")
-    set_ = actions.add_parser("set", help="set the target percent (and enable the rollout)")
+    set_ = actions.add_parser(
+        "set", help="set the target percent (and enable the rollout)", parents=[common]
+    )
     set_.add_argument("tier", metavar="TIER")
     set_.add_argument("percent", metavar="N", help="target percent, 0..100")
     for action, text in (
         ("pause", "hold rollout.steps on the current step"),
         ("resume", "let rollout.steps advance again"),
     ):
-        actions.add_parser(action, help=text).add_argument("tier", metavar="TIER")
+        actions.add_parser(action, help=text, parents=[common]).add_argument("tier", metavar="TIER")
 
     rollback = commands.add_parser(
-        "rollback", help="switch every consumer off now (rollout.enabled=false)"
+        "rollback", help="switch every consumer off now (rollout.enabled=false)", parents=[common]
     )
     rollback.add_argument("tier", metavar="TIER")
     return parser

@@ -69,7 +69,7 @@ class RedisNode:
                     f"requirepass {PASSWORD}",
                     f"masterauth {PASSWORD}",
                     'save ""',
-                    "appendonly no",
+                    "appendonly yes",  # the product default; a full restart keeps data
                     "repl-diskless-sync-delay 0",
                     "daemonize no",
                     f"logfile {directory / 'redis.log'}",

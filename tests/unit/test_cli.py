@@ -309,3 +309,14 @@ def test_namespace_comes_from_the_kubeconfig_context(
     path = kubeconfig(tmp_path, "http://127.0.0.1:1", context_namespace)
     _, namespace = cli.connect(str(path))
     assert namespace == expected
+
+
+def test_namespace_and_kubeconfig_may_follow_the_command() -> None:
+    from cachetier.cli import build_parser
+
+    args = build_parser().parse_args(["status", "-n", "ordo", "--kubeconfig", "/k"])
+    assert (args.namespace, args.kubeconfig) == ("ordo", "/k")
+    args = build_parser().parse_args(["-n", "a", "rollback", "t"])
+    assert args.namespace == "a"
+    args = build_parser().parse_args(["rollout", "set", "t", "5", "-n", "b"])
+    assert (args.namespace, args.percent) == ("b", "5")

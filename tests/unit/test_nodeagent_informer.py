@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
+
 from ctdev.nodeagent.informer import Informer
 from ctdev.nodeagent.kube import MERGE, ApiError, Kube, api_path
 
@@ -143,6 +144,10 @@ def test_informer_lists_watches_and_relists_after_gone(api: Kube) -> None:
     assert informer.synced.is_set()
     assert informer.get("ns", "b") is None and informer.get("ns", "c") == cm("c", 12)
     assert sorted(o["metadata"]["name"] for o in informer.items("ns")) == ["a", "c"]
+    for _ in range(100):  # the re-watch after the relist follows at once
+        if len(FakeApi.seen) >= 4:
+            break
+        threading.Event().wait(0.02)
     assert FakeApi.seen[:4] == [
         "/api/v1/configmaps?watch=None&rv=None",
         "/api/v1/configmaps?watch=1&rv=10",

@@ -126,12 +126,14 @@ def test_address_round_trip() -> None:
 slot_sets = st.sets(st.integers(0, TOTAL_SLOTS - 1), max_size=200)
 
 
+@settings(deadline=None)
 @given(st.integers(1, 500))
 def test_quotas_sum_and_balance(masters: int) -> None:
     shares = quotas(masters)
     assert sum(shares) == TOTAL_SLOTS and max(shares) - min(shares) <= 1
 
 
+@settings(deadline=None)
 @given(slot_sets, slot_sets, st.integers(0, 250), st.integers(1, 64))
 def test_range_arithmetic_matches_sets(a: set[int], b: set[int], n: int, size: int) -> None:
     ra, rb = from_slots(a), from_slots(b)
@@ -674,6 +676,20 @@ def test_node_down_mid_migration_is_not_forgotten() -> None:
     sim.restart(dst.address, wipe=False)
     plan, desired = drive(sim, desired)
     assert_converged(sim, plan, desired)
+
+
+def test_down_migration_peer_is_kept_even_after_a_replacement_joined() -> None:
+    sim, desired = new_cluster(2, 0)
+    _, desired = drive(sim, desired)
+    sim.write_keys({0: 6})
+    src, dst = sim.node_at(desired.nodes[0]), sim.node_at(desired.nodes[1])
+    sim.apply(MigrateSlots(src.address, src.id, dst.address, dst.id, from_slots([0])), True)
+    assert dst.importing and src.migrating
+    sim.kill(dst.address)  # no replica: it must come back with its keys
+    sim.add_node(dst.address)  # a replacement with an empty disk at the same address
+    plan = plan_next_steps(sim.observe(desired), desired)
+    assert not any(isinstance(s, Forget) and s.node_id == dst.id for s in plan.steps)
+    assert any("unfinished slot migration" in w for w in plan.waiting)
 
 
 def test_summary_for_status() -> None:

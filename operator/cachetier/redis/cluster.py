@@ -46,6 +46,9 @@ from cachetier.topology.slots import chunks, iter_slots
 
 log = logging.getLogger(__name__)
 
+MAX_ERRORS = 20
+"""Step failures kept in a ConvergeResult (the most recent ones)."""
+
 _IGNORED_FORGET_ERRORS = ("unknown node", "can't forget my master", "i tried hard but i can't")
 
 
@@ -538,10 +541,11 @@ def converge(
                 try:
                     ex.execute(step)
                 except Interrupted:
-                    return result(plan, ex.observe(desired.nodes), "stopped")
+                    why = "timeout" if time.monotonic() > deadline else "stopped"
+                    return result(plan, ex.observe(desired.nodes), why)
                 except StepFailed as e:
                     log.warning("cluster step failed: %s", e)
-                    errors.append(str(e))
+                    errors[:] = [*errors[-(MAX_ERRORS - 1) :], str(e)]
                     failed = True
                     break
             ex.await_meets([s for s in plan.steps if isinstance(s, Meet)])

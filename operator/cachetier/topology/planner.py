@@ -216,11 +216,19 @@ def _forget_dead(p: _Planning) -> list[Step]:
     if not _all_kept_joined(p):
         p.waiting.append(f"{len(dead)} node(s) down; waiting for every kept node to answer")
         return []
+    # A node named by an unfinished migration may hold the keys moved so far
+    # (or its promoted replica does, and nothing says which): forgetting it
+    # would clear the markers and strand them. Keep it, and say so.
+    referenced = {peer for m in p.alive() for _, peer in (*m.importing, *m.migrating)}
     steps: list[Step] = []
     for m in dead:
-        if m.slots or any(r.alive for r in p.view.replicas_of(m.node_id)):
-            continue
-        steps.append(Forget(m.node_id, p.addresses(), "dead"))
+        if m.node_id in referenced:
+            p.waiting.append(
+                f"down node {m.node_id[:8]} is part of an unfinished slot migration; "
+                "it must come back (with its data) for the migration to finish"
+            )
+        elif not m.slots and not any(r.alive for r in p.view.replicas_of(m.node_id)):
+            steps.append(Forget(m.node_id, p.addresses(), "dead"))
     return steps
 
 
