@@ -33,6 +33,11 @@ from pathlib import Path
 
 import pytest
 
+# Import Hypothesis now, while the process has one thread: its pytest plugin would
+# otherwise import it lazily at session end, when kopf's thread may still run, and
+# CPython 3.11's parser can then fail with "AST constructor recursion depth mismatch".
+import hypothesis  # noqa: F401
+
 from ctdev.controlplane import REPO_ROOT, ControlPlane, ControlPlaneError, kubectl_binary
 
 E2E_DIR = Path(__file__).resolve().parent / "e2e"

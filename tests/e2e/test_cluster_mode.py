@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisError
 
 from tests.e2e.helpers import Operator, wait_for
 
@@ -69,5 +70,46 @@ spec:
         for i in range(200):
             client.set(f"key:{i}", str(i))
         assert all(client.get(f"key:{i}") == str(i).encode() for i in range(200))
+    finally:
+        client.close()
+
+    # Heal: a pod comes back (its emptyDir, so as a new node): the cluster fails
+    # over, the newcomer joins, the dead id is forgotten, and every key survives.
+    old_uid = _get(kube_cluster, "pod", ns, f"{name}-0")["metadata"]["uid"]  # type: ignore[index]
+    kube_cluster.run_kubectl("delete", "pod", f"{name}-0", "-n", ns, "--wait=false")
+
+    def new_pod_ready() -> bool:
+        pod = _get(kube_cluster, "pod", ns, f"{name}-0")
+        if pod is None or pod["metadata"]["uid"] == old_uid or not pod["status"].get("podIP"):
+            return False
+        return all(c.get("ready") for c in pod["status"].get("containerStatuses") or [{}])
+
+    wait_for(new_pod_ready, timeout=120, what="the replacement pod")
+
+    def healed() -> bool:
+        tier = _get(kube_cluster, "cachetier", ns, name)
+        st = (tier or {}).get("status") or {}
+        if st.get("phase") != "Ready" or (st.get("cluster") or {}).get("nodes") != 6:
+            return False
+        return _all_keys_readable(kube_cluster, ns, name, data["password"])
+
+    wait_for(healed, timeout=240, what="cluster healed after losing a pod", interval=2)
+
+
+def _all_keys_readable(cluster: Any, ns: str, name: str, password: str) -> bool:
+    pods = json.loads(
+        cluster.run_kubectl(
+            "get", "pods", "-n", ns, "-l", f"app.kubernetes.io/instance={name}", "-o", "json"
+        ).stdout
+    )["items"]
+    startup = [ClusterNode(p["status"]["podIP"], 6379) for p in pods if p["status"].get("podIP")]
+    try:
+        client = RedisCluster(startup_nodes=startup, password=password, socket_timeout=2)
+    except RedisError:
+        return False
+    try:
+        return all(client.get(f"key:{i}") == str(i).encode() for i in range(200))
+    except RedisError:
+        return False
     finally:
         client.close()

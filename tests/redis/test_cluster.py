@@ -226,6 +226,11 @@ def test_executor_stopped_mid_migration_resumes_without_losing_keys(
         markers += [s for s, _ in me.importing + me.migrating]
     assert slot in markers, "the executor was not stopped mid-slot"
 
+    # Resume under a step budget: the half-done slot is finished first, then it stops again.
+    budget = converge(addresses(nodes), PASSWORD, 4, 1, timeout=CONVERGE_TIMEOUT, max_steps=2)
+    assert budget.stopped == "budget" and budget.steps_done == 2 and not budget.converged
+    assert_all_readable(nodes[0], keys)
+
     done = converge(addresses(nodes), PASSWORD, 4, 1, timeout=CONVERGE_TIMEOUT)
     assert done.converged, (done.plan.waiting, done.errors)
     assert done.summary.shards == 4

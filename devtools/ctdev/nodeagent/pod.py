@@ -71,7 +71,7 @@ class PodWorker:
             s.get("name"): int(s.get("restartCount") or 0)
             for s in (pod.get("status") or {}).get(f"{key[:-1]}Statuses") or []
         }
-        return [
+        runners = [
             ContainerRunner(
                 c,
                 kind=launchmod.image_kind(str(c.get("image", ""))),
@@ -83,6 +83,10 @@ class PodWorker:
             )
             for c in spec.get(key) or []
         ]
+        if not init and spec.get("initContainers"):
+            for runner in runners:
+                runner.state = {"waiting": {"reason": "PodInitializing"}}
+        return runners
 
     # ---- events from the agent (any thread)
 

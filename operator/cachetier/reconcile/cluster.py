@@ -125,5 +125,10 @@ def _view(
         removable = {str(a) for a in result.plan.removable}
         if len(removable) >= live_nodes - desired_nodes:
             drained = desired_nodes
-    converged = result.converged and summary.state == "ok" and summary.slots_assigned == 16384
+    converged = (
+        result.converged
+        and summary.state == "ok"
+        and summary.slots_assigned == 16384
+        and summary.slots_served == 16384
+    )
     return ClusterView(converged, status, message, drained)

@@ -97,6 +97,10 @@ class ConsumerReconciler:
             matches = matches and inj.selector_matches(labels, selector)
             if matches and connection_ready:
                 selected.append(obj)
+            elif matches:
+                # No connection Secret yet: a secretKeyRef to it would stop new pods
+                # from starting, so matching workloads wait as they are.
+                continue
             elif inj.has_any_injection(obj, tier):
                 release.append(obj)
 

@@ -145,8 +145,15 @@ class HealthProber:
             and not already
             and int(rollout.get("effectivePercent") or 0) > 0
         )
-        material = any(
-            old_health.get(k) != health.get(k) for k in ("up", "consecutiveFailures", "message")
+        # Past the threshold the count stops climbing, so a Redis that stays down
+        # (or slow) is not rewritten into status on every probe.
+        threshold = spec.rollout.auto_rollback.failure_threshold
+        health["consecutiveFailures"] = min(verdict.consecutive_failures, threshold)
+        old_failures = int(old_health.get("consecutiveFailures") or 0)
+        material = (
+            old_health.get("up") != health["up"]
+            or old_failures != health["consecutiveFailures"]
+            or bool(old_health.get("message")) != bool(health["message"])
         )
         stale = time.monotonic() - memory.last_write >= HEALTH_REFRESH_SECONDS
         if not (material or stale or rollback):

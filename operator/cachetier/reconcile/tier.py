@@ -259,7 +259,16 @@ class TierReconciler:
         rollback_first = not spec.rollout.enabled or spec.rollout.percent == 0
         if rollback_first:
             # Instant rollback: consumers are switched off before any other work.
-            self._rollout(body, ref, spec, old_status, new, "Ready", connection_ready=True)
+            connection = self.kube.get("Secret", ref.namespace, names.connection_secret(ref.name))
+            self._rollout(
+                body,
+                ref,
+                spec,
+                old_status,
+                new,
+                str(old_status.get("phase") or "Pending"),
+                connection_ready=connection is not None,
+            )
 
         try:
             if spec.mode == "external":
@@ -431,23 +440,26 @@ class TierReconciler:
             rolled_back=rolled_back,
         )
         effective, reason = step.effective_percent, str(step.reason)
+        step_state = step.state
         if not serving and effective > 0:
+            # The step clock starts when the tier first serves, not before.
             effective, reason = 0, "WaitingForTier"
+            step_state = StepState(index=None, last_step_time=None)
         report = self.consumers.reconcile(
             ref.name,
             ref.namespace,
             spec,
             enabled=spec.rollout.enabled and not rolled_back,
             effective_percent=effective,
-            connection_ready=connection_ready or not spec.rollout.enabled,
+            connection_ready=connection_ready,
         )
         rollout: dict[str, Any] = {
             "enabled": spec.rollout.enabled and not rolled_back,
             "targetPercent": spec.rollout.percent,
             "effectivePercent": effective,
-            "step": step.state.index,
+            "step": step_state.index,
             "reason": reason,
-            "lastStepTime": _format_time(step.state.last_step_time),
+            "lastStepTime": _format_time(step_state.last_step_time),
             "serving": serving,
         }
         if rolled_back:
@@ -497,6 +509,10 @@ class TierReconciler:
         if report.changed and (before != after or not spec.rollout.enabled):
             on, off = sorted(after - before), sorted(before - after)
             if not spec.rollout.enabled or new["rollout"]["effectivePercent"] == 0:
+                reason = "AutoRollback" if new["rollout"].get("rolledBackGeneration") else "Manual"
+                metrics.ROLLBACKS.labels(
+                    body["metadata"]["namespace"], body["metadata"]["name"], reason
+                ).inc()
                 self._event(
                     body,
                     "Warning",

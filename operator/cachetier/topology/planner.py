@@ -11,17 +11,22 @@ Phases, in order; the first phase that has work returns it:
 2. finish slot migrations left half-done (IMPORTING/MIGRATING markers);
 3. wait while a failed master's replica is promoted (by Redis itself);
 4. wait while gossip settles (stale slot claims);
-5. FORGET dead ids, once every kept address answers as a member;
+5. FORGET dead ids, once every kept address answers as a member (never one
+   that an unfinished migration names);
 6. pick the masters; fail over retiring masters to kept replicas;
-7. ADDSLOTS for slots nobody serves;
-8. migrate slots until the masters are balanced and non-masters are empty;
+7. ADDSLOTS for slots nobody serves, only when every node answers;
+8. migrate slots until the masters are balanced and non-masters are empty
+   (when the masters involved report cluster_state ok);
 9. REPLICATE so that each master has its replicas;
 10. FORGET drained retiring nodes, which then become removable.
 
 Safety rules: slots only ever move with their keys (MigrateSlots); a node is
-never reset or flushed; a node that holds keys or slots and is not a member
-is reported as blocked and left alone; dead ids are forgotten only when they
-serve no slot and their replacement has joined.
+never reset or flushed, so a replica is never turned back into a master (a
+new master must be an empty node); a node that holds keys or slots and is not
+a member is reported as blocked and left alone; failed masters are promoted by
+Redis's own election (which checks the replica's data is recent), never by a
+forced failover; dead ids are forgotten only when they serve no slot and their
+replacement has joined.
 """
 
 from __future__ import annotations

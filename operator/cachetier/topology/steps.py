@@ -90,7 +90,8 @@ class Failover:
     master_id: str
     """Id of the master it replaces."""
     force: bool
-    """FORCE when the master is down (no handshake with it); graceful otherwise."""
+    """FORCE (no handshake with the master). The planner only plans graceful ones:
+    a forced failover skips Redis's check that the replica's data is recent."""
 
     def __str__(self) -> str:
         mode = "forced " if self.force else ""
