@@ -419,11 +419,13 @@ def test_steps_advance_while_healthy_and_hold_while_not(
     assert status["consumers"]["enabled"] == 10
 
     # A second tier, auto-rollback off: with Redis stopped it holds on its step.
+    # Its interval is long enough that Redis is stopped while still on the first
+    # step, whatever the machine's load; the hold is then watched past two intervals.
     held = {
         "enabled": True,
         "percent": 100,
         "steps": [10, 50],
-        "stepInterval": "3s",
+        "stepInterval": "15s",
         "autoRollback": {"enabled": False, "maxLatencyMs": 2000},
     }
     create_tier(api, ns, tier_manifest(ns, "held", held))
@@ -444,7 +446,7 @@ def test_steps_advance_while_healthy_and_hold_while_not(
             rollout = status_of(api, ns, "held").get("rollout") or {}
             ticks.append(int(rollout.get("effectivePercent") or 0))
             assert rollout.get("reason") == "HoldingUnhealthy", rollout
-            return len(ticks) >= 20
+            return len(ticks) >= 70  # 0.5 s apart: past two step intervals
 
         wait_for(watched, timeout=TIMEOUT, what="holding through several intervals")
         assert set(ticks) == {hold["effectivePercent"]}, ticks

@@ -46,13 +46,15 @@ def server(tmp_path: Path) -> Iterator[Target]:
         stderr=subprocess.DEVNULL,
     )
     target = Target(host="127.0.0.1", port=port, password="pw")
-    deadline = time.monotonic() + 20
-    while not probe(target, None).up:
-        assert time.monotonic() < deadline, "redis-server did not start"
-        time.sleep(0.05)
-    yield target
-    proc.terminate()
-    proc.wait(timeout=10)
+    try:
+        deadline = time.monotonic() + 20
+        while not probe(target, None).up:
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        yield target
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def test_probe_measures_and_counts_only_clients_errors(server: Target) -> None:

@@ -322,6 +322,16 @@ def _balance(p: _Planning, masters: list[Member]) -> list[Step]:
     return steps
 
 
+def _is_heir(p: _Planning, replica: Member) -> bool:
+    """A replica of a master that still owns slots but is down: Redis will promote it.
+
+    Re-pointing it elsewhere would make it drop the only live copy of those
+    slots' keys (a replica resyncs from its new master), so it stays put.
+    """
+    master = p.view.members.get(replica.master_id or "")
+    return master is not None and bool(master.slots) and not master.alive
+
+
 def _replicas(p: _Planning, masters: list[Member]) -> list[Step]:
     per_shard = p.desired.replicas_per_shard
     chosen = {m.node_id for m in masters}
@@ -336,7 +346,7 @@ def _replicas(p: _Planning, masters: list[Member]) -> list[Step]:
         if m.is_master:
             if not m.slots and (m.keys or 0) == 0:
                 movable.append(m)
-        elif m.master_id not in chosen:
+        elif m.master_id not in chosen and not _is_heir(p, m):
             movable.append(m)
     for mid, reps in load.items():
         if len(reps) > per_shard:
@@ -472,10 +482,12 @@ def plan_next_steps(
             steps = phase_with_masters(p, masters)
             if steps:
                 return done(steps)
-    steps = _replicas(p, masters)
-    if steps:
-        return done(steps)
     if slots_settled:
+        # While a failed master's slots wait for Redis to promote a replica, no
+        # replica is re-pointed: the heir must keep its data (see _is_heir).
+        steps = _replicas(p, masters)
+        if steps:
+            return done(steps)
         steps = _retire(p)
         if steps:
             return done(steps)
