@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -117,6 +118,10 @@ class Runtime:
         for name in tiers:
             self._schedule((namespace, name), 0.2)
 
+    def schedule(self, key: tuple[str, str], delay: float) -> None:
+        """Reconcile ``key`` after ``delay`` seconds (the earliest request wins)."""
+        self._schedule(key, delay)
+
     def _schedule(self, key: tuple[str, str], delay: float) -> None:
         with self.guard:
             due = time.monotonic() + delay
@@ -192,36 +197,64 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
             task.cancel()
 
 
+class _Dispatcher:
+    """Runs blocking work per tier in a thread pool, one job per tier at a time.
+
+    Jobs are fire-and-forget: a slow tier (a stopped Redis, a slow API call)
+    never holds up the loop or the other tiers; a job still running when its
+    tier comes due again is simply skipped and rescheduled.
+    """
+
+    def __init__(self, name: str, workers: int) -> None:
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix=name)
+        self.inflight: set[tuple[str, str]] = set()
+        self.name = name
+
+    def submit(self, key: tuple[str, str], fn: Any) -> bool:
+        if key in self.inflight:
+            return False
+        self.inflight.add(key)
+        future = asyncio.get_running_loop().run_in_executor(self.pool, fn, *key)
+
+        def done(f: asyncio.Future[Any], key: tuple[str, str] = key) -> None:
+            self.inflight.discard(key)
+            if not f.cancelled() and f.exception() is not None:
+                log.error("%s of %s/%s failed: %r", self.name, *key, f.exception())
+
+        future.add_done_callback(done)
+        return True
+
+
 async def _probe_loop(rt: Runtime) -> None:
-    loop = asyncio.get_running_loop()
+    probes = _Dispatcher("probe", 8)
     while True:
         await asyncio.sleep(PROBE_SECONDS)
-        pending = [loop.run_in_executor(None, rt.probe, ns, n) for ns, n in rt.known_tiers()]
-        for outcome in await asyncio.gather(*pending, return_exceptions=True):
-            if isinstance(outcome, BaseException):
-                log.error("probe failed: %r", outcome)
+        try:
+            for key in rt.known_tiers():
+                probes.submit(key, rt.probe)
+        except Exception:
+            log.exception("probe loop")
 
 
 async def _resync_loop(rt: Runtime) -> None:
     loop = asyncio.get_running_loop()
+    reconciles = _Dispatcher("reconcile", 8)
     last_full = time.monotonic()
     while True:
         await asyncio.sleep(0.1)
-        keys = rt.due()
-        if time.monotonic() - last_full >= RESYNC_SECONDS:
-            last_full = time.monotonic()
-            try:
-                tiers = await loop.run_in_executor(None, rt.kube.list_objects, names.KIND, None)
-            except ApiError as exc:
-                log.warning("resync list failed: %s", exc)
-                tiers = []
-            keys += [(t["metadata"]["namespace"], t["metadata"]["name"]) for t in tiers]
-        pending = [
-            loop.run_in_executor(None, rt.reconcile, ns, name) for ns, name in dict.fromkeys(keys)
-        ]
-        for outcome in await asyncio.gather(*pending, return_exceptions=True):
-            if isinstance(outcome, BaseException):
-                log.error("resync reconcile failed: %r", outcome)
+        try:
+            keys = rt.due()
+            if time.monotonic() - last_full >= RESYNC_SECONDS:
+                last_full = time.monotonic()
+                tiers = await loop.run_in_executor(
+                    reconciles.pool, rt.kube.list_objects, names.KIND, None
+                )
+                keys += [(t["metadata"]["namespace"], t["metadata"]["name"]) for t in tiers]
+            for key in dict.fromkeys(keys):
+                if not reconciles.submit(key, rt.reconcile):
+                    rt.schedule(key, 0.5)  # still running: look again shortly
+        except Exception:
+            log.exception("resync loop")
 
 
 @kopf.on.event(names.GROUP, names.VERSION, names.PLURAL)
