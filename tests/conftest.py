@@ -31,12 +31,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 # Import Hypothesis now, while the process has one thread: its pytest plugin would
 # otherwise import it lazily at session end, when kopf's thread may still run, and
 # CPython 3.11's parser can then fail with "AST constructor recursion depth mismatch".
 import hypothesis  # noqa: F401
+import pytest
 
 from ctdev.controlplane import REPO_ROOT, ControlPlane, ControlPlaneError, kubectl_binary
 

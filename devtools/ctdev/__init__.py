@@ -1,1 +1,4 @@
-"""Development and test tooling for CacheTier: local control plane and node agent (not part of the operator image)."""
+"""Development and test tooling for CacheTier (not part of the operator image).
+
+The local control plane (``controlplane``) and the node agent (``nodeagent``).
+"""

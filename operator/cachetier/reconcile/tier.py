@@ -32,6 +32,7 @@ from cachetier.render import (
     render_tier,
     spec_hash,
 )
+from cachetier.render._meta import owner_reference
 from cachetier.rollout import StepState, next_effective_percent
 from cachetier.topology.nodes import NodeAddress
 
@@ -128,7 +129,7 @@ class TierReconciler:
                     "name": auth_name,
                     "namespace": ref.namespace,
                     "labels": names.common_labels(ref.name),
-                    "ownerReferences": [_owner(ref)],
+                    "ownerReferences": [owner_reference(ref)],
                 },
                 "type": "Opaque",
                 "stringData": {
@@ -674,17 +675,6 @@ def _parse_time(value: Any) -> datetime | None:
 
 def _format_time(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _owner(ref: TierRef) -> dict[str, Any]:
-    return {
-        "apiVersion": names.API_VERSION,
-        "kind": names.KIND,
-        "name": ref.name,
-        "uid": ref.uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
 
 
 def content_hash(obj: dict[str, Any]) -> str:
