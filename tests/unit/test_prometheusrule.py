@@ -1,0 +1,34 @@
+"""The example PrometheusRule alerts on series the operator really exports."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+from prometheus_client import generate_latest
+
+from cachetier import metrics
+
+RULE = Path(__file__).resolve().parents[2] / "manifests" / "monitoring" / "prometheusrule.yaml"
+
+
+def test_every_alert_uses_an_exported_metric() -> None:
+    metrics.REDIS_UP.labels("ns", "t").set(1)
+    metrics.PROBE_LATENCY_MS.labels("ns", "t").set(0.5)
+    metrics.HIT_RATE.labels("ns", "t").set(0.9)
+    metrics.ERROR_RATE.labels("ns", "t").set(0.0)
+    exported = set(
+        re.findall(r"^(cachetier_\w+)\{", generate_latest(metrics.REGISTRY).decode(), re.M)
+    )
+    rules = yaml.safe_load(RULE.read_text())["spec"]["groups"][0]["rules"]
+    assert {r["alert"] for r in rules} == {
+        "CacheTierRedisDisconnected",
+        "CacheTierLowHitRate",
+        "CacheTierHighLatency",
+        "CacheTierHighErrorRate",
+    }
+    for rule in rules:
+        names = set(re.findall(r"cachetier_\w+", rule["expr"]))
+        assert names and names <= exported, (rule["alert"], names - exported)
+    metrics.forget_tier("ns", "t")
