@@ -23,26 +23,19 @@ Run from the repository root:
 
 from __future__ import annotations
 
-import json
 import os
-import platform
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
-from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import _harness
+from _harness import emit, install_crd, machine, private_cluster, running_operator, say
 from cachetier import names
-from cachetier.handlers import tier as tier_handlers
 from cachetier.kube.client import Kube, load_api_client
 from cachetier.reconcile.injection import FLAG_FILE, FLAG_VOLUME
-from ctdev.controlplane import ControlPlane
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-RESULT = REPO_ROOT / "bench" / "results" / "flag_rollback.json"
 SIZES = [int(a) for a in sys.argv[1:]] or [20, 100]
 IMAGE = "registry.example/app:1"  # no process: the node agent reports it Running
 LABEL = "bench.cachetier.io/consumer"
@@ -50,40 +43,11 @@ TIMEOUT = 300.0
 POLL = 0.02
 
 
-def say(message: str) -> None:
-    # KopfRunner swaps sys.stdout/stderr while it runs: write to the real stderr.
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.__stderr__, flush=True)
-
-
-def install_crd(cp: ControlPlane) -> None:
-    kubectl = [str(cp.kubectl_path), "--kubeconfig", str(cp.kubeconfig)]
-    crd = f"{names.PLURAL}.{names.GROUP}"
-    subprocess.run(
-        [*kubectl, "apply", "--server-side", "-f", str(REPO_ROOT / "crds" / "cachetier.yaml")],
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        [*kubectl, "wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s"],
-        check=True,
-        capture_output=True,
-    )
-    deadline = time.monotonic() + 30
-    while subprocess.run([*kubectl, "get", names.PLURAL, "-A"], capture_output=True).returncode:
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{crd} is not served")
-        time.sleep(0.5)
-
-
-def wait(what: str, probe: Any, timeout: float = TIMEOUT, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+def wait(
+    what: str, probe: Callable[[], Any], timeout: float = TIMEOUT, interval: float = 0.2
+) -> Any:
+    """``_harness.wait`` with this benchmark's default timeout."""
+    return _harness.wait(what, probe, timeout, interval)
 
 
 def tier_body(ns: str, granularity: str) -> dict[str, Any]:
@@ -256,38 +220,20 @@ def run_workload_phase(kube: Kube, n: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    (REPO_ROOT / ".local").mkdir(exist_ok=True)
-    state_dir = Path(
-        tempfile.mkdtemp(prefix=f"bench-flags-{os.getpid()}-", dir=REPO_ROOT / ".local")
-    )
-    cp = ControlPlane(state_dir, node_agent=True)
     pod_results: list[dict[str, Any]] = []
     workload_results: list[dict[str, Any]] = []
-    try:
-        cp.start()
-        os.environ["KUBECONFIG"] = str(cp.kubeconfig)
+    with private_cluster(node_agent=True, prefix="bench-flags") as cp:
         os.environ["CACHETIER_METRICS_PORT"] = "0"  # no metrics port needed here
         install_crd(cp)
         kube = Kube(load_api_client(str(cp.kubeconfig)))
-        agent_dir = state_dir / "nodeagent"
-        from kopf.testing import KopfRunner
-
-        tier_handlers.CURRENT = None
-        args = ["run", "--standalone", "--all-namespaces", "--quiet", "-m", "cachetier.handlers"]
-        with KopfRunner(args, timeout=60) as runner:
-            wait("operator start-up", lambda: tier_handlers.CURRENT, timeout=60, interval=0.1)
+        agent_dir = cp.state_dir / "nodeagent"
+        with running_operator():
             for n in SIZES:
                 pod_results.append(run_pod_phase(kube, agent_dir, n))
                 say(f"pod granularity: {pod_results[-1]}")
                 workload_results.append(run_workload_phase(kube, n))
                 say(f"workload granularity: {workload_results[-1]}")
-        tier_handlers.CURRENT = None
-        if runner.exception is not None:
-            raise SystemExit(f"operator failed: {runner.exception!r}")
         kube.api_client.close()
-    finally:
-        cp.stop()
-        shutil.rmtree(state_dir, ignore_errors=True)
     result = {
         "name": "flag_rollback",
         "pod_granularity": pod_results,
@@ -307,13 +253,9 @@ def main() -> None:
             "workload granularity is until N pods of the flipped template are Running and "
             "no old pod is left (a rolling update, default maxSurge/maxUnavailable 25 %)"
         ),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        **machine(),
     }
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    emit("flag_rollback", result)
 
 
 if __name__ == "__main__":

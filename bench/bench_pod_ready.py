@@ -7,16 +7,14 @@ ONE JSON object (median and max latency, the agent's RSS and peak RSS) and write
 ``bench/results/pod_ready.json``.
 
 Cluster: the one named by ``KUBECONFIG`` (it must run the node agent), or, when unset, a
-local control plane with the agent started in ``.local/bench-<pid>`` and stopped after.
+local control plane with the agent started in ``.local/bench-<pid>-*/`` and stopped after.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
-import shutil
 import statistics
 import sys
 import threading
@@ -27,9 +25,9 @@ from typing import Any
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
-REPO = Path(__file__).resolve().parents[1]
+from _harness import emit, private_cluster
+
 PODS = 20
-RESULT = REPO / "bench" / "results" / "pod_ready.json"
 
 
 def agent_pid(kubeconfig: str) -> int | None:
@@ -144,22 +142,12 @@ def run(kubeconfig: str) -> dict[str, Any]:
 
 def main() -> int:
     kubeconfig = os.environ.get("KUBECONFIG")
-    control_plane = None
-    state = REPO / ".local" / f"bench-{os.getpid()}"
-    if not kubeconfig:
-        from ctdev.controlplane import ControlPlane
-
-        control_plane = ControlPlane(state, node_agent=True).start()
-        kubeconfig = str(control_plane.kubeconfig)
-    try:
+    if kubeconfig:
         result = run(kubeconfig)
-    finally:
-        if control_plane is not None:
-            control_plane.stop()
-            shutil.rmtree(state, ignore_errors=True)
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    else:
+        with private_cluster(node_agent=True) as cp:
+            result = run(str(cp.kubeconfig))
+    emit("pod_ready", result)
     return 0
 
 

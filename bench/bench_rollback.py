@@ -28,26 +28,22 @@ Run from the repository root: ``env -u KUBECONFIG .venv/bin/python bench/bench_r
 
 from __future__ import annotations
 
-import json
-import os
-import platform
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
+from _harness import (
+    emit,
+    install_crd,
+    machine,
+    private_cluster,
+    running_operator,
+    say,
+    settle,
+    wait,
+)
 from cachetier import names
-from cachetier.handlers import tier as tier_handlers
 from cachetier.kube.client import Kube, load_api_client
-from ctdev.controlplane import ControlPlane
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 NAME = "rollback_200"
 CONSUMERS = 200
@@ -55,18 +51,10 @@ THREADS = 16
 POLL = 0.1
 IDLE_SECONDS = 60.0
 TIMEOUT = 300.0
-SETTLE_QUIET = 3.0
-SETTLE_MAX = 30.0
 NAMESPACE = "bench-rollback"
 TIER = "tasks-cache"
 LABEL = "cache.ordo.dev/tasks"
 BASELINE_MANAGER = "bench-baseline"
-RESULT = REPO_ROOT / "bench" / "results" / "rollback.json"
-
-
-def say(message: str) -> None:
-    # KopfRunner swaps sys.stdout/stderr while it runs: write to the real stderr.
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.__stderr__, flush=True)
 
 
 def consumer_name(i: int) -> str:
@@ -122,26 +110,6 @@ def tier_body() -> dict[str, Any]:
     }
 
 
-def install_crd(cp: ControlPlane) -> None:
-    kubectl = [str(cp.kubectl_path), "--kubeconfig", str(cp.kubeconfig)]
-    crd = f"{names.PLURAL}.{names.GROUP}"
-    subprocess.run(
-        [*kubectl, "apply", "--server-side", "-f", str(REPO_ROOT / "crds" / "cachetier.yaml")],
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        [*kubectl, "wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s"],
-        check=True,
-        capture_output=True,
-    )
-    deadline = time.monotonic() + 30
-    while subprocess.run([*kubectl, "get", names.PLURAL, "-A"], capture_output=True).returncode:
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{crd} is not served")
-        time.sleep(0.5)
-
-
 def flags(kube: Kube) -> dict[str, str | None]:
     """REDIS_ENABLED of container "app" of every consumer (one list call)."""
     out: dict[str, str | None] = {}
@@ -170,24 +138,6 @@ def wait_all(kube: Kube, value: str, t0: float, what: str) -> tuple[float, int]:
         time.sleep(POLL)
 
 
-def wait_for(probe: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not probe():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.5)
-
-
-def settle(rt: tier_handlers.Runtime) -> None:
-    """Until the operator has sent no write for SETTLE_QUIET seconds (at most SETTLE_MAX)."""
-    last, quiet_since, t0 = rt.kube.write_count, time.monotonic(), time.monotonic()
-    while time.monotonic() - quiet_since < SETTLE_QUIET and time.monotonic() - t0 < SETTLE_MAX:
-        time.sleep(0.2)
-        now = rt.kube.write_count
-        if now != last:
-            last, quiet_since = now, time.monotonic()
-
-
 def tier_ready(kube: Kube) -> bool:
     tier = kube.get(names.KIND, NAMESPACE, TIER) or {}
     for c in (tier.get("status") or {}).get("conditions") or []:
@@ -207,21 +157,10 @@ def patch_rollout(kube: Kube, rollout: dict[str, Any]) -> None:
 
 
 def run_operator_phase(admin: Kube) -> dict[str, Any]:
-    from kopf.testing import KopfRunner
-
-    tier_handlers.CURRENT = None
-    args = ["run", "--standalone", "--all-namespaces", "--quiet", "-m", "cachetier.handlers"]
-    with KopfRunner(args, timeout=60) as runner:
-        deadline = time.monotonic() + 60
-        while tier_handlers.CURRENT is None:
-            if time.monotonic() > deadline or runner.future.done():
-                raise SystemExit("the operator did not start")
-            time.sleep(0.1)
-        rt = tier_handlers.CURRENT
-
+    with running_operator() as rt:
         say("creating the tier; waiting for Ready")
         admin.create(tier_body())
-        wait_for(lambda: tier_ready(admin), "the tier Ready", timeout=240)
+        wait("the tier Ready", lambda: tier_ready(admin), timeout=240, interval=0.5)
 
         say(f"creating {CONSUMERS} consumer Deployments (replicas 0)")
         t0 = time.monotonic()
@@ -259,9 +198,6 @@ def run_operator_phase(admin: Kube) -> dict[str, Any]:
         reenable_seconds, _ = wait_all(admin, "true", t0, "re-enable")
         settle(rt)
         reenable_writes = rt.kube.write_count - writes_before
-    tier_handlers.CURRENT = None
-    if runner.exception is not None:
-        raise SystemExit(f"operator failed: {runner.exception!r}")
     return {
         "onboard_seconds": round(onboard_seconds, 3),
         "rollback": {
@@ -338,24 +274,13 @@ def run_baseline_phase(kubeconfig: str, admin: Kube) -> dict[str, Any]:
 
 
 def main() -> None:
-    (REPO_ROOT / ".local").mkdir(exist_ok=True)
-    state_dir = Path(
-        tempfile.mkdtemp(prefix=f"bench-rollback-{os.getpid()}-", dir=REPO_ROOT / ".local")
-    )
-    cp = ControlPlane(state_dir, node_agent=True)
-    try:
-        cp.start()
-        os.environ["KUBECONFIG"] = str(cp.kubeconfig)
+    with private_cluster(node_agent=True, prefix="bench-rollback") as cp:
         install_crd(cp)
         admin = Kube(load_api_client(str(cp.kubeconfig)))
         admin.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
         operator = run_operator_phase(admin)
         baseline = run_baseline_phase(str(cp.kubeconfig), admin)
         admin.api_client.close()
-    finally:
-        tier_handlers.CURRENT = None
-        cp.stop()
-        shutil.rmtree(state_dir, ignore_errors=True)
     result = {
         "name": NAME,
         "consumers": CONSUMERS,
@@ -378,13 +303,9 @@ def main() -> None:
             f"{THREADS} threads) with the operator stopped; autoRollback off and "
             "maxLatencyMs 60000 so health probes neither roll back nor write status"
         ),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        **machine(),
     }
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    emit("rollback", result)
 
 
 if __name__ == "__main__":

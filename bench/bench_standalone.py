@@ -20,34 +20,31 @@ Run from the repository root: ``env -u KUBECONFIG .venv/bin/python bench/bench_s
 from __future__ import annotations
 
 import json
-import os
-import platform
-import shutil
 import subprocess
-import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
+from _harness import (
+    emit,
+    install_crd,
+    machine,
+    private_cluster,
+    running_operator,
+    say,
+    settle,
+    utc_now,
+)
 from cachetier import names
 from cachetier.api.models import CacheTierSpec
-from cachetier.handlers import tier as tier_handlers
 from cachetier.kube.client import Kube, load_api_client
 from cachetier.render import TierRef, TierSecrets, render_tier
 from ctdev.controlplane import ControlPlane
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 NAME = "standalone_apply_50"
 TIERS = 50
 THREADS = 16
 TIMEOUT = 300.0
-SETTLE_QUIET = 3.0  # writes have settled after this long without one
-SETTLE_MAX = 30.0
-RESULT = REPO_ROOT / "bench" / "results" / "standalone.json"
 
 SPEC: dict[str, Any] = {"redis": {"maxmemory": "64mb", "persistence": {"mode": "none"}}}
 
@@ -60,11 +57,6 @@ CHILD_KINDS: dict[str, list[str]] = {
     "PodDisruptionBudget": ["{t}"],
     "NetworkPolicy": ["{t}"],
 }
-
-
-def say(message: str) -> None:
-    # KopfRunner swaps sys.stdout/stderr while it runs: write to the real stderr.
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.__stderr__, flush=True)
 
 
 def tier_name(i: int) -> str:
@@ -117,42 +109,12 @@ def wait_all_done(kube: Kube, namespace: str, t0: float) -> float:
         time.sleep(0.2)
 
 
-def install_crd(cp: ControlPlane) -> None:
-    kubectl = [str(cp.kubectl_path), "--kubeconfig", str(cp.kubeconfig)]
-    crd = f"{names.PLURAL}.{names.GROUP}"
-    subprocess.run(
-        [*kubectl, "apply", "--server-side", "-f", str(REPO_ROOT / "crds" / "cachetier.yaml")],
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        [*kubectl, "wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s"],
-        check=True,
-        capture_output=True,
-    )
-    deadline = time.monotonic() + 30
-    while subprocess.run([*kubectl, "get", names.PLURAL, "-A"], capture_output=True).returncode:
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{crd} is not served")
-        time.sleep(0.5)
-
-
 def run_operator_phase(cp: ControlPlane, admin: Kube) -> dict[str, Any]:
     """Operator in-process; one kubectl apply of 50 tiers; time until all are done."""
-    from kopf.testing import KopfRunner
-
     namespace = "bench-operator"
     create_namespace(admin, namespace)
     manifest = "\n---\n".join(json.dumps(tier_body(namespace, i)) for i in range(TIERS))
-    tier_handlers.CURRENT = None
-    args = ["run", "--standalone", "--all-namespaces", "--quiet", "-m", "cachetier.handlers"]
-    with KopfRunner(args, timeout=60) as runner:
-        deadline = time.monotonic() + 60
-        while tier_handlers.CURRENT is None:
-            if time.monotonic() > deadline or runner.future.done():
-                raise SystemExit("the operator did not start")
-            time.sleep(0.1)
-        rt = tier_handlers.CURRENT
+    with running_operator() as rt:
         time.sleep(1.0)  # let the watches settle before the clock starts
         writes_before = rt.kube.write_count
         say(f"operator: applying {TIERS} tiers")
@@ -168,21 +130,11 @@ def run_operator_phase(cp: ControlPlane, admin: Kube) -> dict[str, Any]:
         seconds = wait_all_done(admin, namespace, t0)
         writes_done = rt.kube.write_count - writes_before
         say(f"operator: all done in {seconds:.2f}s; waiting for the writes to settle")
-        last, quiet_since, settle_t0 = rt.kube.write_count, time.monotonic(), time.monotonic()
-        while time.monotonic() - quiet_since < SETTLE_QUIET:
-            if time.monotonic() - settle_t0 > SETTLE_MAX:
-                break
-            time.sleep(0.2)
-            now = rt.kube.write_count
-            if now != last:
-                last, quiet_since = now, time.monotonic()
+        settle(rt)
         writes_settled = rt.kube.write_count - writes_before
         per_tier = [rt.kube.writes_for(f"{namespace}/{tier_name(i)}") for i in range(TIERS)]
         by_method = dict(rt.kube.writes)
         reconciles = rt.reconciles
-    tier_handlers.CURRENT = None
-    if runner.exception is not None:
-        raise SystemExit(f"operator failed: {runner.exception!r}")
     return {
         "seconds": round(seconds, 3),
         "kubectl_apply_seconds": round(apply_seconds, 3),
@@ -219,7 +171,7 @@ def run_baseline_phase(cp: ControlPlane, admin: Kube) -> dict[str, Any]:
         ref = TierRef(name=meta["name"], namespace=namespace, uid=meta["uid"])
         for obj in render_tier(ref, spec, secrets):
             kube.create(obj)
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = utc_now()
         generation = meta.get("generation", 1)
 
         def condition(ctype: str, status: str, reason: str) -> dict[str, Any]:
@@ -275,20 +227,12 @@ def run_baseline_phase(cp: ControlPlane, admin: Kube) -> dict[str, Any]:
 
 
 def main() -> None:
-    (REPO_ROOT / ".local").mkdir(exist_ok=True)
-    state_dir = Path(tempfile.mkdtemp(prefix=f"bench-{os.getpid()}-", dir=REPO_ROOT / ".local"))
-    cp = ControlPlane(state_dir, node_agent=False)
-    try:
-        cp.start()
-        os.environ["KUBECONFIG"] = str(cp.kubeconfig)
+    with private_cluster(node_agent=False) as cp:
         install_crd(cp)
         admin = Kube(load_api_client(str(cp.kubeconfig)))
         operator = run_operator_phase(cp, admin)
         baseline = run_baseline_phase(cp, admin)
         admin.api_client.close()
-    finally:
-        cp.stop()
-        shutil.rmtree(state_dir, ignore_errors=True)
     result = {
         "name": NAME,
         "tiers": TIERS,
@@ -304,13 +248,9 @@ def main() -> None:
             "not Redis start-up; seconds include the kubectl apply (operator) or the "
             "tier creations (baseline)"
         ),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        **machine(),
     }
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    emit("standalone", result)
 
 
 if __name__ == "__main__":

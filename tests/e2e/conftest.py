@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from cachetier import names
+from cachetier.handlers import tier as tier_handlers
 from tests.conftest import KubeCluster
 from tests.e2e.helpers import Operator, start_operator
 
@@ -56,3 +57,24 @@ def crd_installed(kube_cluster: KubeCluster) -> None:
 def operator(kube_cluster: Any, crd_installed: None) -> Iterator[Operator]:
     """The operator, running in this process (kopf.testing.KopfRunner) for the session."""
     yield from start_operator()
+
+
+@pytest.fixture
+def operator_ignores_namespace(
+    namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tier_handlers.Runtime | None]:
+    """If the session's in-process operator runs, make it skip ``namespace`` meanwhile.
+
+    For tests that must see the API server alone (status round trips) or another
+    operator (the RBAC test's ServiceAccount-run subprocess).
+    """
+    rt = tier_handlers.CURRENT
+    if rt is not None:
+        original = rt.reconcile
+
+        def reconcile(ns: str, name: str) -> None:
+            if ns != namespace:
+                original(ns, name)
+
+        monkeypatch.setattr(rt, "reconcile", reconcile)
+    yield rt

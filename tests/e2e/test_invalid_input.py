@@ -204,7 +204,10 @@ FULL_STATUS = CacheTierStatus(
     "status", [FULL_STATUS, CacheTierStatus()], ids=["populated", "empty-with-nulls"]
 )
 def test_status_from_the_models_is_accepted(
-    kube_cluster: KubeCluster, namespace: str, status: CacheTierStatus
+    kube_cluster: KubeCluster,
+    namespace: str,
+    status: CacheTierStatus,
+    operator_ignores_namespace: object,
 ) -> None:
     created = kubectl_apply(kube_cluster, namespace, MINIMAL)
     assert created.returncode == 0, created.stderr

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +22,10 @@ from cachetier.topology.nodes import NodeAddress
 log = logging.getLogger("cachetier.cluster")
 
 CONVERGE_TIMEOUT = 60.0
+RECHECK_SECONDS = 30.0
+"""A converged cluster is observed again this often (failures between are seen then)."""
+RETRY_SECONDS = 2.0
+"""Minimum pause between two converge runs of an unconverged cluster."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,8 @@ class _Job:
     addresses: tuple[NodeAddress, ...] = ()
     error: str = ""
     view: ClusterView | None = None
+    inputs: tuple[object, ...] = ()
+    finished: float = float("-inf")
 
 
 class ClusterManager:
@@ -58,39 +66,72 @@ class ClusterManager:
         password: str | None,
         shards: int,
         replicas_per_shard: int,
-        on_done: Any = None,
+        on_done: Callable[[], None] | None = None,
     ) -> ClusterView:
-        """Start a converge unless one runs; return what the last one found."""
+        """Start a converge unless one runs or a recent one found nothing to do.
+
+        A converged cluster is re-checked every ``RECHECK_SECONDS`` (or at once
+        when the pods' addresses or the layout change); an unconverged one after
+        ``RETRY_SECONDS``. ``on_done`` is called only when the verdict changed,
+        so a healthy cluster costs one observation per re-check, not a loop.
+        """
+        desired = shards * (1 + replicas_per_shard)
+        inputs = (tuple(addresses), shards, replicas_per_shard)
         with self._lock:
             job = self._jobs.setdefault(key, _Job())
             running = job.thread is not None and job.thread.is_alive()
-            if not running:
+            age = time.monotonic() - job.finished
+            converged = job.view is not None and job.view.converged
+            due = inputs != job.inputs or age >= (RECHECK_SECONDS if converged else RETRY_SECONDS)
+            if not running and due:
+                job.inputs = inputs
                 job.addresses = tuple(addresses)
-
-                def work() -> None:
-                    try:
-                        job.result = converge(
-                            job.addresses,
-                            password,
-                            shards,
-                            replicas_per_shard,
-                            username=username,
-                            timeout=CONVERGE_TIMEOUT,
-                        )
-                        job.error = ""
-                    except Exception as exc:  # a node vanished mid-way: report, retry later
-                        log.warning("converge %s/%s failed: %s", *key, exc)
-                        job.error = f"{type(exc).__name__}: {exc}"
-                    if on_done is not None:
-                        on_done()
-
                 job.thread = threading.Thread(
-                    target=work, name=f"converge-{key[0]}-{key[1]}", daemon=True
+                    target=self._work,
+                    args=(key, job, password, username, shards, replicas_per_shard, on_done),
+                    name=f"converge-{key[0]}-{key[1]}",
+                    daemon=True,
                 )
                 job.thread.start()
-            result, error = job.result, job.error
-            job.view = _view(result, error, shards * (1 + replicas_per_shard), len(addresses))
+            if job.view is None or not running:
+                job.view = _view(job.result, job.error, desired, len(addresses))
             return job.view
+
+    def _work(
+        self,
+        key: tuple[str, str],
+        job: _Job,
+        password: str | None,
+        username: str,
+        shards: int,
+        replicas_per_shard: int,
+        on_done: Callable[[], None] | None,
+    ) -> None:
+        before = job.view
+        try:
+            job.result = converge(
+                job.addresses,
+                password,
+                shards,
+                replicas_per_shard,
+                username=username,
+                timeout=CONVERGE_TIMEOUT,
+            )
+            job.error = ""
+        except Exception as exc:  # a node vanished mid-way: report, retry later
+            log.warning("converge %s/%s failed: %s", *key, exc)
+            job.error = f"{type(exc).__name__}: {exc}"
+        with self._lock:
+            job.finished = time.monotonic()
+            job.view = _view(
+                job.result, job.error, shards * (1 + replicas_per_shard), len(job.addresses)
+            )
+            changed = before is None or (before.converged, before.status) != (
+                job.view.converged,
+                job.view.status,
+            )
+        if on_done is not None and changed:
+            on_done()
 
     def drained_beyond(self, key: tuple[str, str]) -> int | None:
         """Node count the last converge allows the StatefulSet to shrink to, if any."""

@@ -1,0 +1,142 @@
+"""Shared set-up of the benchmarks: a private control plane, the CRD, the operator, output.
+
+The scripts in ``bench/`` are run as files (``python bench/bench_x.py``), so their own
+directory is first on ``sys.path`` and they import this module as ``_harness``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cachetier import names
+from cachetier.handlers import tier as tier_handlers
+from ctdev.controlplane import ControlPlane
+
+T = TypeVar("T")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO_ROOT / "bench" / "results"
+
+
+def say(message: str) -> None:
+    """A timestamped progress line on the real stderr (KopfRunner swaps sys.stdout/stderr)."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.__stderr__, flush=True)
+
+
+def utc_now() -> str:
+    """The current time as an RFC 3339 UTC timestamp with seconds precision."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def wait(
+    what: str, probe: Callable[[], T | bool | None], timeout: float, interval: float = 0.2
+) -> T:
+    """Poll ``probe`` until it returns something truthy (returned); SystemExit on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result:
+            return result  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@contextmanager
+def private_cluster(node_agent: bool, prefix: str = "bench") -> Iterator[ControlPlane]:
+    """A local control plane of its own in a temp dir ``.local/<prefix>-<pid>-*/``.
+
+    ``KUBECONFIG`` points at it while it runs; on exit it is stopped and its dir removed.
+    """
+    (REPO_ROOT / ".local").mkdir(exist_ok=True)
+    state_dir = Path(tempfile.mkdtemp(prefix=f"{prefix}-{os.getpid()}-", dir=REPO_ROOT / ".local"))
+    cp = ControlPlane(state_dir, node_agent=node_agent)
+    try:
+        cp.start()
+        os.environ["KUBECONFIG"] = str(cp.kubeconfig)
+        yield cp
+    finally:
+        cp.stop()
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def install_crd(cp: ControlPlane) -> None:
+    """Apply ``crds/cachetier.yaml`` with kubectl, wait for Established and until it is served."""
+    kubectl = [str(cp.kubectl_path), "--kubeconfig", str(cp.kubeconfig)]
+    crd = f"{names.PLURAL}.{names.GROUP}"
+    subprocess.run(
+        [*kubectl, "apply", "--server-side", "-f", str(REPO_ROOT / "crds" / "cachetier.yaml")],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [*kubectl, "wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s"],
+        check=True,
+        capture_output=True,
+    )
+    deadline = time.monotonic() + 30
+    while subprocess.run([*kubectl, "get", names.PLURAL, "-A"], capture_output=True).returncode:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{crd} is not served")
+        time.sleep(0.5)
+
+
+@contextmanager
+def running_operator() -> Iterator[tier_handlers.Runtime]:
+    """The operator in this process (kopf.testing.KopfRunner, all namespaces, quiet).
+
+    Yields its Runtime once started (SystemExit if it does not start within 60 s); after
+    the block it is stopped, and SystemExit is raised if it failed.
+    """
+    from kopf.testing import KopfRunner
+
+    tier_handlers.CURRENT = None
+    args = ["run", "--standalone", "--all-namespaces", "--quiet", "-m", "cachetier.handlers"]
+    try:
+        with KopfRunner(args, timeout=60) as runner:
+            deadline = time.monotonic() + 60
+            while tier_handlers.CURRENT is None:
+                if time.monotonic() > deadline or runner.future.done():
+                    raise SystemExit("the operator did not start")
+                time.sleep(0.1)
+            yield tier_handlers.CURRENT
+    finally:
+        tier_handlers.CURRENT = None
+    if runner.exception is not None:
+        raise SystemExit(f"operator failed: {runner.exception!r}")
+
+
+def settle(rt: tier_handlers.Runtime, quiet: float = 3.0, limit: float = 30.0) -> None:
+    """Until the operator has sent no write for ``quiet`` seconds (at most ``limit``)."""
+    last, quiet_since, t0 = rt.kube.write_count, time.monotonic(), time.monotonic()
+    while time.monotonic() - quiet_since < quiet and time.monotonic() - t0 < limit:
+        time.sleep(0.2)
+        now = rt.kube.write_count
+        if now != last:
+            last, quiet_since = now, time.monotonic()
+
+
+def machine() -> dict[str, Any]:
+    """The trailing keys of every result: ``cpus``, ``python`` and ``date``."""
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "date": utc_now()}
+
+
+def emit(name: str, result: dict[str, Any], indent: int | None = None) -> None:
+    """Write ``result`` to ``bench/results/<name>.json`` and print it (one line by default)."""
+    path = RESULTS_DIR / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    sys.stdout.write(json.dumps(result, indent=indent) + "\n")
+    sys.stdout.flush()
