@@ -18,7 +18,6 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -197,8 +196,3 @@ def _export(namespace: str, name: str, result: ProbeResult) -> None:
 def _decode(secret: dict[str, Any] | None, key: str) -> str | None:
     raw = ((secret or {}).get("data") or {}).get(key)
     return None if raw is None else base64.b64decode(raw).decode()
-
-
-def utcnow() -> datetime:
-    """Now, in UTC (kept here so tests can see what the prober uses)."""
-    return datetime.now(UTC)

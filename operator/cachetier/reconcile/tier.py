@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import pydantic
-
 from cachetier import metrics, names
 from cachetier.api import validate
 from cachetier.api.models import CacheTierSpec
@@ -61,15 +59,6 @@ class Result:
 def now_rfc3339() -> str:
     """The current time, as Kubernetes writes it."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def format_validation_error(err: pydantic.ValidationError) -> str:
-    """'spec.redis.maxmemory: <why>' for the first few problems."""
-    parts = []
-    for e in err.errors()[:3]:
-        loc = ".".join(str(p) for p in e["loc"])
-        parts.append(f"spec.{loc}: {e['msg']}")
-    return "; ".join(parts)
 
 
 def _decode(secret: dict[str, Any] | None, key: str) -> str | None:
@@ -244,16 +233,11 @@ class TierReconciler:
         requeue: float | None = None
         new: dict[str, Any] = {}
 
-        try:
-            spec = CacheTierSpec.model_validate(body.get("spec") or {})
-            problems = validate.validate_spec(spec)
-            if problems:
-                raise ValueError("; ".join(f"{p}: {m}" for p, m in problems))
-        except pydantic.ValidationError as exc:
-            verdict = cond.invalid_spec(format_validation_error(exc))
-            return self._finish(body, ref, old_status, verdict, generation, new, writes, None)
-        except ValueError as exc:
-            verdict = cond.invalid_spec(str(exc))
+        spec, problems = validate.check_spec(body.get("spec"))
+        if spec is None or problems:
+            # Permanent until the spec changes: no requeue, and the status write
+            # is a no-op on the next event, so there is no hot loop.
+            verdict = cond.invalid_spec("; ".join(str(p) for p in problems[:3]))
             return self._finish(body, ref, old_status, verdict, generation, new, writes, None)
 
         self._ensure_finalizer(body)
@@ -675,8 +659,3 @@ def _parse_time(value: Any) -> datetime | None:
 
 def _format_time(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def content_hash(obj: dict[str, Any]) -> str:
-    """Re-exported for callers that build objects outside the renderer."""
-    return spec_hash(obj)
