@@ -113,3 +113,89 @@ def _all_keys_readable(cluster: Any, ns: str, name: str, password: str) -> bool:
         return False
     finally:
         client.close()
+
+
+def test_cluster_tier_scales_out_and_in_keeping_every_key(
+    kube_cluster: Any, namespace: str, operator: Operator, crd_installed: None
+) -> None:
+    """3 -> 4 -> 3 masters through the CacheTier: slots move with their keys; the
+    StatefulSet shrinks only after the retiring node has been drained."""
+    ns, name = namespace, "scaling"
+
+    def apply(shards: int) -> None:
+        manifest = f"""
+apiVersion: cachetier.io/v1alpha1
+kind: CacheTier
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  mode: cluster
+  cluster: {{shards: {shards}, replicasPerShard: 0}}
+  redis: {{maxmemory: 32mb, persistence: {{mode: none}}}}
+"""
+        subprocess.run(
+            [kube_cluster.kubectl, "--kubeconfig", kube_cluster.kubeconfig, "apply", "-f", "-"],
+            input=manifest,
+            text=True,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+    def settled(shards: int) -> dict[str, Any] | None:
+        tier = _get(kube_cluster, "cachetier", ns, name)
+        st = (tier or {}).get("status") or {}
+        cl = st.get("cluster") or {}
+        sts = _get(kube_cluster, "statefulset", ns, name)
+        if (
+            st.get("phase") == "Ready"
+            and st.get("observedGeneration") == (tier or {})["metadata"]["generation"]
+            and cl.get("shards") == shards
+            and cl.get("slotsAssigned") == 16384
+            and sts is not None
+            and sts["spec"]["replicas"] == shards
+        ):
+            return tier
+        return None
+
+    apply(3)
+    wait_for(lambda: settled(3), timeout=300, what="3 shards")
+    secret = _get(kube_cluster, "secret", ns, f"{name}-connection")
+    assert secret is not None
+    password = base64.b64decode(secret["data"]["password"]).decode()
+    pods = json.loads(
+        kube_cluster.run_kubectl(
+            "get", "pods", "-n", ns, "-l", f"app.kubernetes.io/instance={name}", "-o", "json"
+        ).stdout
+    )["items"]
+    client = RedisCluster(
+        startup_nodes=[ClusterNode(p["status"]["podIP"], 6379) for p in pods],
+        password=password,
+        socket_timeout=5,
+    )
+    try:
+        for i in range(2000):
+            client.set(f"key:{i}", str(i))
+    finally:
+        client.close()
+
+    apply(4)
+    wait_for(lambda: settled(4), timeout=300, what="4 shards, balanced", interval=2)
+    assert _count_readable(kube_cluster, ns, name, password, 2000) == 2000
+
+    apply(3)
+    wait_for(lambda: settled(3), timeout=300, what="back to 3 shards", interval=2)
+    assert _count_readable(kube_cluster, ns, name, password, 2000) == 2000
+
+
+def _count_readable(cluster: Any, ns: str, name: str, password: str, n: int) -> int:
+    pods = json.loads(
+        cluster.run_kubectl(
+            "get", "pods", "-n", ns, "-l", f"app.kubernetes.io/instance={name}", "-o", "json"
+        ).stdout
+    )["items"]
+    startup = [ClusterNode(p["status"]["podIP"], 6379) for p in pods if p["status"].get("podIP")]
+    client = RedisCluster(startup_nodes=startup, password=password, socket_timeout=5)
+    try:
+        return sum(client.get(f"key:{i}") == str(i).encode() for i in range(n))
+    finally:
+        client.close()
