@@ -2,13 +2,58 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from cachetier.handlers import tier as tier_handlers
 
 T = TypeVar("T")
+
+CHILDREN = [
+    ("secret", "{t}-auth"),
+    ("secret", "{t}-connection"),
+    ("configmap", "{t}-config"),
+    ("service", "{t}"),
+    ("service", "{t}-headless"),
+    ("statefulset", "{t}"),
+    ("poddisruptionbudget", "{t}"),
+    ("networkpolicy", "{t}"),
+]
+"""(kubectl kind, name pattern) of every child of a standalone tier ``t``."""
+
+
+def kubectl_apply(cluster: Any, manifest: str) -> subprocess.CompletedProcess[str]:
+    """``kubectl apply -f -`` of ``manifest``, as an SRE would; raises on failure."""
+    return subprocess.run(
+        [cluster.kubectl, "--kubeconfig", cluster.kubeconfig, "apply", "-f", "-"],
+        input=manifest,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+
+
+def get_json(cluster: Any, kind: str, ns: str, name: str) -> dict[str, Any] | None:
+    """``kubectl get -o json`` of one object, or None when it does not exist."""
+    proc = cluster.run_kubectl("get", kind, name, "-n", ns, "-o", "json", check=False)
+    if proc.returncode != 0:
+        return None
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
+
+
+def pod_ips(cluster: Any, ns: str, tier: str) -> list[str]:
+    """IPs of the tier's Redis pods that have one."""
+    pods = json.loads(
+        cluster.run_kubectl(
+            "get", "pods", "-n", ns, "-l", f"app.kubernetes.io/instance={tier}", "-o", "json"
+        ).stdout
+    )["items"]
+    return [p["status"]["podIP"] for p in pods if p["status"].get("podIP")]
 
 
 def wait_for(

@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import base64
-import json
-import subprocess
 from typing import Any
 
 import pytest
 from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisError
 
-from tests.e2e.helpers import Operator, wait_for
+from tests.e2e.helpers import Operator, get_json, kubectl_apply, pod_ips, wait_for
 
 pytestmark = pytest.mark.timeout(400)
-
-
-def _get(cluster: Any, kind: str, ns: str, name: str) -> dict[str, Any] | None:
-    proc = cluster.run_kubectl("get", kind, name, "-n", ns, "-o", "json", check=False)
-    return json.loads(proc.stdout) if proc.returncode == 0 else None
 
 
 def test_cluster_tier_forms_and_serves(
@@ -34,17 +27,10 @@ spec:
   cluster: {{shards: 3, replicasPerShard: 1}}
   redis: {{maxmemory: 32mb, persistence: {{mode: none}}}}
 """
-    subprocess.run(
-        [kube_cluster.kubectl, "--kubeconfig", kube_cluster.kubeconfig, "apply", "-f", "-"],
-        input=manifest,
-        text=True,
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    kubectl_apply(kube_cluster, manifest)
 
     def ready() -> dict[str, Any] | None:
-        tier = _get(kube_cluster, "cachetier", ns, name)
+        tier = get_json(kube_cluster, "cachetier", ns, name)
         return tier if tier and (tier.get("status") or {}).get("phase") == "Ready" else None
 
     tier = wait_for(ready, timeout=300, what="cluster tier Ready")
@@ -54,17 +40,12 @@ spec:
     assert cluster_status["shards"] == 3
     assert cluster_status["nodes"] == 6
 
-    secret = _get(kube_cluster, "secret", ns, f"{name}-connection")
+    secret = get_json(kube_cluster, "secret", ns, f"{name}-connection")
     assert secret is not None
     data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
     assert data["mode"] == "cluster"
     # Clients reach pods by IP here (loopback pod IPs get no Service endpoints).
-    pods = json.loads(
-        kube_cluster.run_kubectl(
-            "get", "pods", "-n", ns, "-l", f"app.kubernetes.io/instance={name}", "-o", "json"
-        ).stdout
-    )["items"]
-    startup = [ClusterNode(p["status"]["podIP"], 6379) for p in pods]
+    startup = [ClusterNode(ip, 6379) for ip in pod_ips(kube_cluster, ns, name)]
     client = RedisCluster(startup_nodes=startup, password=data["password"], socket_timeout=5)
     try:
         for i in range(200):
@@ -75,11 +56,11 @@ spec:
 
     # Heal: a pod comes back (its emptyDir, so as a new node): the cluster fails
     # over, the newcomer joins, the dead id is forgotten, and every key survives.
-    old_uid = _get(kube_cluster, "pod", ns, f"{name}-0")["metadata"]["uid"]  # type: ignore[index]
+    old_uid = get_json(kube_cluster, "pod", ns, f"{name}-0")["metadata"]["uid"]  # type: ignore[index]
     kube_cluster.run_kubectl("delete", "pod", f"{name}-0", "-n", ns, "--wait=false")
 
     def new_pod_ready() -> bool:
-        pod = _get(kube_cluster, "pod", ns, f"{name}-0")
+        pod = get_json(kube_cluster, "pod", ns, f"{name}-0")
         if pod is None or pod["metadata"]["uid"] == old_uid or not pod["status"].get("podIP"):
             return False
         return all(c.get("ready") for c in pod["status"].get("containerStatuses") or [{}])
@@ -87,7 +68,7 @@ spec:
     wait_for(new_pod_ready, timeout=120, what="the replacement pod")
 
     def healed() -> bool:
-        tier = _get(kube_cluster, "cachetier", ns, name)
+        tier = get_json(kube_cluster, "cachetier", ns, name)
         st = (tier or {}).get("status") or {}
         if st.get("phase") != "Ready" or (st.get("cluster") or {}).get("nodes") != 6:
             return False
@@ -97,12 +78,7 @@ spec:
 
 
 def _all_keys_readable(cluster: Any, ns: str, name: str, password: str) -> bool:
-    pods = json.loads(
-        cluster.run_kubectl(
-            "get", "pods", "-n", ns, "-l", f"app.kubernetes.io/instance={name}", "-o", "json"
-        ).stdout
-    )["items"]
-    startup = [ClusterNode(p["status"]["podIP"], 6379) for p in pods if p["status"].get("podIP")]
+    startup = [ClusterNode(ip, 6379) for ip in pod_ips(cluster, ns, name)]
     try:
         client = RedisCluster(startup_nodes=startup, password=password, socket_timeout=2)
     except RedisError:
@@ -132,20 +108,13 @@ spec:
   cluster: {{shards: {shards}, replicasPerShard: 0}}
   redis: {{maxmemory: 32mb, persistence: {{mode: none}}}}
 """
-        subprocess.run(
-            [kube_cluster.kubectl, "--kubeconfig", kube_cluster.kubeconfig, "apply", "-f", "-"],
-            input=manifest,
-            text=True,
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
+        kubectl_apply(kube_cluster, manifest)
 
     def settled(shards: int) -> dict[str, Any] | None:
-        tier = _get(kube_cluster, "cachetier", ns, name)
+        tier = get_json(kube_cluster, "cachetier", ns, name)
         st = (tier or {}).get("status") or {}
         cl = st.get("cluster") or {}
-        sts = _get(kube_cluster, "statefulset", ns, name)
+        sts = get_json(kube_cluster, "statefulset", ns, name)
         if (
             st.get("phase") == "Ready"
             and st.get("observedGeneration") == (tier or {})["metadata"]["generation"]
@@ -159,16 +128,11 @@ spec:
 
     apply(3)
     wait_for(lambda: settled(3), timeout=300, what="3 shards")
-    secret = _get(kube_cluster, "secret", ns, f"{name}-connection")
+    secret = get_json(kube_cluster, "secret", ns, f"{name}-connection")
     assert secret is not None
     password = base64.b64decode(secret["data"]["password"]).decode()
-    pods = json.loads(
-        kube_cluster.run_kubectl(
-            "get", "pods", "-n", ns, "-l", f"app.kubernetes.io/instance={name}", "-o", "json"
-        ).stdout
-    )["items"]
     client = RedisCluster(
-        startup_nodes=[ClusterNode(p["status"]["podIP"], 6379) for p in pods],
+        startup_nodes=[ClusterNode(ip, 6379) for ip in pod_ips(kube_cluster, ns, name)],
         password=password,
         socket_timeout=5,
     )
@@ -188,12 +152,7 @@ spec:
 
 
 def _count_readable(cluster: Any, ns: str, name: str, password: str, n: int) -> int:
-    pods = json.loads(
-        cluster.run_kubectl(
-            "get", "pods", "-n", ns, "-l", f"app.kubernetes.io/instance={name}", "-o", "json"
-        ).stdout
-    )["items"]
-    startup = [ClusterNode(p["status"]["podIP"], 6379) for p in pods if p["status"].get("podIP")]
+    startup = [ClusterNode(ip, 6379) for ip in pod_ips(cluster, ns, name)]
     client = RedisCluster(startup_nodes=startup, password=password, socket_timeout=5)
     try:
         return sum(client.get(f"key:{i}") == str(i).encode() for i in range(n))

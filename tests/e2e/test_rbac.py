@@ -32,7 +32,7 @@ import yaml
 
 from cachetier.handlers import tier as tier_handlers
 from tests.conftest import KubeCluster
-from tests.e2e.helpers import wait_for
+from tests.e2e.helpers import CHILDREN, get_json, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO_ROOT / "manifests"
@@ -51,16 +51,6 @@ spec:
     persistence: {{mode: none}}
 """
 
-CHILDREN = [
-    ("secret", "{t}-auth"),
-    ("secret", "{t}-connection"),
-    ("configmap", "{t}-config"),
-    ("service", "{t}"),
-    ("service", "{t}-headless"),
-    ("statefulset", "{t}"),
-    ("poddisruptionbudget", "{t}"),
-    ("networkpolicy", "{t}"),
-]
 
 # (verb, resource, extra kubectl args, expected answer) for `kubectl auth can-i`.
 CAN_I = [
@@ -88,14 +78,6 @@ CAN_I = [
 # "403 Forbidden: ..." (ApiError), kopf's APIForbiddenError, "status": 403 in a body;
 # not the milliseconds of a timestamp (",403").
 FORBIDDEN = re.compile(r"forbidden|[^\d,.]403\b", re.IGNORECASE)
-
-
-def _get(cluster: KubeCluster, kind: str, ns: str, name: str) -> dict[str, Any] | None:
-    proc = cluster.run_kubectl("get", kind, name, "-n", ns, "-o", "json", check=False)
-    if proc.returncode != 0:
-        return None
-    result: dict[str, Any] = json.loads(proc.stdout)
-    return result
 
 
 def _free_port() -> int:
@@ -226,7 +208,7 @@ def test_operator_reconciles_with_service_account_token(
 
         def ready() -> dict[str, Any] | None:
             assert proc.poll() is None, f"operator exited:\n{log_path.read_text()[-3000:]}"
-            tier = _get(kube_cluster, "cachetier", ns, name)
+            tier = get_json(kube_cluster, "cachetier", ns, name)
             status = (tier or {}).get("status") or {}
             return tier if status.get("conditions") and status.get("phase") == "Ready" else None
 
@@ -234,7 +216,7 @@ def test_operator_reconciles_with_service_account_token(
         uid = tier["metadata"]["uid"]
         assert tier["status"]["observedGeneration"] == tier["metadata"]["generation"]
         for kind, pattern in CHILDREN:
-            obj = _get(kube_cluster, kind, ns, pattern.format(t=name))
+            obj = get_json(kube_cluster, kind, ns, pattern.format(t=name))
             assert obj is not None, f"{kind} {pattern.format(t=name)} missing"
             owners = obj["metadata"].get("ownerReferences") or []
             assert [o["uid"] for o in owners] == [uid], f"{kind} owner"
@@ -259,7 +241,7 @@ def test_operator_reconciles_with_service_account_token(
         kube_cluster.run_kubectl(
             "delete", "cachetier", name, "-n", ns, "--wait=true", "--timeout=60s", timeout=90
         )
-        assert _get(kube_cluster, "cachetier", ns, name) is None
+        assert get_json(kube_cluster, "cachetier", ns, name) is None
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
 import time
 from typing import Any
 
 import pytest
 
-from tests.e2e.helpers import Operator, wait_for
+from tests.e2e.helpers import CHILDREN, Operator, get_json, kubectl_apply, wait_for
 
 TIER = """
 apiVersion: cachetier.io/v1alpha1
@@ -23,25 +22,6 @@ spec:
 """
 
 
-def apply(cluster: Any, manifest: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [cluster.kubectl, "--kubeconfig", cluster.kubeconfig, "apply", "-f", "-"],
-        input=manifest,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-
-
-def get(cluster: Any, kind: str, ns: str, name: str) -> dict[str, Any] | None:
-    proc = cluster.run_kubectl("get", kind, name, "-n", ns, "-o", "json", check=False)
-    if proc.returncode != 0:
-        return None
-    result: dict[str, Any] = json.loads(proc.stdout)
-    return result
-
-
 def condition(tier: dict[str, Any], ctype: str) -> dict[str, Any] | None:
     for c in (tier.get("status") or {}).get("conditions") or []:
         if c["type"] == ctype:
@@ -49,23 +29,11 @@ def condition(tier: dict[str, Any], ctype: str) -> dict[str, Any] | None:
     return None
 
 
-CHILDREN = [
-    ("secret", "{t}-auth"),
-    ("secret", "{t}-connection"),
-    ("configmap", "{t}-config"),
-    ("service", "{t}"),
-    ("service", "{t}-headless"),
-    ("statefulset", "{t}"),
-    ("poddisruptionbudget", "{t}"),
-    ("networkpolicy", "{t}"),
-]
-
-
 def test_standalone_lifecycle(
     kube_cluster: Any, namespace: str, operator: Operator, crd_installed: None
 ) -> None:
     ns, name = namespace, "tasks-cache"
-    apply(kube_cluster, TIER.format(name=name, ns=ns, maxmemory="64mb", retain="true"))
+    kubectl_apply(kube_cluster, TIER.format(name=name, ns=ns, maxmemory="64mb", retain="true"))
 
     tier = wait_for(
         lambda: _status_written(kube_cluster, ns, name),
@@ -76,7 +44,7 @@ def test_standalone_lifecycle(
     uid = tier["metadata"]["uid"]
     for kind, pattern in CHILDREN:
         obj = wait_for(
-            lambda k=kind, p=pattern: get(kube_cluster, k, ns, p.format(t=name)),
+            lambda k=kind, p=pattern: get_json(kube_cluster, k, ns, p.format(t=name)),
             timeout=30,
             what=f"{kind} {pattern}",
         )
@@ -101,7 +69,7 @@ def test_standalone_lifecycle(
         assert c["observedGeneration"] == tier["metadata"]["generation"]
 
     # Content: the ConfigMap has no password; the connection Secret carries SPEC's keys.
-    conf = get(kube_cluster, "configmap", ns, f"{name}-config")
+    conf = get_json(kube_cluster, "configmap", ns, f"{name}-config")
     assert conf is not None
     redis_conf = conf["data"]["redis.conf"]
     assert "maxmemory 64mb" in redis_conf
@@ -115,7 +83,7 @@ def test_standalone_lifecycle(
     assert connection["password"] == password
     assert connection["type"] == "redis"
     assert connection["provider"] == "cachetier"
-    sts = get(kube_cluster, "statefulset", ns, name)
+    sts = get_json(kube_cluster, "statefulset", ns, name)
     assert sts is not None
     assert password not in json.dumps(sts), "a literal password in the workload"
     assert sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Retain"
@@ -140,13 +108,13 @@ def test_standalone_lifecycle(
     assert _versions(kube_cluster, ns, name) == versions
 
     # maxmemory change: ConfigMap and pod-template hash change, the password stays.
-    apply(kube_cluster, TIER.format(name=name, ns=ns, maxmemory="128mb", retain="true"))
+    kubectl_apply(kube_cluster, TIER.format(name=name, ns=ns, maxmemory="128mb", retain="true"))
     wait_for(
         lambda: (
             "maxmemory 128mb"
-            in ((get(kube_cluster, "configmap", ns, f"{name}-config") or {}).get("data") or {}).get(
-                "redis.conf", ""
-            )
+            in (
+                (get_json(kube_cluster, "configmap", ns, f"{name}-config") or {}).get("data") or {}
+            ).get("redis.conf", "")
         ),
         timeout=30,
         what="ConfigMap update",
@@ -160,7 +128,7 @@ def test_standalone_lifecycle(
     assert _secret(kube_cluster, ns, f"{name}-connection")["password"] == password
     wait_for(
         lambda: (
-            (get(kube_cluster, "cachetier", ns, name) or {})
+            (get_json(kube_cluster, "cachetier", ns, name) or {})
             .get("status", {})
             .get("observedGeneration")
             == 2
@@ -170,15 +138,17 @@ def test_standalone_lifecycle(
     )
 
     # The StatefulSet controller made the claim; deletion keeps it (retainOnDelete).
-    wait_for(lambda: get(kube_cluster, "pvc", ns, f"data-{name}-0"), timeout=30, what="PVC created")
+    wait_for(
+        lambda: get_json(kube_cluster, "pvc", ns, f"data-{name}-0"), timeout=30, what="PVC created"
+    )
     kube_cluster.run_kubectl("delete", "cachetier", name, "-n", ns, "--wait=true", timeout=90)
     for kind, pattern in CHILDREN:
         wait_for(
-            lambda k=kind, p=pattern: get(kube_cluster, k, ns, p.format(t=name)) is None,
+            lambda k=kind, p=pattern: get_json(kube_cluster, k, ns, p.format(t=name)) is None,
             timeout=90,
             what=f"garbage collection of {kind}",
         )
-    assert get(kube_cluster, "pvc", ns, f"data-{name}-0") is not None, "PVC must be retained"
+    assert get_json(kube_cluster, "pvc", ns, f"data-{name}-0") is not None, "PVC must be retained"
 
 
 def test_invalid_semantics_reported_not_retried(
@@ -186,7 +156,7 @@ def test_invalid_semantics_reported_not_retried(
 ) -> None:
     """maxmemory above the memory limit: the API server accepts it, the operator refuses."""
     ns, name = namespace, "too-big"
-    apply(
+    kubectl_apply(
         kube_cluster,
         f"""
 apiVersion: cachetier.io/v1alpha1
@@ -206,20 +176,20 @@ spec:
     assert ready is not None
     assert ready["status"] == "False"
     assert "maxmemory" in ready["message"]
-    assert get(kube_cluster, "statefulset", ns, name) is None
+    assert get_json(kube_cluster, "statefulset", ns, name) is None
     # No hot loop: further reconciles write nothing.
     before = operator.write_count(ns, name)
     rv = tier["metadata"]["resourceVersion"]
     operator.reconcile_now(ns, name)
     time.sleep(2)
     assert operator.write_count(ns, name) == before
-    again = get(kube_cluster, "cachetier", ns, name)
+    again = get_json(kube_cluster, "cachetier", ns, name)
     assert again is not None
     assert again["metadata"]["resourceVersion"] == rv
 
 
 def _status_written(cluster: Any, ns: str, name: str) -> dict[str, Any] | None:
-    tier = get(cluster, "cachetier", ns, name)
+    tier = get_json(cluster, "cachetier", ns, name)
     if tier and condition(tier, "Ready") and (tier.get("status") or {}).get("endpoint"):
         return tier
     return None
@@ -228,33 +198,33 @@ def _status_written(cluster: Any, ns: str, name: str) -> dict[str, Any] | None:
 def _with_condition(
     cluster: Any, ns: str, name: str, ctype: str, reason: str
 ) -> dict[str, Any] | None:
-    tier = get(cluster, "cachetier", ns, name)
+    tier = get_json(cluster, "cachetier", ns, name)
     c = condition(tier, ctype) if tier else None
     return tier if c and c.get("reason") == reason else None
 
 
 def _secret(cluster: Any, ns: str, name: str) -> dict[str, str]:
-    obj = get(cluster, "secret", ns, name)
+    obj = get_json(cluster, "secret", ns, name)
     assert obj is not None, name
     return {k: base64.b64decode(v).decode() for k, v in obj["data"].items()}
 
 
 def _versions(cluster: Any, ns: str, name: str) -> dict[str, str]:
     out = {}
-    tier = get(cluster, "cachetier", ns, name)
+    tier = get_json(cluster, "cachetier", ns, name)
     assert tier is not None
     out["cachetier"] = tier["metadata"]["resourceVersion"]
     for kind, pattern in CHILDREN:
         if kind in ("statefulset", "poddisruptionbudget"):
             continue
-        obj = get(cluster, kind, ns, pattern.format(t=name))
+        obj = get_json(cluster, kind, ns, pattern.format(t=name))
         assert obj is not None
         out[f"{kind}/{pattern}"] = obj["metadata"]["resourceVersion"]
     return out
 
 
 def _sts_with_new_hash(cluster: Any, ns: str, name: str, old: str) -> dict[str, Any] | None:
-    sts = get(cluster, "statefulset", ns, name)
+    sts = get_json(cluster, "statefulset", ns, name)
     if (
         sts
         and sts["spec"]["template"]["metadata"]["annotations"]["cachetier.io/config-hash"] != old
