@@ -346,7 +346,7 @@ def test_auto_rollback_on_stopped_redis(
         status = status_of(api, ns, tier)
         gen = get_tier(api, ns, tier)["metadata"]["generation"]
         assert status["rollout"]["rolledBackGeneration"] == gen
-        assert status["rollout"]["effectivePercent"] == 0
+        assert status["rollout"]["effectivePercent"] == 0  # written with the condition
         assert status["health"]["consecutiveFailures"] >= 2
         evs = wait_for(
             lambda: events(api, ns, "AutoRollback"), timeout=30, what="AutoRollback Event"

@@ -46,7 +46,10 @@ class Runtime:
         )
         self.reconciler.wake = lambda ns, name: self._schedule((ns, name), 0.1)
         self.prober = HealthProber(
-            kube, self.reconciler, lambda b, t, r, m: post_event(kube, b, t, r, m)
+            kube,
+            self.reconciler,
+            lambda b, t, r, m: post_event(kube, b, t, r, m),
+            lock_for=self.lock_for,
         )
         self.locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
         self.requeue: dict[tuple[str, str], float] = {}

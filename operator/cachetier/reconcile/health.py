@@ -17,6 +17,8 @@ import base64
 import logging
 import threading
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -46,8 +48,15 @@ class _Memory:
 class HealthProber:
     """Probes tiers; one instance per operator process."""
 
-    def __init__(self, kube: Kube, reconciler: TierReconciler, event: EventFn) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        reconciler: TierReconciler,
+        event: EventFn,
+        lock_for: Callable[[tuple[str, str]], AbstractContextManager[Any]] | None = None,
+    ) -> None:
         self.kube = kube
+        self.lock_for = lock_for or (lambda key: nullcontext())
         self.reconciler = reconciler
         self._event = event
         self._memory: dict[tuple[str, str], _Memory] = {}
@@ -113,6 +122,21 @@ class HealthProber:
             memory.counters = result.counters
         _export(namespace, name, result)
 
+        # The verdict and its status write happen under the tier's lock, on a fresh
+        # read: a reconcile running meanwhile can neither be overwritten by nor
+        # overwrite this write (status lists such as conditions are replaced whole).
+        with self.lock_for(key):
+            fresh = self.kube.get(names.KIND, namespace, name)
+            if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+                return False
+            return self._record(fresh, spec, memory, result)
+
+    def _record(
+        self, body: dict[str, Any], spec: CacheTierSpec, memory: _Memory, result: ProbeResult
+    ) -> bool:
+        """Judge the probe, write status.health (and an automatic rollback) if it matters."""
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        status = dict(body.get("status") or {})
         old_health = dict(status.get("health") or {})
         verdict = evaluate_probe(
             spec.rollout.auto_rollback,
@@ -160,7 +184,15 @@ class HealthProber:
         new_status = dict(status)
         new_status["health"] = {k: v for k, v in health.items() if v is not None}
         if rollback:
-            rollout["rolledBackGeneration"] = generation
+            # The decision in one write (the reconcile that follows at once flips
+            # the consumers and writes the same values), so status never shows
+            # the rollback condition beside a non-zero effective percent.
+            rollout.update(
+                rolledBackGeneration=generation,
+                enabled=False,
+                effectivePercent=0,
+                reason="RolledBack",
+            )
             new_status["rollout"] = rollout
             new_status["conditions"] = cond.merge_conditions(
                 list(status.get("conditions") or []),
