@@ -8,6 +8,16 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
+TIER_GAUGES: list[Gauge] = []
+"""Every per-tier gauge, so a deleted tier's series are all forgotten."""
+
+
+def _tier_gauge(name: str, documentation: str) -> Gauge:
+    gauge = Gauge(name, documentation, ["namespace", "tier"], registry=REGISTRY)
+    TIER_GAUGES.append(gauge)
+    return gauge
+
+
 RECONCILES = Counter(
     "cachetier_reconciles_total", "Reconciles run, by result.", ["result"], registry=REGISTRY
 )
@@ -17,53 +27,37 @@ RECONCILE_SECONDS = Histogram(
 API_WRITES = Counter(
     "cachetier_api_writes_total", "Write requests sent to the API server.", registry=REGISTRY
 )
-EFFECTIVE_PERCENT = Gauge(
+EFFECTIVE_PERCENT = _tier_gauge(
     "cachetier_rollout_effective_percent",
     "Percent of consumers switched to Redis now.",
-    ["namespace", "tier"],
-    registry=REGISTRY,
 )
-TARGET_PERCENT = Gauge(
+TARGET_PERCENT = _tier_gauge(
     "cachetier_rollout_target_percent",
     "spec.rollout.percent.",
-    ["namespace", "tier"],
-    registry=REGISTRY,
 )
-CONSUMERS_SELECTED = Gauge(
+CONSUMERS_SELECTED = _tier_gauge(
     "cachetier_consumers_selected",
     "Consumer workloads selected.",
-    ["namespace", "tier"],
-    registry=REGISTRY,
 )
-CONSUMERS_ENABLED = Gauge(
+CONSUMERS_ENABLED = _tier_gauge(
     "cachetier_consumers_enabled",
     "Consumers (workloads, or pods at pod granularity) using Redis.",
-    ["namespace", "tier"],
-    registry=REGISTRY,
 )
-REDIS_UP = Gauge(
+REDIS_UP = _tier_gauge(
     "cachetier_redis_up",
     "1 when the last probe reached Redis.",
-    ["namespace", "tier"],
-    registry=REGISTRY,
 )
-PROBE_LATENCY_MS = Gauge(
+PROBE_LATENCY_MS = _tier_gauge(
     "cachetier_probe_latency_ms",
     "PING latency of the last probe (ms).",
-    ["namespace", "tier"],
-    registry=REGISTRY,
 )
-HIT_RATE = Gauge(
+HIT_RATE = _tier_gauge(
     "cachetier_redis_hit_rate",
     "keyspace hit rate between the last two probes.",
-    ["namespace", "tier"],
-    registry=REGISTRY,
 )
-ERROR_RATE = Gauge(
+ERROR_RATE = _tier_gauge(
     "cachetier_redis_error_rate",
     "Error replies per command between the last two probes.",
-    ["namespace", "tier"],
-    registry=REGISTRY,
 )
 ROLLBACKS = Counter(
     "cachetier_rollbacks_total",
@@ -79,16 +73,7 @@ def serve(port: int, addr: str = "0.0.0.0") -> None:
 
 
 def forget_tier(namespace: str, tier: str) -> None:
-    """Drop a deleted tier's series."""
-    for gauge in (
-        EFFECTIVE_PERCENT,
-        TARGET_PERCENT,
-        CONSUMERS_SELECTED,
-        CONSUMERS_ENABLED,
-        REDIS_UP,
-        PROBE_LATENCY_MS,
-        HIT_RATE,
-        ERROR_RATE,
-    ):
+    """Drop a deleted tier's series (every per-tier gauge)."""
+    for gauge in TIER_GAUGES:
         with contextlib.suppress(KeyError):
             gauge.remove(namespace, tier)

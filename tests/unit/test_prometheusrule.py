@@ -32,3 +32,11 @@ def test_every_alert_uses_an_exported_metric() -> None:
         names = set(re.findall(r"cachetier_\w+", rule["expr"]))
         assert names and names <= exported, (rule["alert"], names - exported)
     metrics.forget_tier("ns", "t")
+
+
+def test_forget_tier_drops_every_per_tier_series() -> None:
+    for gauge in metrics.TIER_GAUGES:
+        gauge.labels("gone", "t").set(1)
+    metrics.forget_tier("gone", "t")
+    assert 'namespace="gone"' not in generate_latest(metrics.REGISTRY).decode()
+    assert len(metrics.TIER_GAUGES) == 8
