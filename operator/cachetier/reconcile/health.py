@@ -29,7 +29,8 @@ from cachetier import metrics, names
 from cachetier.api.models import CacheTierSpec
 from cachetier.kube.client import Kube
 from cachetier.reconcile import conditions as cond
-from cachetier.reconcile.tier import EventFn, TierReconciler, now_rfc3339
+from cachetier.reconcile.rollout_pass import EventFn
+from cachetier.reconcile.tier import TierReconciler, now_rfc3339
 from cachetier.redis.probe import Counters, ProbeResult, Target, probe
 from cachetier.rollout import evaluate_probe
 

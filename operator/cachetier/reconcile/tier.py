@@ -16,27 +16,24 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from cachetier import metrics, names
+from cachetier import names
 from cachetier.api import validate
 from cachetier.api.models import CacheTierSpec
 from cachetier.kube.client import ApiError, Conflict, Kube
 from cachetier.reconcile import conditions as cond
 from cachetier.reconcile.cluster import ClusterManager
-from cachetier.reconcile.consumers import ConsumerReconciler, ConsumerReport
+from cachetier.reconcile.cluster_pass import ClusterPass
+from cachetier.reconcile.consumers import ConsumerReconciler
+from cachetier.reconcile.rollout_pass import EventFn, RolloutPass
 from cachetier.render import (
     TierRef,
     TierSecrets,
     build_external_connection_secret,
     render_tier,
-    spec_hash,
 )
 from cachetier.render._meta import owner_reference
-from cachetier.rollout import StepState, next_effective_percent
-from cachetier.topology.nodes import NodeAddress
 
 log = logging.getLogger("cachetier.reconcile")
-
-EventFn = Callable[[dict[str, Any], str, str, str], None]
 
 
 class TemporaryError(Exception):
@@ -88,7 +85,7 @@ def _new_password() -> str:
     return pysecrets.token_urlsafe(32)
 
 
-class TierReconciler:
+class TierReconciler(ClusterPass, RolloutPass):
     """Reconciles CacheTiers through one Kube client."""
 
     def __init__(self, kube: Kube, event: EventFn | None = None) -> None:
@@ -309,217 +306,6 @@ class TierReconciler:
         )
         return self._finish(body, ref, old_status, verdict, generation, new, writes, requeue)
 
-    # -- cluster mode -------------------------------------------------------------
-
-    def _hold_scale_in(self, ref: TierRef, desired: list[dict[str, Any]]) -> None:
-        """Keep the StatefulSet's size until the nodes it would remove hold no slots."""
-        live = self.kube.get("StatefulSet", ref.namespace, names.statefulset(ref.name))
-        if live is None:
-            return
-        live_replicas = int((live.get("spec") or {}).get("replicas") or 0)
-        for obj in desired:
-            if obj["kind"] != "StatefulSet":
-                continue
-            want = int(obj["spec"]["replicas"])
-            drained = self.clusters.drained_beyond((ref.namespace, ref.name))
-            if want < live_replicas and drained != want:
-                obj["spec"]["replicas"] = live_replicas
-                annotations = obj["metadata"].setdefault("annotations", {})
-                annotations.pop(names.ANNOTATION_SPEC_HASH, None)
-                annotations[names.ANNOTATION_SPEC_HASH] = spec_hash(obj)
-
-    def _cluster(
-        self,
-        ref: TierRef,
-        spec: CacheTierSpec,
-        tier_secrets: TierSecrets,
-        obs: cond.WorkloadObservation,
-        verdict: cond.Verdict,
-        new: dict[str, Any],
-        previous_phase: str | None,
-    ) -> cond.Verdict:
-        """Drive cluster formation in the background; judge readiness by the cluster."""
-        selector = ",".join(f"{k}={v}" for k, v in names.selector_labels(ref.name).items())
-        pods = self.kube.list_objects("Pod", ref.namespace, selector)
-        by_ordinal: dict[int, str] = {}
-        for pod in pods:
-            pst = pod.get("status") or {}
-            ready = any(
-                c.get("type") == "Ready" and c.get("status") == "True"
-                for c in pst.get("conditions") or []
-            )
-            ordinal = pod["metadata"]["name"].rsplit("-", 1)[-1]
-            if ready and pst.get("podIP") and ordinal.isdigit():
-                by_ordinal[int(ordinal)] = pst["podIP"]
-        if not obs.exists or len(by_ordinal) < obs.desired_replicas:
-            new["cluster"] = {
-                "state": "unknown",
-                "message": f"waiting for Redis pods: {len(by_ordinal)}/{obs.desired_replicas}",
-            }
-            return verdict
-        addresses = [NodeAddress(by_ordinal[i], names.REDIS_PORT) for i in sorted(by_ordinal)]
-        key = (ref.namespace, ref.name)
-        view = self.clusters.ensure(
-            key,
-            addresses,
-            username=names.OPERATOR_USER,
-            password=tier_secrets.operator_password,
-            shards=spec.cluster.shards,
-            replicas_per_shard=spec.cluster.replicas_per_shard,
-            on_done=lambda: self.wake(*key),
-        )
-        new["cluster"] = view.status
-        if view.converged:
-            return verdict
-        message = f"Redis Cluster: {view.message}"
-        if previous_phase in ("Ready", "Degraded", "RolledBack"):
-            return cond.Verdict(
-                phase="Degraded",
-                ready=("False", "ClusterNotOk", message),
-                progressing=("True", "ClusterConverging", message),
-                degraded=("True", "ClusterNotOk", message),
-            )
-        return cond.Verdict(
-            phase="Provisioning",
-            ready=("False", "ClusterForming", message),
-            progressing=("True", "ClusterForming", message),
-            degraded=("False", "ClusterForming", ""),
-        )
-
-    # -- rollout -----------------------------------------------------------------
-
-    def _rollout(
-        self,
-        body: dict[str, Any],
-        ref: TierRef,
-        spec: CacheTierSpec,
-        old_status: dict[str, Any],
-        new: dict[str, Any],
-        phase: str,
-        *,
-        connection_ready: bool,
-    ) -> float | None:
-        """Decide the effective percent, run the consumer pass, fill status.rollout/consumers."""
-        old = dict(old_status.get("rollout") or {})
-        generation = body["metadata"].get("generation")
-        serving = bool(old.get("serving")) or phase == "Ready"
-        rolled_back = (
-            old.get("rolledBackGeneration") is not None
-            and old.get("rolledBackGeneration") == generation
-        )
-        paused = (body["metadata"].get("annotations") or {}).get(
-            names.ANNOTATION_ROLLOUT_PAUSED
-        ) == "true"
-        state = StepState(
-            index=old.get("step"),
-            last_step_time=_parse_time(old.get("lastStepTime")),
-        )
-        now = datetime.now(UTC).replace(microsecond=0)
-        failures = int((old_status.get("health") or {}).get("consecutiveFailures") or 0)
-        step = next_effective_percent(
-            spec.rollout,
-            state,
-            now,
-            healthy=phase == "Ready" and failures == 0,
-            paused=paused,
-            rolled_back=rolled_back,
-        )
-        effective, reason = step.effective_percent, str(step.reason)
-        step_state = step.state
-        if not serving and effective > 0:
-            # The step clock starts when the tier first serves, not before.
-            effective, reason = 0, "WaitingForTier"
-            step_state = StepState(index=None, last_step_time=None)
-        report = self.consumers.reconcile(
-            ref.name,
-            ref.namespace,
-            spec,
-            enabled=spec.rollout.enabled and not rolled_back,
-            effective_percent=effective,
-            connection_ready=connection_ready,
-        )
-        rollout: dict[str, Any] = {
-            "enabled": spec.rollout.enabled and not rolled_back,
-            "targetPercent": spec.rollout.percent,
-            "effectivePercent": effective,
-            "step": step_state.index,
-            "reason": reason,
-            "lastStepTime": _format_time(step_state.last_step_time),
-            "serving": serving,
-        }
-        if rolled_back:
-            rollout["rolledBackGeneration"] = generation
-        new["rollout"] = rollout
-        new["consumers"] = {
-            "selected": report.selected,
-            "enabled": report.enabled,
-            "summary": f"{report.enabled}/{report.selected}",
-            "workloads": sorted(report.workloads, key=lambda w: (w["kind"], w["name"])),
-        }
-        conflict = (
-            ("True", "ConsumerConflict", "; ".join(report.conflicts)[:1000])
-            if report.conflicts
-            else ("False", "NoConflict", "")
-        )
-        if rolled_back:
-            rolled = ("True", "AutoRollback", _condition_message(old_status, cond.ROLLED_BACK))
-        elif not spec.rollout.enabled:
-            rolled = ("True", "Manual", "spec.rollout.enabled is false: every consumer is off")
-        else:
-            rolled = ("False", "Enabled", "")
-        new["_conditions"] = [(cond.CONSUMER_CONFLICT, *conflict), (cond.ROLLED_BACK, *rolled)]
-        _export_rollout(ref, spec, rollout, report)
-        self._consumer_events(body, old_status, new, report, spec)
-        if spec.rollout.steps and reason in ("Stepping", "HoldingUnhealthy"):
-            return 5.0
-        if report.errors:
-            log.warning("consumer errors for %s/%s: %s", ref.namespace, ref.name, report.errors)
-            return 10.0
-        return None
-
-    def _consumer_events(
-        self,
-        body: dict[str, Any],
-        old_status: dict[str, Any],
-        new: dict[str, Any],
-        report: ConsumerReport,
-        spec: CacheTierSpec,
-    ) -> None:
-        before = {
-            f"{w['kind']}/{w['name']}"
-            for w in (old_status.get("consumers") or {}).get("workloads") or []
-            if w.get("enabled")
-        }
-        after = report.enabled_set
-        if report.changed and (before != after or not spec.rollout.enabled):
-            on, off = sorted(after - before), sorted(before - after)
-            if not spec.rollout.enabled or new["rollout"]["effectivePercent"] == 0:
-                reason = "AutoRollback" if new["rollout"].get("rolledBackGeneration") else "Manual"
-                metrics.ROLLBACKS.labels(
-                    body["metadata"]["namespace"], body["metadata"]["name"], reason
-                ).inc()
-                self._event(
-                    body,
-                    "Warning",
-                    "RolledBack",
-                    f"rollback: REDIS_ENABLED=false on {len(report.changed)} consumer(s)",
-                )
-            else:
-                parts = []
-                if on:
-                    parts.append("enabled " + ", ".join(on[:20]))
-                if off:
-                    parts.append("disabled " + ", ".join(off[:20]))
-                self._event(
-                    body,
-                    "Normal",
-                    "RolloutChanged",
-                    f"{new['rollout']['effectivePercent']}%: " + "; ".join(parts or ["updated"]),
-                )
-        for conflict in report.conflicts:
-            if conflict not in str(old_status.get("conditions")):
-                self._event(body, "Warning", "ConsumerConflict", conflict)
-
     def _ensure_finalizer(self, body: dict[str, Any]) -> None:
         meta = body["metadata"]
         finalizers = list(meta.get("finalizers") or [])
@@ -605,22 +391,6 @@ class TierReconciler:
         return True
 
 
-def _condition_message(status: dict[str, Any], ctype: str) -> str:
-    for c in status.get("conditions") or []:
-        if c.get("type") == ctype:
-            return str(c.get("message") or "")
-    return ""
-
-
-def _export_rollout(
-    ref: TierRef, spec: CacheTierSpec, rollout: dict[str, Any], report: ConsumerReport
-) -> None:
-    metrics.EFFECTIVE_PERCENT.labels(ref.namespace, ref.name).set(rollout["effectivePercent"])
-    metrics.TARGET_PERCENT.labels(ref.namespace, ref.name).set(spec.rollout.percent)
-    metrics.CONSUMERS_SELECTED.labels(ref.namespace, ref.name).set(report.selected)
-    metrics.CONSUMERS_ENABLED.labels(ref.namespace, ref.name).set(report.enabled)
-
-
 def _merge_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """The RFC 7386 merge patch that turns ``old`` into ``new`` (empty if equal)."""
     patch: dict[str, Any] = {}
@@ -649,13 +419,3 @@ def _secret_host_port(secret: dict[str, Any]) -> tuple[str, int]:
     host = base64.b64decode(data.get("host", "")).decode()
     port = base64.b64decode(data.get("port", "")).decode()
     return host, int(port or 0)
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    return datetime.strptime(str(value), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-
-
-def _format_time(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
