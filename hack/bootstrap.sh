@@ -3,7 +3,8 @@
 #  - Debian packages (redis-server, redis-tools, openssl) when missing;
 #  - a virtualenv in .venv with the project and its dev dependencies
 #    (reinstalled only when pyproject.toml changes);
-#  - the control plane binaries (cached outside the repository).
+#  - the control plane binaries (cached outside the repository);
+#  - the test tools: node-redis/ioredis from npm and the kstatus helper (hack/tools.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,6 +34,10 @@ if [[ ! -x .venv/bin/python || ! -f $stamp || "$(cat "$stamp")" != "$want" ]]; t
   .venv/bin/pip install -q --upgrade pip >/dev/null
   .venv/bin/pip install -q -e '.[dev]'
   echo "$want" > "$stamp"
+fi
+
+if [[ "${SKIP_TEST_TOOLS:-}" != "1" ]]; then
+  bash hack/tools.sh install
 fi
 
 if [[ "${SKIP_CONTROL_PLANE_BUILD:-}" != "1" ]]; then

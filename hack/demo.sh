@@ -22,11 +22,28 @@ mkdir -p "$LOCAL/logs" "$LOCAL/pids"
 if [[ -f $LOCAL/pids/operator.pid ]] && kill -0 "$(cat $LOCAL/pids/operator.pid)" 2>/dev/null; then
   echo "operator already running (pid $(cat $LOCAL/pids/operator.pid))"
 else
-  setsid $PY -m cachetier.main --kubeconfig "$KUBECONFIG" --liveness http://127.0.0.1:8081/healthz \
+  LIVENESS_PORT="${CACHETIER_LIVENESS_PORT:-8081}"
+  METRICS_PORT="${CACHETIER_METRICS_PORT:-9090}"
+  setsid $PY -m cachetier.main --kubeconfig "$KUBECONFIG" \
+    --liveness "http://127.0.0.1:$LIVENESS_PORT/healthz" --metrics-port "$METRICS_PORT" \
     >"$LOCAL/logs/operator.log" 2>&1 < /dev/null &
   echo $! > "$LOCAL/pids/operator.pid"
   echo "operator pid $(cat $LOCAL/pids/operator.pid)"
 fi
+operator_alive() {
+  if ! kill -0 "$(cat $LOCAL/pids/operator.pid)" 2>/dev/null; then
+    echo "The operator is not running. Its last log lines ($LOCAL/logs/operator.log):" >&2
+    tail -n 20 "$LOCAL/logs/operator.log" >&2 || true
+    if grep -q "already in use" "$LOCAL/logs/operator.log" 2>/dev/null; then
+      echo "A port is taken: run again with CACHETIER_LIVENESS_PORT=<free port> and/or" \
+        "CACHETIER_METRICS_PORT=<free port> (0 turns metrics off)." >&2
+    fi
+    rm -f "$LOCAL/pids/operator.pid"
+    exit 1
+  fi
+}
+sleep 2
+operator_alive
 
 say "applying examples/ (namespace ordo, CacheTier tasks-cache, the demo consumer app)"
 k apply -f examples/00-namespace.yaml
@@ -42,7 +59,12 @@ for _ in $(seq 1 120); do
   [[ $nodes == 0 && $phase == Pending ]] && break
   sleep 1
 done
+operator_alive
 k get cachetiers -n ordo
+if [[ -z $phase ]]; then
+  echo "tasks-cache has no status: the operator has not reconciled it (see $LOCAL/logs/operator.log)." >&2
+  exit 1
+fi
 if [[ $nodes == 0 ]]; then
   echo "No node is registered, so the Redis pod stays Pending (the status says so)."
 fi

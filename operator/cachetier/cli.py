@@ -7,15 +7,19 @@ commands (get/list/patch on ``cachetiers.cachetier.io``) and nothing else, and
 every change it makes is an ordinary spec or annotation change that GitOps
 tools show as drift.
 
-- ``rollout set TIER N``: ``spec.rollout.percent = N`` and ``enabled = true``.
+- ``rollout set TIER N``: ``spec.rollout.percent = N`` and ``enabled = true``; when
+  the tier is held by an automatic rollback it also writes the annotation
+  ``cachetier.io/rearm`` (a new value each time), which re-arms the rollout even
+  when the spec does not change. It says what changed, or that nothing did.
 - ``rollback TIER``: ``spec.rollout.enabled = false`` (the percent is kept, so
   ``rollout set`` or re-enabling resumes where it was).
 - ``rollout pause|resume TIER``: adds or removes the annotation
   ``cachetier.io/rollout-paused: "true"``; while it is present the operator holds
   ``rollout.steps`` on the current step (a rollback still works at once).
 
-Errors (not found, forbidden, rejected, unreachable API, bad kubeconfig, bad
-input) are one line on stderr and exit code 1; usage errors exit 2. Set
+Errors (not found, forbidden, rejected, unreachable API, bad kubeconfig) are one
+line on stderr and exit code 1; usage errors (bad arguments, an out-of-range
+percent) exit 2. Set
 ``CACHETIER_DEBUG=1`` to get the traceback of an unexpected error.
 
 Layout: argument parsing (pure), then the few functions that call the API,
@@ -52,6 +56,10 @@ EXIT_USAGE = 2
 
 class CliError(Exception):
     """An error the user can act on; printed as one line, exit code 1."""
+
+
+class UsageError(CliError):
+    """Bad arguments (found before any API call): one line, exit code 2, as argparse."""
 
 
 # --- arguments (pure) ------------------------------------------------------
@@ -121,7 +129,7 @@ def parse_percent(text: str) -> int:
     """A target percent from the command line: ``25`` or ``25%``, 0..100."""
     digits = text.strip().removesuffix("%")
     if not digits.isdigit() or not 0 <= int(digits) <= 100:
-        raise CliError(f"percent must be a whole number from 0 to 100, got {text!r}")
+        raise UsageError(f"percent must be a whole number from 0 to 100, got {text!r}")
     return int(digits)
 
 
@@ -243,14 +251,51 @@ def build_patch(args: argparse.Namespace) -> JsonObj:
     return {"metadata": {"annotations": {names.ANNOTATION_ROLLOUT_PAUSED: paused}}}
 
 
-def describe_change(args: argparse.Namespace, result: JsonObj) -> str:
-    """The line printed after a change, from the patched object the API returned (pure)."""
+def auto_rolled_back(tier: JsonObj) -> bool:
+    """Whether an automatic rollback holds the tier at its current generation (pure)."""
+    held = field(tier, "status", "rollout", "rolledBackGeneration")
+    return held is not None and held == field(tier, "metadata", "generation")
+
+
+def rearm_patch(patch: JsonObj, now: datetime) -> JsonObj:
+    """``patch`` plus a new ``cachetier.io/rearm`` value (pure)."""
+    meta = dict(patch.get("metadata") or {})
+    annotations = dict(meta.get("annotations") or {})
+    annotations[names.ANNOTATION_REARM] = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    meta["annotations"] = annotations
+    return {**patch, "metadata": meta}
+
+
+def describe_change(
+    args: argparse.Namespace,
+    result: JsonObj,
+    before: JsonObj | None = None,
+    *,
+    rearmed: bool = False,
+) -> str:
+    """The line printed after a change, from the patched object the API returned (pure).
+
+    With ``before`` (the tier as it was), ``rollout set`` says when nothing changed.
+    """
     name = f'cachetier "{args.tier}"'
     rollout = field(result, "spec", "rollout") or {}
     if args.command == "rollback":
         kept = rollout.get("percent", 100)
         return f"{name} rolled back: rollout.enabled=false, percent {kept} kept"
     if args.action == "set":
+        old = (field(before, "spec", "rollout") or {}) if before is not None else None
+        same = old is not None and (old.get("percent", 100), old.get("enabled", True)) == (
+            rollout.get("percent"),
+            rollout.get("enabled", True),
+        )
+        if rearmed:
+            verb = "stays at" if same else "set to"
+            return (
+                f"{name} rollout {verb} {rollout.get('percent')}% (enabled) and re-armed "
+                f"after the automatic rollback ({names.ANNOTATION_REARM})"
+            )
+        if same:
+            return f"{name} rollout already at {rollout.get('percent')}% (enabled): nothing changed"
         return f"{name} rollout set to {rollout.get('percent')}% (enabled)"
     if args.action == "pause":
         return f'{name} rollout paused: steps hold until "cachetier rollout resume"'
@@ -262,6 +307,13 @@ def run(args: argparse.Namespace, now: datetime) -> str:
     patch = None if args.command == "status" else build_patch(args)  # bad input: no API call
     api, context_namespace = connect(args.kubeconfig or default_kubeconfig())
     namespace: str = args.namespace or context_namespace
+    if patch is not None and args.command == "rollout" and args.action == "set":
+        before = get_tier(api, namespace, args.tier)
+        rearm = auto_rolled_back(before)
+        if rearm:
+            patch = rearm_patch(patch, now)
+        result = patch_tier(api, namespace, args.tier, patch)
+        return describe_change(args, result, before, rearmed=rearm)
     if patch is not None:
         return describe_change(args, patch_tier(api, namespace, args.tier, patch))
     if args.tier is not None:
@@ -281,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(run(args, datetime.now(UTC)))
     except CliError as exc:
         print(f"cachetier: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_ERROR
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # no tracebacks for SREs; CACHETIER_DEBUG=1 shows them

@@ -1,22 +1,85 @@
-"""Entry point of the operator process: ``cachetier-operator`` (kopf, all namespaces)."""
+"""Entry point of the operator process: ``cachetier-operator`` (kopf, all namespaces).
+
+Its two ports are checked before kopf starts, so a port that another program holds
+is one clear line and exit code 1, not a traceback after the operator began:
+
+- liveness ``--liveness`` / ``CACHETIER_LIVENESS`` (default ``http://0.0.0.0:8080/healthz``);
+- metrics ``--metrics-port`` / ``CACHETIER_METRICS_PORT`` (default 9090; 0 turns it off).
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
+import socket
+import sys
+from urllib.parse import urlsplit
 
 import kopf
 
 import cachetier.handlers  # noqa: F401  (registers the handlers)
+
+EXIT_PORT_IN_USE = 1
+
+
+class PortInUse(Exception):
+    """A port the operator must listen on is taken."""
+
+
+def check_port(host: str, port: int, what: str, flag: str) -> None:
+    """Bind ``host:port`` once and release it; raise PortInUse with advice if it is taken."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise PortInUse(
+                f"cannot listen for {what} on {host}:{port}: the address is already in use "
+                f"by another program; choose another port with {flag}"
+            ) from None
+
+
+def liveness_host_port(url: str) -> tuple[str, int]:
+    """(host, port) of a liveness URL such as ``http://0.0.0.0:8080/healthz``."""
+    parts = urlsplit(url)
+    return parts.hostname or "0.0.0.0", parts.port or 80
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the operator until interrupted."""
     parser = argparse.ArgumentParser(prog="cachetier-operator", description=__doc__)
     parser.add_argument("--kubeconfig", default=None, help="default: in-cluster, else KUBECONFIG")
-    parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz")
+    parser.add_argument(
+        "--liveness",
+        default=os.environ.get("CACHETIER_LIVENESS", "http://0.0.0.0:8080/healthz"),
+        help="liveness endpoint URL (env CACHETIER_LIVENESS)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(os.environ.get("CACHETIER_METRICS_PORT", "9090")),
+        help="Prometheus metrics port, 0 = off (env CACHETIER_METRICS_PORT)",
+    )
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
+    try:
+        host, port = liveness_host_port(args.liveness)
+        check_port(host, port, "the liveness endpoint", "--liveness or CACHETIER_LIVENESS")
+        check_port(
+            "0.0.0.0", args.metrics_port, "metrics", "--metrics-port or CACHETIER_METRICS_PORT"
+        )
+    except PortInUse as exc:
+        print(f"cachetier-operator: error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_PORT_IN_USE)
+    # The startup handler reads the metrics port from the environment.
+    os.environ["CACHETIER_METRICS_PORT"] = str(args.metrics_port)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',

@@ -59,6 +59,27 @@ ERROR_RATE = _tier_gauge(
     "cachetier_redis_error_rate",
     "Error replies per command between the last two probes.",
 )
+SLOW = _tier_gauge(
+    "cachetier_redis_slow",
+    "1 while PING latency has stayed above autoRollback.maxLatencyMs (a warning).",
+)
+ERROR_REPLIES = Gauge(
+    "cachetier_redis_error_replies",
+    "Error replies between the last two probes, by class (INFO errorstats: NOPERM, OOM, ...).",
+    ["namespace", "tier", "class"],
+    registry=REGISTRY,
+)
+_ERROR_CLASSES: dict[tuple[str, str], set[str]] = {}
+
+
+def set_error_classes(namespace: str, tier: str, classes: dict[str, int]) -> None:
+    """Export the per-class error counts of the last probe window (absent classes: 0)."""
+    known = _ERROR_CLASSES.setdefault((namespace, tier), set())
+    known.update(classes)
+    for name in known:
+        ERROR_REPLIES.labels(namespace, tier, name).set(classes.get(name, 0))
+
+
 ROLLBACKS = Counter(
     "cachetier_rollbacks_total",
     "Rollbacks, by reason (Manual, AutoRollback).",
@@ -77,3 +98,6 @@ def forget_tier(namespace: str, tier: str) -> None:
     for gauge in TIER_GAUGES:
         with contextlib.suppress(KeyError):
             gauge.remove(namespace, tier)
+    for name in _ERROR_CLASSES.pop((namespace, tier), set()):
+        with contextlib.suppress(KeyError):
+            ERROR_REPLIES.remove(namespace, tier, name)

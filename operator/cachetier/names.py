@@ -32,11 +32,19 @@ ANNOTATION_CONFIG_HASH = f"{GROUP}/config-hash"
 ANNOTATION_SPEC_HASH = f"{GROUP}/spec-hash"
 # On a CacheTier: "true" holds rollout.steps where they are (set by `cachetier rollout pause`).
 ANNOTATION_ROLLOUT_PAUSED = f"{GROUP}/rollout-paused"
+ANNOTATION_REARM = f"{GROUP}/rearm"
+"""On a tier: a new value re-arms the rollout after an automatic rollback, without a
+spec change (``cachetier rollout set`` writes it); the honoured value is kept in
+``status.rollout.rearm``."""
 
 # Env vars injected into consumers.
 ENV_REDIS_URL = "REDIS_URL"
 ENV_REDIS_ENABLED = "REDIS_ENABLED"
 ENV_REDIS_FLAG_FILE = "REDIS_FLAG_FILE"
+ENV_REDIS_PASSWORD = "REDIS_PASSWORD"
+"""The password alone (secretKeyRef, optional): cluster clients need it per node."""
+ENV_REDIS_MODE = "REDIS_MODE"
+"""standalone | cluster | external (secretKeyRef): which client to build."""
 
 # Keys of the Secrets.
 AUTH_PASSWORD_KEY = "password"

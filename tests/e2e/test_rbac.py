@@ -144,6 +144,16 @@ def test_manifests_dry_run(kube_cluster: KubeCluster, operator_rbac: None) -> No
     assert "(server dry run)" in out
 
 
+def test_kubectl_apply_f_crds_directory(kube_cluster: KubeCluster) -> None:
+    """``kubectl apply -f crds/`` (the habit most operator READMEs teach) works."""
+    crds = MANIFESTS.parent / "crds"
+    proc = kube_cluster.run_kubectl("apply", "--dry-run=server", "-f", str(crds), timeout=90)
+    assert "customresourcedefinition.apiextensions.k8s.io/cachetiers.cachetier.io" in proc.stdout
+    # and kustomize still reads the directory
+    proc = kube_cluster.run_kubectl("kustomize", str(crds), timeout=60)
+    assert "name: cachetiers.cachetier.io" in proc.stdout
+
+
 def test_least_privilege(kube_cluster: KubeCluster, operator_rbac: None) -> None:
     """The ServiceAccount may do what the operator needs, and nothing destructive."""
     wrong = []

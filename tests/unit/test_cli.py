@@ -130,6 +130,36 @@ def test_change_messages() -> None:
     )
 
 
+def test_set_says_when_nothing_changed_and_when_it_re_arms() -> None:
+    args = parse("rollout", "set", "t", "100")
+    before = {"spec": {"rollout": {"percent": 100}}}
+    after = {"spec": {"rollout": {"percent": 100, "enabled": True}}}
+    assert cli.describe_change(args, after, before) == (
+        'cachetier "t" rollout already at 100% (enabled): nothing changed'
+    )
+    assert cli.describe_change(args, after, before, rearmed=True) == (
+        'cachetier "t" rollout stays at 100% (enabled) and re-armed after the automatic '
+        "rollback (cachetier.io/rearm)"
+    )
+    lower = {"spec": {"rollout": {"percent": 50, "enabled": True}}}
+    assert cli.describe_change(args, after, lower, rearmed=True).startswith(
+        'cachetier "t" rollout set to 100% (enabled) and re-armed'
+    )
+
+
+def test_rearm_only_when_an_automatic_rollback_holds_this_generation() -> None:
+    held = {"metadata": {"generation": 4}, "status": {"rollout": {"rolledBackGeneration": 4}}}
+    assert cli.auto_rolled_back(held)
+    assert not cli.auto_rolled_back({**held, "metadata": {"generation": 5}})
+    assert not cli.auto_rolled_back({"metadata": {"generation": 4}, "status": {}})
+    now = datetime(2026, 12, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    patch = cli.rearm_patch(cli.build_patch(parse("rollout", "set", "t", "100")), now)
+    assert patch == {
+        "spec": {"rollout": {"percent": 100, "enabled": True}},
+        "metadata": {"annotations": {"cachetier.io/rearm": "2026-12-01T12:00:00.123456Z"}},
+    }
+
+
 # --- tables ----------------------------------------------------------------
 
 
@@ -281,7 +311,7 @@ def test_bad_percent_is_one_line_before_any_api_call(capsys: pytest.CaptureFixtu
     code, out, err = run_main(
         ["--kubeconfig", "/nonexistent", "rollout", "set", "t", "150"], capsys
     )
-    assert (code, out) == (1, "")
+    assert (code, out) == (2, "")
     assert err == "cachetier: error: percent must be a whole number from 0 to 100, got '150'\n"
 
 

@@ -100,6 +100,21 @@ def test_build_apply_owns_only_the_operator_entries(enabled: bool) -> None:
                 "name": "REDIS_URL",
                 "valueFrom": {"secretKeyRef": {"name": f"{TIER}-connection", "key": "url"}},
             },
+            {
+                # optional: a tier without auth has no password key
+                "name": "REDIS_PASSWORD",
+                "valueFrom": {
+                    "secretKeyRef": {
+                        "name": f"{TIER}-connection",
+                        "key": "password",
+                        "optional": True,
+                    }
+                },
+            },
+            {
+                "name": "REDIS_MODE",
+                "valueFrom": {"secretKeyRef": {"name": f"{TIER}-connection", "key": "mode"}},
+            },
             {"name": "REDIS_ENABLED", "value": "true" if enabled else "false"},
         ]
     # Nothing else of the workload is in the body, so SSA never claims it.
@@ -113,6 +128,8 @@ def test_build_apply_never_carries_a_literal_url() -> None:
     url = env_of(body)["REDIS_URL"]
     assert "value" not in url
     assert "redis://" not in str(body)
+    assert "value" not in env_of(body)["REDIS_PASSWORD"]
+    assert "value" not in env_of(body)["REDIS_MODE"]
 
 
 def test_build_apply_pod_granularity_keeps_the_gate_and_adds_the_flag_file() -> None:

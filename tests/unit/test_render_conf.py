@@ -148,10 +148,13 @@ def test_cluster_mode() -> None:
     assert not any("cluster" in line for line in _lines(render_redis_conf(CacheTierSpec())))
 
 
+APP_RULES = "+@all -@admin -@dangerous +info +sort +sort_ro +keys +flushdb +flushall"
+
+
 def test_auth_conf_users() -> None:
     lines = _lines(render_auth_conf(CacheTierSpec(), SECRETS))
     assert lines == [
-        "user default on >app-pw ~* &* +@all -flushdb -flushall -keys",
+        "user default on >app-pw ~* &* " + APP_RULES + " -flushdb -flushall -keys",
         f"user {names.OPERATOR_USER} on >op-pw ~* &* +@all",
         f"masteruser {names.OPERATOR_USER}",
         "masterauth op-pw",
@@ -161,12 +164,12 @@ def test_auth_conf_users() -> None:
 def test_disabled_commands_become_lowercase_acl_denials() -> None:
     spec = _spec(redis={"disabledCommands": ["FLUSHALL", "Debug", "CONFIG|SET", "flushall"]})
     default_user = _lines(render_auth_conf(spec, SECRETS))[0]
-    assert default_user.endswith("+@all -flushall -debug -config|set")
+    assert default_user.endswith(APP_RULES + " -flushall -debug -config|set")
 
 
 def test_no_disabled_commands() -> None:
     default_user = _lines(render_auth_conf(_spec(redis={"disabledCommands": []}), SECRETS))[0]
-    assert default_user.endswith("+@all")
+    assert default_user.endswith(APP_RULES)
 
 
 def test_operator_user_is_never_restricted() -> None:
@@ -180,7 +183,7 @@ def test_auth_disabled_means_nopass_for_the_app_user_only() -> None:
         app_password=None, operator_password="op-pw", app_password_generated=False
     )
     lines = _lines(render_auth_conf(_spec(auth={"enabled": False}), secrets))
-    assert lines[0].startswith("user default on nopass ~* &* +@all")
+    assert lines[0].startswith("user default on nopass ~* &* " + APP_RULES)
     assert lines[1].startswith(f"user {names.OPERATOR_USER} on >op-pw ")
 
 

@@ -17,7 +17,9 @@ from cachetier.rollout import (
     StepState,
     Workload,
     bucket,
+    describe_errors,
     enabled_pod_count,
+    evaluate_latency,
     evaluate_probe,
     next_effective_percent,
     parse_pin,
@@ -333,7 +335,8 @@ AUTO = AutoRollbackSpec()  # seed guide thresholds: 10 ms, 1 %, 3 probes
     [
         (True, 0.4, 0.0, False),
         (True, 10.0, 0.01, False),  # at the thresholds is still fine
-        (True, 10.5, 0.0, True),
+        (True, 10.5, 0.0, False),  # slow is a warning, not a bad probe
+        (True, 500.0, 0.0, False),
         (True, 0.4, 0.011, True),
         (False, None, None, True),
         (True, None, None, False),
@@ -350,19 +353,39 @@ def test_probe_thresholds(
 
 def test_probe_message_names_the_measured_values() -> None:
     verdict = evaluate_probe(AUTO, True, 12.5, 0.02, 1)
-    assert "12.5 ms" in verdict.message
-    assert "> 10 ms" in verdict.message
     assert "2 %" in verdict.message
     assert "1 %" in verdict.message
     assert "2 consecutive" in verdict.message
+    assert "ms" not in verdict.message  # latency is not a reason without rollbackOnLatency
     assert "Redis unreachable" in evaluate_probe(AUTO, False, None, None, 0).message
+    opted = AutoRollbackSpec(rollback_on_latency=True)
+    verdict = evaluate_probe(opted, True, 12.5, 0.0, 0)
+    assert "12.5 ms" in verdict.message
+    assert "> 10 ms" in verdict.message
+
+
+def test_error_rate_message_names_the_class_and_the_denied_command() -> None:
+    verdict = evaluate_probe(
+        AUTO,
+        True,
+        0.3,
+        0.0828,
+        0,
+        error_classes={"NOPERM": 97, "ERR": 3},
+        denied={"KEYS": 97},
+    )
+    assert "error rate 8.28 % > 1 %" in verdict.message
+    assert "NOPERM 97 % (KEYS denied to the application user: use SCAN" in verdict.message
+    assert "ERR 3 %" in verdict.message
+    assert describe_errors(None, None) == ""
+    assert "stale REDIS_URL" in describe_errors({"WRONGPASS": 5}, None)
 
 
 def test_rollback_after_failure_threshold_consecutive_bad_probes() -> None:
     failures = 0
     verdicts = []
-    for latency in [50.0, 50.0, 0.3, 50.0, 50.0, 50.0, 50.0]:
-        verdict = evaluate_probe(AUTO, True, latency, 0.0, failures)
+    for up in [False, False, True, False, False, False, False]:
+        verdict = evaluate_probe(AUTO, up, 0.3 if up else None, 0.0, failures)
         failures = verdict.consecutive_failures
         verdicts.append((verdict.consecutive_failures, verdict.rollback))
     assert verdicts == [
@@ -376,6 +399,31 @@ def test_rollback_after_failure_threshold_consecutive_bad_probes() -> None:
     ]
 
 
+def test_latency_rolls_back_only_when_opted_in_and_sustained() -> None:
+    opted = AutoRollbackSpec(rollback_on_latency=True)
+    failures = 0
+    rolled = []
+    for latency in [50.0, 50.0, 0.3, 50.0, 50.0, 50.0]:
+        verdict = evaluate_probe(opted, True, latency, 0.0, failures)
+        failures = verdict.consecutive_failures
+        rolled.append(verdict.rollback)
+    assert rolled == [False, False, False, False, False, True]
+    assert not any(evaluate_probe(AUTO, True, 50.0, 0.0, n).rollback for n in range(0, 10))
+
+
+def test_latency_warning_has_hysteresis() -> None:
+    """One slow probe on a busy node changes nothing; threshold-many in a row do."""
+    slow, streak = False, 0
+    states = []
+    for latency in [50.0, 0.3, 50.0, 50.0, 50.0, 0.3, 50.0, 0.3, 0.3, 0.3, None]:
+        verdict = evaluate_latency(AUTO, latency, slow, streak)
+        slow, streak = verdict.slow, verdict.streak
+        states.append(slow)
+    assert states == [False, False, False, False, True, True, True, True, True, False, False]
+    assert "> 10 ms" in evaluate_latency(AUTO, 50.0, True, 0).message
+    assert evaluate_latency(AUTO, 0.3, False, 0).message == ""
+
+
 def test_no_rollback_when_auto_rollback_is_disabled() -> None:
     auto = AutoRollbackSpec(enabled=False, failure_threshold=1)
     verdict = evaluate_probe(auto, False, None, None, 10)
@@ -385,6 +433,9 @@ def test_no_rollback_when_auto_rollback_is_disabled() -> None:
 
 
 def test_custom_thresholds_are_honoured() -> None:
-    auto = AutoRollbackSpec(max_latency_ms=100, max_error_rate=0.5, failure_threshold=1)
+    auto = AutoRollbackSpec(
+        max_latency_ms=100, max_error_rate=0.5, failure_threshold=1, rollback_on_latency=True
+    )
     assert not evaluate_probe(auto, True, 50.0, 0.2, 0).bad
     assert evaluate_probe(auto, True, 150.0, 0.2, 0).rollback
+    assert evaluate_probe(auto, True, 1.0, 0.6, 0).rollback

@@ -193,7 +193,10 @@ class RedisSpec(_Model):
         default_factory=lambda: ["FLUSHDB", "FLUSHALL", "KEYS"],
         description=(
             "Commands the application user may not run, denied through an ACL rule "
-            "(not rename-command). The operator's own user is not restricted by this list."
+            "(not rename-command). Whatever this list says, the application user can "
+            "never run administrative commands: the ACL categories @admin and @dangerous "
+            "are denied, except INFO, SORT, SORT_RO and the KEYS, FLUSHDB and FLUSHALL "
+            "that this list denies by default. The operator's own user is not restricted."
         ),
         max_length=64,
         json_schema_extra={"x-kubernetes-list-type": "set"},
@@ -375,7 +378,11 @@ class AutoRollbackSpec(_Model):
         default=10,
         gt=0,
         le=60000,
-        description="A probe whose PING takes longer than this (ms) is bad.",
+        description=(
+            "A probe whose median PING takes longer than this (ms) is slow. Slow is a "
+            "warning (condition HighLatency, an Event, a metric) once it lasts "
+            "failureThreshold probes; it rolls back only with rollbackOnLatency."
+        ),
     )
     max_error_rate: float = Field(
         default=0.01,
@@ -387,7 +394,19 @@ class AutoRollbackSpec(_Model):
         default=3,
         ge=1,
         le=100,
-        description="Consecutive bad probes before rolling back.",
+        description=(
+            "Consecutive bad probes (unreachable, error rate above maxErrorRate; slow "
+            "too with rollbackOnLatency) before rolling back; also how many slow or fast "
+            "probes in a row raise or clear the HighLatency warning."
+        ),
+    )
+    rollback_on_latency: bool = Field(
+        default=False,
+        description=(
+            "Also roll back when PING latency stays above maxLatencyMs for "
+            "failureThreshold probes in a row. Off by default: the seed guide grades "
+            "latency as a warning, disconnection and errors as critical."
+        ),
     )
 
 
@@ -576,7 +595,14 @@ class RolloutStatus(_Status):
     )
     rolled_back_generation: int | None = Field(
         default=None,
-        description="Generation at which an automatic rollback happened; cleared by a spec change.",
+        description=(
+            "Generation at which an automatic rollback happened; cleared by a spec change "
+            "or a new cachetier.io/rearm annotation."
+        ),
+    )
+    rearm: str | None = Field(
+        default=None,
+        description="The last cachetier.io/rearm annotation value the operator honoured.",
     )
 
 
@@ -609,7 +635,23 @@ class HealthStatus(_Status):
     )
     connected_clients: int | None = Field(default=None, description="INFO connected_clients.")
     evicted_keys: int | None = Field(default=None, description="INFO evicted_keys.")
-    consecutive_failures: int = Field(default=0, description="Bad probes in a row.")
+    consecutive_failures: int = Field(
+        default=0, description="Bad probes in a row when the verdict last changed."
+    )
+    slow: bool = Field(
+        default=False, description="PING latency has stayed above maxLatencyMs (a warning)."
+    )
+    error_classes: dict[str, int] = Field(
+        default_factory=dict,
+        description=(
+            "Error replies by class (NOPERM, WRONGPASS, OOM, ...) between the last two "
+            "probes, from INFO errorstats, when the verdict last changed."
+        ),
+    )
+    denied_commands: list[str] = Field(
+        default_factory=list,
+        description="Commands the ACL refused to the application user lately (ACL LOG).",
+    )
     message: str = Field(default="", description="Why the last probe was bad, if it was.")
     checked_at: str | None = Field(default=None, description="When the probe ran (RFC 3339).")
 

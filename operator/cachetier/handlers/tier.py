@@ -29,7 +29,8 @@ from cachetier.reconcile.tier import TemporaryError, TierReconciler
 
 log = logging.getLogger("cachetier.handlers")
 
-RESYNC_SECONDS = 60.0
+RESYNC_SECONDS = float(os.environ.get("CACHETIER_RESYNC_INTERVAL", "60"))
+"""Every tier is reconciled at least this often (drift that no watch event reports)."""
 PROBE_SECONDS = float(os.environ.get("CACHETIER_PROBE_INTERVAL", "5"))
 
 CURRENT: Runtime | None = None

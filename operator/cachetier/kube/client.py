@@ -95,13 +95,19 @@ def load_api_client(kubeconfig: str | None = None) -> kubernetes.client.ApiClien
 
 
 def path(kind: str, namespace: str | None, name: str | None = None, sub: str = "") -> str:
-    """REST path of a collection or an object."""
+    """REST path of a collection or an object.
+
+    A namespaced kind with ``namespace`` None is the collection across every
+    namespace (``/apis/G/V/plural``), which only a list may ask for.
+    """
     res = RESOURCES[kind]
     parts = [res.prefix]
     if res.namespaced:
         if namespace is None:
-            raise ValueError(f"{kind} is namespaced")
-        parts += ["namespaces", quote(namespace, safe="")]
+            if name is not None or sub:
+                raise ValueError(f"{kind} is namespaced: {name!r} needs a namespace")
+        else:
+            parts += ["namespaces", quote(namespace, safe="")]
     parts.append(res.plural)
     if name is not None:
         parts.append(quote(name, safe=""))

@@ -16,6 +16,14 @@ PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 ROLLED_BACK = "RolledBack"
 CONSUMER_CONFLICT = "ConsumerConflict"
+HIGH_LATENCY = "HighLatency"
+# The two conditions kstatus (Flux, kpt, cli-utils) reads: Reconciling=True is
+# InProgress, Stalled=True is Failed, neither is Current.
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
+
+STALLED_REASONS = frozenset({"InvalidSpec", "DependencyMissing", "ExternalSecretInvalid"})
+"""Ready reasons that need a person (a spec change or a missing object): Stalled."""
 
 
 @dataclass(frozen=True)
@@ -128,7 +136,9 @@ def merge_conditions(
 
     ``lastTransitionTime`` changes only when a condition's status changes, so a
     reconcile that observes nothing new produces an identical list (no write).
-    Conditions not named in ``updates`` are kept as they are.
+    Conditions not named in ``updates`` are kept, stamped with ``generation``: the
+    whole status is written for that generation, and kstatus readers compare each
+    condition's ``observedGeneration`` with ``metadata.generation``.
     """
     by_type = {c.get("type"): c for c in existing}
     out: list[dict[str, Any]] = []
@@ -149,15 +159,42 @@ def merge_conditions(
             }
         )
         seen.add(ctype)
-    out.extend(c for c in existing if c.get("type") not in seen)
+    out.extend(
+        {**c, "observedGeneration": generation} for c in existing if c.get("type") not in seen
+    )
     return out
 
 
+def kstatus_conditions(verdict: Verdict) -> list[tuple[str, str, str, str]]:
+    """``Stalled`` and ``Reconciling`` for kstatus, from the verdict (and its extras).
+
+    Stalled (kstatus: Failed) when the operator refuses the spec or a dependency is
+    missing, and when an automatic rollback holds the consumers off until a person
+    re-arms it (the spec's percent cannot be reached on its own); Reconciling
+    (InProgress) while the operator is still converging; neither once Ready (Current).
+    A manual rollback (``enabled: false``) is the spec, so it is Current.
+    """
+    _, reason, message = verdict.ready
+    auto = [c for c in verdict.extra if c[0] == ROLLED_BACK and c[1] == "True"]
+    auto = [c for c in auto if c[2] == "AutoRollback"]
+    if reason in STALLED_REASONS:
+        return [(STALLED, "True", reason, message), (RECONCILING, "False", reason, "")]
+    if auto:
+        text = f"automatic rollback holds every consumer off: {auto[0][3]}".strip()
+        stalled = (STALLED, "True", "AutoRollback", text[:1000])
+    else:
+        stalled = (STALLED, "False", reason, "")
+    if verdict.progressing[0] == "True":
+        return [stalled, (RECONCILING, "True", verdict.progressing[1], verdict.progressing[2])]
+    return [stalled, (RECONCILING, "False", reason, "")]
+
+
 def verdict_conditions(verdict: Verdict) -> list[tuple[str, str, str, str]]:
-    """The verdict as ``merge_conditions`` updates."""
+    """The verdict as ``merge_conditions`` updates (kstatus's two included)."""
     return [
         (READY, *verdict.ready),
         (PROGRESSING, *verdict.progressing),
         (DEGRADED, *verdict.degraded),
         *verdict.extra,
+        *kstatus_conditions(verdict),
     ]

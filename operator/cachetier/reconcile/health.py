@@ -2,10 +2,11 @@
 
 Gathers the probe target (a Redis pod's IP with the operator's own ACL user,
 or the external URL), runs :func:`cachetier.redis.probe.probe`, judges it with
-the pure :func:`cachetier.rollout.evaluate_probe`, and records the result:
-metrics on every probe; ``status.health`` only when something a person would
-act on changed (up/down, the failure count, the reason) or every
-``HEALTH_REFRESH_SECONDS``, so an idle healthy tier causes no API writes.
+the pure :func:`cachetier.rollout.evaluate_probe` (critical: unreachable, error
+rate) and :func:`cachetier.rollout.evaluate_latency` (a warning), and records the
+result: metrics on every probe; ``status.health`` only when the verdict changes
+(up/down, good/bad, slow/fast), never for a changing number, so an idle or
+merely busy tier causes no API writes.
 After ``failureThreshold`` bad probes in a row it rolls the tier back:
 ``status.rollout.rolledBackGeneration``, condition ``RolledBack`` with reason
 ``AutoRollback``, an Event, and the next reconcile switches consumers off.
@@ -16,7 +17,6 @@ from __future__ import annotations
 import base64
 import logging
 import threading
-import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -32,18 +32,21 @@ from cachetier.reconcile import conditions as cond
 from cachetier.reconcile.rollout_pass import EventFn
 from cachetier.reconcile.tier import TierReconciler, now_rfc3339
 from cachetier.redis.probe import Counters, ProbeResult, Target, probe
-from cachetier.rollout import evaluate_probe
+from cachetier.rollout import evaluate_latency, evaluate_probe
 
 log = logging.getLogger("cachetier.health")
 
-HEALTH_REFRESH_SECONDS = 300.0
 PROBED_PHASES = ("Ready", "Degraded", "RolledBack")
 
 
 @dataclass
 class _Memory:
     counters: Counters | None = None
-    last_write: float = 0.0
+    failures: int | None = None
+    """Bad probes in a row (None until the first probe of this process)."""
+    slow: bool = False
+    latency_streak: int = 0
+    rearm: str | None = None
 
 
 class HealthProber:
@@ -135,26 +138,54 @@ class HealthProber:
     def _record(
         self, body: dict[str, Any], spec: CacheTierSpec, memory: _Memory, result: ProbeResult
     ) -> bool:
-        """Judge the probe, write status.health (and an automatic rollback) if it matters."""
+        """Judge the probe; write status.health (and an automatic rollback) on a new verdict.
+
+        The counts behind a verdict (bad probes in a row, the latency streak) live in
+        this process's memory, not in status, so a probe that only changes a number
+        writes nothing; status changes when the verdict does: up/down, good/bad,
+        slow/fast, a rollback.
+        """
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
         status = dict(body.get("status") or {})
         old_health = dict(status.get("health") or {})
+        auto = spec.rollout.auto_rollback
+        rearm = (body["metadata"].get("annotations") or {}).get(names.ANNOTATION_REARM)
+        if memory.failures is None:  # first probe of this process: resume from status
+            memory.failures = int(old_health.get("consecutiveFailures") or 0)
+            memory.slow = bool(old_health.get("slow"))
+            memory.rearm = rearm
+        elif rearm != memory.rearm:  # a person re-armed the rollout: count afresh
+            memory.failures, memory.rearm = 0, rearm
         verdict = evaluate_probe(
-            spec.rollout.auto_rollback,
+            auto,
             result.up,
             result.latency_ms,
             result.error_rate,
-            int(old_health.get("consecutiveFailures") or 0),
+            memory.failures,
+            error_classes=result.error_classes,
+            denied=result.denied_commands,
         )
-        health = {
+        latency = evaluate_latency(auto, result.latency_ms, memory.slow, memory.latency_streak)
+        was_slow = memory.slow
+        memory.slow, memory.latency_streak = latency.slow, latency.streak
+        threshold = auto.failure_threshold
+        # Past the threshold the count stops climbing.
+        memory.failures = min(verdict.consecutive_failures, threshold)
+        metrics.SLOW.labels(namespace, name).set(1 if latency.slow else 0)
+        if result.error_classes is not None:
+            metrics.set_error_classes(namespace, name, result.error_classes)
+        health: dict[str, Any] = {
             "up": result.up,
             "latencyMs": result.latency_ms,
             "hitRate": result.hit_rate,
             "errorRate": result.error_rate,
             "connectedClients": result.connected_clients,
             "evictedKeys": result.evicted_keys,
-            "consecutiveFailures": verdict.consecutive_failures,
-            "message": verdict.message if verdict.bad else "",
+            "consecutiveFailures": memory.failures,
+            "slow": latency.slow,
+            "errorClasses": result.error_classes or {},
+            "deniedCommands": sorted(result.denied_commands or {}),
+            "message": verdict.message if verdict.bad else latency.message,
             "checkedAt": now_rfc3339(),
         }
         if result.error:
@@ -164,26 +195,29 @@ class HealthProber:
         already = rollout.get("rolledBackGeneration") == generation
         rollback = (
             verdict.rollback
-            and spec.rollout.auto_rollback.enabled
+            and auto.enabled
             and spec.rollout.enabled
             and not already
             and int(rollout.get("effectivePercent") or 0) > 0
         )
-        # Past the threshold the count stops climbing, so a Redis that stays down
-        # (or slow) is not rewritten into status on every probe.
-        threshold = spec.rollout.auto_rollback.failure_threshold
-        health["consecutiveFailures"] = min(verdict.consecutive_failures, threshold)
-        old_failures = int(old_health.get("consecutiveFailures") or 0)
+        old_bad = int(old_health.get("consecutiveFailures") or 0) > 0
         material = (
-            old_health.get("up") != health["up"]
-            or old_failures != health["consecutiveFailures"]
-            or bool(old_health.get("message")) != bool(health["message"])
+            "up" not in old_health
+            or old_health.get("up") != health["up"]
+            or old_bad != verdict.bad
+            or bool(old_health.get("slow")) != latency.slow
         )
-        stale = time.monotonic() - memory.last_write >= HEALTH_REFRESH_SECONDS
-        if not (material or stale or rollback):
+        if not (material or rollback):
             return False
         new_status = dict(status)
         new_status["health"] = {k: v for k, v in health.items() if v is not None}
+        updates: list[tuple[str, str, str, str]] = []
+        if latency.slow != was_slow or not _has_condition(status, cond.HIGH_LATENCY):
+            updates.append(
+                (cond.HIGH_LATENCY, "True", "LatencyAboveThreshold", latency.message)
+                if latency.slow
+                else (cond.HIGH_LATENCY, "False", "LatencyOk", "")
+            )
         if rollback:
             # The decision in one write (the reconcile that follows at once flips
             # the consumers and writes the same values), so status never shows
@@ -195,25 +229,38 @@ class HealthProber:
                 reason="RolledBack",
             )
             new_status["rollout"] = rollout
+            updates += [
+                (cond.ROLLED_BACK, "True", "AutoRollback", verdict.message),
+                (
+                    cond.STALLED,
+                    "True",
+                    "AutoRollback",
+                    f"automatic rollback holds every consumer off: {verdict.message}"[:1000],
+                ),
+            ]
+        if updates:
             new_status["conditions"] = cond.merge_conditions(
-                list(status.get("conditions") or []),
-                [(cond.ROLLED_BACK, "True", "AutoRollback", verdict.message)],
-                generation,
-                now_rfc3339(),
+                list(status.get("conditions") or []), updates, generation, now_rfc3339()
             )
         self.reconciler.write_status(body, status, new_status)
-        memory.last_write = time.monotonic()
-        if result.up != bool(old_health.get("up", True)) or (
-            verdict.bad and int(old_health.get("consecutiveFailures") or 0) == 0
-        ):
+        if result.up != bool(old_health.get("up", True)) or verdict.bad != old_bad:
             etype = "Normal" if not verdict.bad else "Warning"
             reason = "RedisHealthy" if not verdict.bad else "RedisUnhealthy"
-            self._event(body, etype, reason, str(health["message"] or "probe ok"))
+            self._event(body, etype, reason, str(verdict.message or "probe ok"))
+        if latency.slow != was_slow:
+            if latency.slow:
+                self._event(body, "Warning", "HighLatency", latency.message)
+            else:
+                self._event(body, "Normal", "LatencyOk", "PING latency back under the threshold")
         if rollback:
             metrics.ROLLBACKS.labels(namespace, name, "AutoRollback").inc()
             self._event(body, "Warning", "AutoRollback", verdict.message)
             log.warning("auto-rollback of %s/%s: %s", namespace, name, verdict.message)
         return rollback
+
+
+def _has_condition(status: dict[str, Any], ctype: str) -> bool:
+    return any(c.get("type") == ctype for c in status.get("conditions") or [])
 
 
 def _export(namespace: str, name: str, result: ProbeResult) -> None:

@@ -22,7 +22,13 @@ API_VERSIONS = {"Deployment": "apps/v1", "StatefulSet": "apps/v1"}
 FLAG_VOLUME = "cachetier-flags"
 FLAG_DIR = "/etc/cachetier/flags"
 FLAG_FILE = "redis-enabled"
-INJECTED_ENV = (names.ENV_REDIS_URL, names.ENV_REDIS_ENABLED, names.ENV_REDIS_FLAG_FILE)
+INJECTED_ENV = (
+    names.ENV_REDIS_URL,
+    names.ENV_REDIS_PASSWORD,
+    names.ENV_REDIS_MODE,
+    names.ENV_REDIS_ENABLED,
+    names.ENV_REDIS_FLAG_FILE,
+)
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,28 @@ def _env_for(inj: Injection) -> list[dict[str, Any]]:
             "name": names.ENV_REDIS_URL,
             "valueFrom": {
                 "secretKeyRef": {"name": names.connection_secret(inj.tier), "key": "url"}
+            },
+        },
+        # Cluster clients (node-redis createCluster, ioredis Cluster) authenticate to
+        # each node with per-node options, not from the URL of the first one. Optional:
+        # a tier without auth has no password key.
+        {
+            "name": names.ENV_REDIS_PASSWORD,
+            "valueFrom": {
+                "secretKeyRef": {
+                    "name": names.connection_secret(inj.tier),
+                    "key": "password",
+                    "optional": True,
+                }
+            },
+        },
+        {
+            "name": names.ENV_REDIS_MODE,
+            "valueFrom": {
+                "secretKeyRef": {
+                    "name": names.connection_secret(inj.tier),
+                    "key": names.CONNECTION_MODE_KEY,
+                }
             },
         },
         # At pod granularity the template keeps "true" as the capability gate and
@@ -157,6 +185,8 @@ def _normalise(entry: dict[str, Any] | None) -> Any:
     ref = (entry.get("valueFrom") or {}).get("secretKeyRef")
     if ref:
         out["secretKeyRef"] = {"name": ref.get("name"), "key": ref.get("key")}
+        if ref.get("optional"):
+            out["secretKeyRef"]["optional"] = True
     return out
 
 

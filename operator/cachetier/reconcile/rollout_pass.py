@@ -45,19 +45,24 @@ class RolloutPass:
         old = dict(old_status.get("rollout") or {})
         generation = body["metadata"].get("generation")
         serving = bool(old.get("serving")) or phase == "Ready"
+        annotations = body["metadata"].get("annotations") or {}
+        rearm = annotations.get(names.ANNOTATION_REARM)
+        rearmed = bool(rearm) and rearm != old.get("rearm")
         rolled_back = (
             old.get("rolledBackGeneration") is not None
             and old.get("rolledBackGeneration") == generation
+            and not rearmed
         )
-        paused = (body["metadata"].get("annotations") or {}).get(
-            names.ANNOTATION_ROLLOUT_PAUSED
-        ) == "true"
+        paused = annotations.get(names.ANNOTATION_ROLLOUT_PAUSED) == "true"
         state = StepState(
             index=old.get("step"),
             last_step_time=_parse_time(old.get("lastStepTime")),
         )
         now = datetime.now(UTC).replace(microsecond=0)
-        failures = int((old_status.get("health") or {}).get("consecutiveFailures") or 0)
+        health = old_status.get("health") or {}
+        failures = int(health.get("consecutiveFailures") or 0)
+        if health.get("slow"):  # a warning does not roll back, but steps do not climb on it
+            failures = max(failures, 1)
         step = next_effective_percent(
             spec.rollout,
             state,
@@ -91,6 +96,10 @@ class RolloutPass:
         }
         if rolled_back:
             rollout["rolledBackGeneration"] = generation
+        if rearm:
+            rollout["rearm"] = rearm
+        if rearmed:
+            self._event(body, "Normal", "Rearmed", f"rollout re-armed ({names.ANNOTATION_REARM})")
         new["rollout"] = rollout
         new["consumers"] = {
             "selected": report.selected,

@@ -41,6 +41,10 @@ class Counters:
     errors: int
     hits: int
     misses: int
+    error_classes: tuple[tuple[str, int], ...] = ()
+    """INFO errorstats: (class, count) — NOPERM, WRONGPASS, OOM, ERR, ..."""
+    denials: tuple[tuple[str, int], ...] = ()
+    """ACL LOG command denials of the application user: (command, count)."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,10 @@ class ProbeResult:
     evicted_keys: int | None = None
     counters: Counters | None = None
     error: str = ""
+    error_classes: dict[str, int] | None = None
+    """Error replies by class since the previous probe (None on the first probe)."""
+    denied_commands: dict[str, int] | None = None
+    """Commands refused by the ACL to the application user since the previous probe."""
 
 
 def probe(target: Target, previous: Counters | None, timeout: float = 2.0) -> ProbeResult:
@@ -83,6 +91,10 @@ def probe(target: Target, previous: Counters | None, timeout: float = 2.0) -> Pr
         # process should not count as a slow Redis.
         latency = sorted(samples)[len(samples) // 2]
         info = client.info()
+        errorstats = client.info("errorstats")
+        # Only the NOPERM class has an ACL LOG to say which command; a user without
+        # the right to read it (an external Redis) just gets no names.
+        acl_log = _acl_log(client) if "errorstat_NOPERM" in errorstats else []
     except redis.RedisError as exc:
         return ProbeResult(up=False, error=f"{type(exc).__name__}: {exc}")
     finally:
@@ -92,6 +104,8 @@ def probe(target: Target, previous: Counters | None, timeout: float = 2.0) -> Pr
         errors=int(info.get("total_error_replies", 0)),
         hits=int(info.get("keyspace_hits", 0)),
         misses=int(info.get("keyspace_misses", 0)),
+        error_classes=tuple(sorted(_error_classes(errorstats).items())),
+        denials=tuple(sorted(_denials(acl_log).items())),
     )
     base = previous if previous is not None and previous.commands <= counters.commands else None
     d_cmd = counters.commands - (base.commands if base else 0)
@@ -108,4 +122,46 @@ def probe(target: Target, previous: Counters | None, timeout: float = 2.0) -> Pr
         connected_clients=int(info.get("connected_clients", 0)),
         evicted_keys=int(info.get("evicted_keys", 0)),
         counters=counters,
+        error_classes=_delta(counters.error_classes, base.error_classes) if base else None,
+        denied_commands=_delta(counters.denials, base.denials) if base else None,
     )
+
+
+def _acl_log(client: redis.Redis) -> list[dict[str, object]]:
+    try:
+        entries: list[dict[str, object]] = client.acl_log(count=32)  # type: ignore[assignment]
+    except redis.ResponseError:
+        return []
+    return list(entries or [])
+
+
+def _error_classes(errorstats: dict[str, object]) -> dict[str, int]:
+    """``{"errorstat_NOPERM": {"count": 3}}`` -> ``{"NOPERM": 3}``."""
+    out: dict[str, int] = {}
+    for key, value in errorstats.items():
+        if key.startswith("errorstat_") and isinstance(value, dict):
+            out[key.removeprefix("errorstat_")] = int(value.get("count", 0))
+    return out
+
+
+def _denials(entries: list[dict[str, object]]) -> dict[str, int]:
+    """Command denials of the application user (``default``) in ACL LOG, summed per command."""
+    out: dict[str, int] = {}
+    for entry in entries:
+        if entry.get("reason") != "command" or entry.get("username") != "default":
+            continue
+        command = str(entry.get("object") or "").upper()
+        if command:
+            out[command] = out.get(command, 0) + int(str(entry.get("count") or 1))
+    return out
+
+
+def _delta(now: tuple[tuple[str, int], ...], before: tuple[tuple[str, int], ...]) -> dict[str, int]:
+    """Positive growth per name between two cumulative snapshots."""
+    old = dict(before)
+    out = {}
+    for name, count in now:
+        grown = count - old.get(name, 0)
+        if grown > 0:
+            out[name] = grown
+    return out

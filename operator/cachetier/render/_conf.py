@@ -119,6 +119,31 @@ def _persistence_lines(spec: CacheTierSpec) -> list[str]:
     return [*save, "appendonly no"]
 
 
+APP_REALLOWED = ("+info", "+sort", "+sort_ro", "+keys", "+flushdb", "+flushall")
+"""Commands of ``@dangerous`` that are about the application's own data, not the server:
+INFO (ioredis' ready check and monitoring read it; it holds no secret), SORT/SORT_RO,
+and KEYS/FLUSHDB/FLUSHALL, which ``disabledCommands`` denies again by default — so a
+tier that removes them from ``disabledCommands`` gets them back, and nothing else."""
+
+APP_USER_RULES = (
+    "+@all",
+    "-@admin",
+    "-@dangerous",
+    *APP_REALLOWED,
+)
+"""The application user's command rules, before ``disabledCommands`` are denied.
+
+Every command except the Redis ACL categories ``@admin`` and ``@dangerous``
+(ACL SETUSER/LIST/LOG, CONFIG, DEBUG, SHUTDOWN, MONITOR, REPLICAOF, FAILOVER,
+CLIENT KILL/LIST/PAUSE, CLUSTER MEET/RESET/FORGET/FAILOVER/SETSLOT..., SAVE,
+MIGRATE, RESTORE, SWAPDB, MODULE, LATENCY, SLOWLOG, ...), then four data
+commands of ``@dangerous`` given back (see ``APP_REALLOWED``). What client
+libraries need stays: HELLO, AUTH, CLIENT SETNAME/SETINFO/ID/GETNAME, READONLY,
+ASKING, and the read-only CLUSTER SLOTS/SHARDS/NODES/MYID/INFO/KEYSLOT (all
+outside both categories).
+"""
+
+
 def acl_denied(spec: CacheTierSpec) -> list[str]:
     """ACL rules that deny spec.redis.disabledCommands (lowercase, duplicates dropped)."""
     seen: dict[str, None] = {}
@@ -141,7 +166,16 @@ def render_auth_conf(spec: CacheTierSpec, secrets: TierSecrets) -> str:
         default_auth = quote_conf(">" + secrets.app_password)
     else:
         default_auth = "nopass"
-    default_user = ["user", "default", "on", default_auth, "~*", "&*", "+@all", *acl_denied(spec)]
+    default_user = [
+        "user",
+        "default",
+        "on",
+        default_auth,
+        "~*",
+        "&*",
+        *APP_USER_RULES,
+        *acl_denied(spec),
+    ]
     operator_user = [
         "user",
         names.OPERATOR_USER,
@@ -154,7 +188,7 @@ def render_auth_conf(spec: CacheTierSpec, secrets: TierSecrets) -> str:
     lines = [
         _HEADER,
         "",
-        "# The application's user: everything except the disabled commands.",
+        "# The application's user: no administrative command, none of the disabled ones.",
         " ".join(default_user),
         "# The operator's own user: health probes, cluster formation and healing.",
         " ".join(operator_user),

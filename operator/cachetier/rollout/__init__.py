@@ -10,7 +10,13 @@ data out, so the reconciler can call it on every event and the property tests in
 - pod granularity enables exactly ``floor(pods * percent / 100 + 0.5)`` pods.
 """
 
-from cachetier.rollout._autorollback import ProbeVerdict, evaluate_probe
+from cachetier.rollout._autorollback import (
+    LatencyVerdict,
+    ProbeVerdict,
+    describe_errors,
+    evaluate_latency,
+    evaluate_probe,
+)
 from cachetier.rollout._buckets import (
     BUCKETS,
     Decision,
@@ -46,6 +52,7 @@ __all__ = [
     "ROLLED_BACK",
     "STEPPING",
     "Decision",
+    "LatencyVerdict",
     "ProbeVerdict",
     "Reason",
     "StepResult",
@@ -53,7 +60,9 @@ __all__ = [
     "Workload",
     "bucket",
     "decide",
+    "describe_errors",
     "enabled_pod_count",
+    "evaluate_latency",
     "evaluate_probe",
     "ladder",
     "next_effective_percent",
