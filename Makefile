@@ -38,15 +38,19 @@ test-unit: bootstrap
 test-redis: bootstrap
 	$(PY) -m pytest $(PYTEST_FLAGS) tests/redis
 
+# The e2e session runs with a private /etc/hosts that the node agent keeps cluster names
+# in (hack/private-hosts.sh), so clients resolve pod names at run time.
+E2E = env -u KUBECONFIG bash hack/private-hosts.sh $(PY) -m pytest $(PYTEST_FLAGS) tests/e2e
+
 test-e2e: bootstrap
-	env -u KUBECONFIG $(PY) -m pytest $(PYTEST_FLAGS) tests/e2e
+	$(E2E)
 
 # Three pytest runs, pure tiers first: the e2e session keeps an operator running in
 # a thread, and Hypothesis must not share the process's global random state with it.
 test: bootstrap lint crds-check ## Everything CI runs (.ci/run calls exactly this)
 	$(PY) -m pytest $(PYTEST_FLAGS) tests/unit
 	$(PY) -m pytest $(PYTEST_FLAGS) tests/redis
-	env -u KUBECONFIG $(PY) -m pytest $(PYTEST_FLAGS) tests/e2e
+	$(E2E)
 
 cluster-up: bootstrap ## Start the local control plane (+ node agent); writes .local/kubeconfig
 	$(PY) -m ctdev.controlplane up --dir $(LOCAL)

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 from cachetier import names
 from cachetier.handlers import tier as tier_handlers
 from tests.conftest import KubeCluster
-from tests.e2e.helpers import Operator, start_operator
+from tests.e2e.helpers import ERRORS, Operator, start_operator, unexpected
 
 CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "cachetier.yaml"
 CRD_NAME = f"{names.PLURAL}.{names.GROUP}"
@@ -53,10 +54,38 @@ def crd_installed(kube_cluster: KubeCluster) -> None:
         time.sleep(0.5)
 
 
+RESYNC_SECONDS = 10
+"""The operator's full-resync period in the e2e session (60 s in production)."""
+
+
 @pytest.fixture(scope="session")
 def operator(kube_cluster: Any, crd_installed: None) -> Iterator[Operator]:
     """The operator, running in this process (kopf.testing.KopfRunner) for the session."""
+    os.environ["CACHETIER_RESYNC_INTERVAL"] = str(RESYNC_SECONDS)
+    # No fixed port in tests: the in-process operator serves no metrics port (tests
+    # read its registry), and operators the tests start inherit that.
+    os.environ["CACHETIER_METRICS_PORT"] = "0"
     yield from start_operator()
+
+
+@pytest.fixture(autouse=True)
+def no_unexpected_operator_errors(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the test if anything in this process logged an ERROR it did not expect.
+
+    The operator runs in this process, so its ERROR lines and tracebacks (kopf's
+    included) land here. A test that provokes one on purpose names it with
+    ``@pytest.mark.operator_errors("regex", ...)``.
+    """
+    start = ERRORS.mark()
+    yield
+    allowed = [a for m in request.node.iter_markers("operator_errors") for a in m.args]
+    found = unexpected(ERRORS.since(start), allowed)
+    if found:
+        pytest.fail(
+            "the operator logged unexpected ERROR lines during this test:\n"
+            + "\n".join(found[:10]),
+            pytrace=False,
+        )
 
 
 @pytest.fixture

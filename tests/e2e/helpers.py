@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -87,10 +90,49 @@ class Operator:
         self.runtime().reconcile(namespace, name)
 
 
+class ErrorLog(logging.Handler):
+    """Every ERROR (or worse) record logged in this process, with its traceback.
+
+    The e2e tier fails a test during which the operator logged one it did not expect
+    (``@pytest.mark.operator_errors(regex, ...)`` names the expected ones).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[str] = []
+        self.guard = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = f"{record.levelname} {record.name}: {record.getMessage()}"
+        if record.exc_info:
+            text += "\n" + logging.Formatter().formatException(record.exc_info)
+        with self.guard:
+            self.records.append(text)
+
+    def since(self, index: int) -> list[str]:
+        with self.guard:
+            return self.records[index:]
+
+    def mark(self) -> int:
+        with self.guard:
+            return len(self.records)
+
+
+ERRORS = ErrorLog()
+
+
+def unexpected(records: list[str], allowed: list[str]) -> list[str]:
+    """The records that match none of the ``allowed`` regular expressions."""
+    return [r for r in records if not any(re.search(a, r) for a in allowed)]
+
+
 def start_operator() -> Iterator[Operator]:
     """Run the operator in a thread (kopf.testing.KopfRunner) against KUBECONFIG."""
     from kopf.testing import KopfRunner
 
+    root = logging.getLogger()
+    if ERRORS not in root.handlers:
+        root.addHandler(ERRORS)
     tier_handlers.CURRENT = None
     args = ["run", "--standalone", "--all-namespaces", "-m", "cachetier.handlers"]
     with KopfRunner(args, timeout=60) as runner:

@@ -195,7 +195,18 @@ def test_resources_are_copied_and_empty_ones_omitted() -> None:
 def test_cluster_mode_announces_the_pod_ip_and_opens_the_bus() -> None:
     objects = _render(SPECS["cluster"])
     container = _container(objects)
-    assert container["args"] == ["--cluster-announce-ip", "$(POD_IP)"]
+    headless = f"{REF.name}-headless"
+    assert container["args"] == [
+        "--cluster-announce-ip",
+        "$(POD_IP)",
+        # Clients get the pod's stable DNS name, which follows a replaced pod.
+        "--cluster-announce-hostname",
+        f"$(POD_NAME).{headless}.{REF.namespace}.svc",
+    ]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    conf = next(o for o in objects if o["kind"] == "ConfigMap")["data"]["redis.conf"]
+    assert "cluster-preferred-endpoint-type hostname\n" in conf
     assert [port["containerPort"] for port in container["ports"]] == [6379, 16379]
     client, headless = _by_kind(objects, "Service")
     assert [port["port"] for port in client["spec"]["ports"]] == [6379]

@@ -63,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         backoff=Backoff(base=args.backoff_base, max=args.backoff_max),
         fast_probe=args.fast_probe,
+        hosts_file=Path(os.environ["CTDEV_HOSTS_FILE"])
+        if os.environ.get("CTDEV_HOSTS_FILE")
+        else None,
     )
     stop = threading.Event()
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from . import NODE_NAME
 from . import names as names_mod
 from .container import Backoff
+from .hostsfile import HostsFile, names_for
 from .informer import Handler, Informer
 from .ipam import AddressPool, default_lease_dir
 from .kube import Kube, api_path
@@ -74,6 +75,9 @@ class AgentConfig:
     """Interpreter for the demo app and the shims."""
     demo_app: Path = REPO_ROOT / "examples" / "demo-app" / "app.py"
     """The demo app's script."""
+    hosts_file: Path | None = None
+    """A hosts file to keep pod and Service names in (see ``hostsfile``); with it, pod
+    names (``<pod>.<svc>.<ns>.svc``) are resolved at run time instead of rewritten."""
 
     @property
     def allocatable(self) -> dict[str, str]:
@@ -108,6 +112,7 @@ class Agent:
         self.node = NodeHeartbeat(self.kube, config.node_name, config.host_ip, config.capacity)
         self.provisioner = Provisioner(self.kube, config.state_dir, config.storage_class)
         self.proxy = ServiceProxy(self.svc_ips, self.service_endpoints)
+        self.hosts = HostsFile(config.hosts_file) if config.hosts_file else None
         self._workers: dict[str, PodWorker] = {}
         self._finished: set[str] = set()
         self._lock = threading.Lock()
@@ -179,6 +184,7 @@ class Agent:
             for key in self.pod_ips.keys():  # noqa: SIM118 - not a dict
                 if key not in live:
                     self.pod_ips.release(key)
+            self._refresh_hosts()
         _log.info("agent ready", node=cfg.node_name, state_dir=str(cfg.state_dir))
         stop.wait()
         self.shutdown()
@@ -196,10 +202,13 @@ class Agent:
         self.pods.stop()
         self.proxy.stop()
         self.node.stop()
+        if self.hosts is not None:
+            self.hosts.restore()
 
     # ---- informer handlers
 
     def _on_pod(self, kind: str, pod: Obj) -> None:
+        self._refresh_hosts()
         uid = uid_of(pod)
         with self._lock:
             if self._stopping:
@@ -253,7 +262,35 @@ class Agent:
         if kind == "DELETED":
             self.proxy.remove(svc)
         else:
+            if self.hosts is not None and _has_cluster_ip(svc):
+                self.proxy.reserve(namespace_of(svc), meta(svc)["name"])
             self.proxy.update(svc)
+        self._refresh_hosts()
+
+    def _refresh_hosts(self) -> None:
+        """Rewrite the hosts file (if any) from the pods and Services in the caches."""
+        if self.hosts is None or not self.pods.synced.is_set():
+            return
+        entries: dict[str, str] = {}
+        for pod in self.pods.items():
+            spec = pod.get("spec") or {}
+            ip = (pod.get("status") or {}).get("podIP")
+            named = ip and spec.get("hostname") and spec.get("subdomain")
+            if named and not meta(pod).get("deletionTimestamp"):
+                host, sub = spec["hostname"], spec["subdomain"]
+                for name in names_for(sub, namespace_of(pod), host):
+                    entries[name] = str(ip)
+        for svc in self.services.items():
+            ns, name = namespace_of(svc), meta(svc)["name"]
+            addr = (
+                self.proxy.reserve(ns, name)
+                if _has_cluster_ip(svc)
+                else self._headless_address(svc)
+            )
+            if addr:
+                for dns in names_for(name, ns):
+                    entries[dns] = addr
+        self.hosts.update(entries)
 
     # ---- services and names
 
@@ -284,7 +321,9 @@ class Agent:
             full = candidate.rstrip(".").endswith((".svc", ".svc.cluster.local"))
             spec = (svc or {}).get("spec") or {}
             ip: str | None = None
-            if parsed.host:
+            if parsed.host and self.hosts is not None:
+                ip = None  # in the hosts file: resolved when used, so it follows the pod
+            elif parsed.host:
                 ip = self._pod_address(parsed.namespace, parsed.host, parsed.service)
             elif svc is None:
                 # Not created yet: reserve its address; it works once the Service exists.
@@ -360,3 +399,8 @@ def _container_port(pod: Obj, target: object) -> int:
             if port.get("name") == text:
                 return int(port["containerPort"])
     return 0
+
+
+def _has_cluster_ip(svc: Obj) -> bool:
+    spec = svc.get("spec") or {}
+    return spec.get("type") != "ExternalName" and spec.get("clusterIP") not in (None, "", "None")

@@ -29,8 +29,9 @@ from cachetier.reconcile.tier import TemporaryError, TierReconciler
 
 log = logging.getLogger("cachetier.handlers")
 
-RESYNC_SECONDS = float(os.environ.get("CACHETIER_RESYNC_INTERVAL", "60"))
-"""Every tier is reconciled at least this often (drift that no watch event reports)."""
+RESYNC_SECONDS = 60.0
+"""Every tier is reconciled at least this often (drift that no watch event reports);
+``CACHETIER_RESYNC_INTERVAL`` (seconds) overrides it when the operator starts."""
 PROBE_SECONDS = float(os.environ.get("CACHETIER_PROBE_INTERVAL", "5"))
 
 CURRENT: Runtime | None = None
@@ -243,12 +244,13 @@ async def _probe_loop(rt: Runtime) -> None:
 async def _resync_loop(rt: Runtime) -> None:
     loop = asyncio.get_running_loop()
     reconciles = _Dispatcher("reconcile", 8)
+    period = float(os.environ.get("CACHETIER_RESYNC_INTERVAL") or RESYNC_SECONDS)
     last_full = time.monotonic()
     while True:
         await asyncio.sleep(0.1)
         try:
             keys = rt.due()
-            if time.monotonic() - last_full >= RESYNC_SECONDS:
+            if time.monotonic() - last_full >= period:
                 last_full = time.monotonic()
                 tiers = await loop.run_in_executor(
                     reconciles.pool, rt.kube.list_objects, names.KIND, None

@@ -134,34 +134,35 @@ def merge_conditions(
 ) -> list[dict[str, Any]]:
     """New conditions list: ``updates`` (type, status, reason, message) over ``existing``.
 
-    ``lastTransitionTime`` changes only when a condition's status changes, so a
-    reconcile that observes nothing new produces an identical list (no write).
+    ``lastTransitionTime`` changes only when a condition's status changes, and the
+    list keeps its order, so a reconcile that observes nothing new produces an
+    identical list (no write).
     Conditions not named in ``updates`` are kept, stamped with ``generation``: the
     whole status is written for that generation, and kstatus readers compare each
     condition's ``observedGeneration`` with ``metadata.generation``.
     """
     by_type = {c.get("type"): c for c in existing}
-    out: list[dict[str, Any]] = []
-    seen: set[str] = set()
+    fresh: dict[str, dict[str, Any]] = {}
     for ctype, status, reason, message in updates:
         old = by_type.get(ctype)
         transition = now
         if old is not None and old.get("status") == status and old.get("lastTransitionTime"):
             transition = str(old["lastTransitionTime"])
-        out.append(
-            {
-                "type": ctype,
-                "status": status,
-                "reason": reason,
-                "message": message,
-                "lastTransitionTime": transition,
-                "observedGeneration": generation,
-            }
-        )
-        seen.add(ctype)
-    out.extend(
-        {**c, "observedGeneration": generation} for c in existing if c.get("type") not in seen
-    )
+        fresh[ctype] = {
+            "type": ctype,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": transition,
+            "observedGeneration": generation,
+        }
+    # The existing order is kept (new types go last), so two writers that each own
+    # some conditions (the reconcile, the health prober) never reorder the list.
+    out: list[dict[str, Any]] = []
+    for c in existing:
+        ctype = str(c.get("type"))
+        out.append(fresh.pop(ctype) if ctype in fresh else {**c, "observedGeneration": generation})
+    out.extend(fresh.values())
     return out
 
 
@@ -186,6 +187,8 @@ def kstatus_conditions(verdict: Verdict) -> list[tuple[str, str, str, str]]:
         stalled = (STALLED, "False", reason, "")
     if verdict.progressing[0] == "True":
         return [stalled, (RECONCILING, "True", verdict.progressing[1], verdict.progressing[2])]
+    if verdict.phase == "Degraded":  # converging back to the spec on its own
+        return [stalled, (RECONCILING, "True", "Degraded", verdict.ready[2])]
     return [stalled, (RECONCILING, "False", reason, "")]
 
 

@@ -100,6 +100,9 @@ def render_redis_conf(spec: CacheTierSpec) -> str:
             # is down: clients of the missing slots get errors and fall back to
             # their in-memory cache, everybody else keeps hitting Redis.
             "cluster-require-full-coverage no",
+            # Clients are sent to pods by name (cluster-announce-hostname, set per pod
+            # on the command line), which survives pod replacement; an IP does not.
+            "cluster-preferred-endpoint-type hostname",
         ]
 
     # Last, so nothing above can override the users.

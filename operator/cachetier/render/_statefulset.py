@@ -61,10 +61,24 @@ def _container(ref: TierRef, spec: CacheTierSpec) -> dict[str, Any]:
         "command": ["redis-server", f"{CONFIG_DIR}/{names.REDIS_CONF_KEY}"],
     }
     if cluster:
-        # Nodes gossip the address they announce; the pod IP is what peers reach.
-        container["args"] = ["--cluster-announce-ip", "$(POD_IP)"]
+        # Nodes gossip the address they announce: the pod IP is what peers (and the
+        # operator) reach; the pod's stable DNS name behind the headless Service is
+        # what clients get from CLUSTER SLOTS/SHARDS and MOVED
+        # (cluster-preferred-endpoint-type hostname), so a client that still knows a
+        # replaced pod reaches its successor instead of a dead IP.
+        container["args"] = [
+            "--cluster-announce-ip",
+            "$(POD_IP)",
+            "--cluster-announce-hostname",
+            f"$(POD_NAME).{names.headless_service(ref.name)}.{ref.namespace}.svc",
+        ]
     container["env"] = [
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        *(
+            [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
+            if cluster
+            else []
+        ),
         {
             "name": "REDISCLI_AUTH",
             "valueFrom": {

@@ -1,0 +1,206 @@
+"""What GitOps tools and SREs see through one tier's life, computed by the real tools.
+
+kstatus (``sigs.k8s.io/cli-utils``, the library of Flux and kpt; ``hack/kstatus``,
+built by ``hack/tools.sh``) judges the tier at each state: provisioning and a spec
+change in flight are InProgress, Ready is Current, a refused spec and an automatic
+rollback are Failed — never an endless InProgress. An application that calls a
+disabled command rolls the tier back with the cause named (NOPERM, KEYS);
+``cachetier rollout set`` re-arms it without a spec change and says so. The full
+resync restores a deleted connection Secret that no watch event reports.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from prometheus_client import generate_latest
+
+from cachetier import metrics
+from tests.e2e.conftest import RESYNC_SECONDS
+from tests.e2e.helpers import Operator, get_json, kubectl_apply, pod_ips, wait_for
+from tests.e2e.test_cli import run_cli
+
+pytestmark = pytest.mark.timeout(600)
+
+REPO = Path(__file__).resolve().parents[2]
+TIER = "gitops"
+MANIFEST = """
+apiVersion: cachetier.io/v1alpha1
+kind: CacheTier
+metadata: {{name: gitops, namespace: {ns}}}
+spec:
+  redis: {{maxmemory: {maxmemory}, persistence: {{mode: none}}}}
+  resources: {{limits: {{memory: {limit}}}}}
+  rollout:
+    autoRollback: {{failureThreshold: 1, maxErrorRate: 0.01}}
+"""
+
+
+def kstatus(obj: dict[str, Any]) -> dict[str, str]:
+    """The verdict of cli-utils' ``status.Compute`` for ``obj``."""
+    binary = subprocess.run(
+        ["bash", str(REPO / "hack" / "tools.sh"), "path", "kstatus"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert Path(binary).is_file(), f"{binary} missing: run `make bootstrap`"
+    out = subprocess.run(
+        [binary], input=json.dumps(obj), capture_output=True, text=True, check=True, timeout=30
+    )
+    result: dict[str, str] = json.loads(out.stdout)
+    return result
+
+
+def tier_of(cluster: Any, ns: str) -> dict[str, Any]:
+    tier = get_json(cluster, "cachetier", ns, TIER)
+    assert tier is not None
+    return tier
+
+
+def condition(tier: dict[str, Any], ctype: str) -> dict[str, Any]:
+    for c in (tier.get("status") or {}).get("conditions") or []:
+        if c["type"] == ctype:
+            return dict(c)
+    return {}
+
+
+def current_generation_everywhere(tier: dict[str, Any]) -> None:
+    generation = tier["metadata"]["generation"]
+    assert tier["status"]["observedGeneration"] == generation
+    stale = [
+        c["type"] for c in tier["status"]["conditions"] if c.get("observedGeneration") != generation
+    ]
+    assert not stale, f"conditions with an older observedGeneration: {stale}"
+
+
+def settled(cluster: Any, ns: str, want: str) -> dict[str, Any] | None:
+    tier = tier_of(cluster, ns)
+    st = tier.get("status") or {}
+    if st.get("observedGeneration") != tier["metadata"]["generation"]:
+        return None
+    return tier if kstatus(tier)["status"] == want else None
+
+
+@pytest.mark.operator_errors()  # none expected: the guard must stay quiet
+def test_kstatus_rollback_cause_rearm_and_resync(
+    kube_cluster: Any, namespace: str, operator: Operator, crd_installed: None
+) -> None:
+    ns = namespace
+    kubectl_apply(kube_cluster, MANIFEST.format(ns=ns, maxmemory="32mb", limit="128Mi"))
+
+    # Provisioning: InProgress, not Current and not Failed.
+    seen: list[tuple[str, str]] = []
+
+    def provisioning_seen() -> bool:
+        tier = tier_of(kube_cluster, ns)
+        phase = (tier.get("status") or {}).get("phase")
+        if phase is None:
+            return False
+        seen.append((phase, kstatus(tier)["status"]))
+        return phase == "Ready"
+
+    wait_for(provisioning_seen, timeout=120, what="the tier Ready", interval=0.3)
+    early = [verdict for phase, verdict in seen if phase in ("Pending", "Provisioning")]
+    assert early, f"no provisioning state observed: {seen}"
+    assert set(early) == {"InProgress"}, seen
+    tier = wait_for(lambda: settled(kube_cluster, ns, "Current"), timeout=60, what="Current")
+    current_generation_everywhere(tier)
+
+    # A spec change in flight is InProgress until observed, then Current again.
+    kube_cluster.run_kubectl(
+        "patch", "cachetier", TIER, "-n", ns, "--type=merge",
+        "-p", '{"spec":{"redis":{"maxmemory":"48mb"}}}',
+    )  # fmt: skip
+    changed = tier_of(kube_cluster, ns)
+    if changed["status"]["observedGeneration"] != changed["metadata"]["generation"]:
+        assert kstatus(changed)["status"] == "InProgress"
+    tier = wait_for(lambda: settled(kube_cluster, ns, "Current"), timeout=120, what="Current")
+    current_generation_everywhere(tier)
+
+    # A spec the operator refuses: Failed (Stalled), with the reason.
+    kube_cluster.run_kubectl(
+        "patch", "cachetier", TIER, "-n", ns, "--type=merge",
+        "-p", '{"spec":{"resources":{"limits":{"memory":"16Mi"}}}}',
+    )  # fmt: skip
+    tier = wait_for(lambda: settled(kube_cluster, ns, "Failed"), timeout=60, what="Failed")
+    assert condition(tier, "Stalled")["reason"] == "InvalidSpec"
+    assert "maxmemory" in kstatus(tier)["message"]
+    current_generation_everywhere(tier)
+    kube_cluster.run_kubectl(
+        "patch", "cachetier", TIER, "-n", ns, "--type=merge",
+        "-p", '{"spec":{"resources":{"limits":{"memory":"128Mi"}}}}',
+    )  # fmt: skip
+    wait_for(lambda: settled(kube_cluster, ns, "Current"), timeout=120, what="Current again")
+
+    # An application that calls KEYS (disabled): the error rate rolls the tier back,
+    # and status, the Event and the metric say why.
+    secret = get_json(kube_cluster, "secret", ns, f"{TIER}-connection") or {}
+    password = base64.b64decode(secret["data"]["password"]).decode()
+    ip = wait_for(lambda: pod_ips(kube_cluster, ns, TIER), timeout=60, what="pod IP")[0]
+    app = redis.Redis(host=ip, port=6379, password=password, socket_timeout=5)
+
+    def rolled_back() -> dict[str, Any] | None:
+        for i in range(270):
+            app.set(f"k{i % 50}", "v")
+        for _ in range(30):
+            with contextlib.suppress(redis.exceptions.NoPermissionError):
+                app.keys("k*")
+        tier = tier_of(kube_cluster, ns)
+        return tier if condition(tier, "RolledBack").get("status") == "True" else None
+
+    tier = wait_for(rolled_back, timeout=90, what="automatic rollback", interval=2)
+    app.close()
+    message = condition(tier, "RolledBack")["message"]
+    assert condition(tier, "RolledBack")["reason"] == "AutoRollback"
+    assert "error rate" in message and "NOPERM" in message and "KEYS" in message, message
+    assert "SCAN" in message, message
+    tier = wait_for(lambda: settled(kube_cluster, ns, "Failed"), timeout=30, what="Failed")
+    assert condition(tier, "Stalled")["reason"] == "AutoRollback"
+    assert tier["status"]["health"]["deniedCommands"] == ["KEYS"] or "KEYS" in message
+    exported = generate_latest(metrics.REGISTRY).decode()
+    assert f'cachetier_redis_error_replies{{class="NOPERM",namespace="{ns}",tier="{TIER}"}}' in (
+        exported
+    )
+    events = json.loads(
+        kube_cluster.run_kubectl(
+            "get", "events", "-n", ns, "--field-selector", "reason=AutoRollback", "-o", "json"
+        ).stdout
+    )["items"]
+    assert any("NOPERM" in e.get("message", "") for e in events), events
+
+    # Re-arm without a spec change: `rollout set` to the percent it already has.
+    generation = tier["metadata"]["generation"]
+    proc = run_cli(kube_cluster.kubeconfig, "rollout", "set", TIER, "100", namespace=ns)
+    assert proc.returncode == 0, proc.stderr
+    assert "re-armed after the automatic rollback" in proc.stdout, proc.stdout
+
+    def rearmed() -> dict[str, Any] | None:
+        tier = tier_of(kube_cluster, ns)
+        ok = condition(tier, "RolledBack").get("status") == "False"
+        return tier if ok and kstatus(tier)["status"] == "Current" else None
+
+    tier = wait_for(rearmed, timeout=60, what="re-armed and Current")
+    assert tier["metadata"]["generation"] == generation
+    assert tier["status"]["rollout"]["effectivePercent"] == 100
+    assert "rolledBackGeneration" not in tier["status"]["rollout"]
+    again = run_cli(kube_cluster.kubeconfig, "rollout", "set", TIER, "100", namespace=ns)
+    assert again.returncode == 0 and "nothing changed" in again.stdout, again.stdout
+    usage = run_cli(kube_cluster.kubeconfig, "rollout", "set", TIER, "101", namespace=ns)
+    assert usage.returncode == 2, usage
+
+    # Drift that no watch event reports: the full resync restores it.
+    kube_cluster.run_kubectl("delete", "secret", f"{TIER}-connection", "-n", ns)
+    restored = wait_for(
+        lambda: get_json(kube_cluster, "secret", ns, f"{TIER}-connection"),
+        timeout=2 * RESYNC_SECONDS + 20,
+        what="the connection Secret restored by the resync",
+    )
+    assert base64.b64decode(restored["data"]["password"]).decode() == password

@@ -1,0 +1,235 @@
+"""The application user's ACL, judged by a real redis-server command by command.
+
+redis-server is started with the auth.conf the operator renders. Every command and
+subcommand the server knows is put to ``ACL DRYRUN default ...``: it must be allowed
+exactly when it is outside the categories @admin and @dangerous (or one of the data
+commands given back), and not in ``disabledCommands``. Then the commands the issue
+named are run for real, and the health probe must name the error class and the
+denied command.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from cachetier import names
+from cachetier.api.models import CacheTierSpec
+from cachetier.redis.options import quiet_handshake
+from cachetier.redis.probe import Target, probe
+from cachetier.render import TierSecrets
+from cachetier.render._conf import APP_REALLOWED, render_auth_conf
+
+pytestmark = pytest.mark.redis
+
+APP_PW = "app-pw"
+OP_PW = "op-pw"
+REALLOWED = {rule.removeprefix("+") for rule in APP_REALLOWED}
+DISABLED_BY_DEFAULT = {"flushdb", "flushall", "keys"}
+NEEDED_BY_CLIENTS = {
+    "hello",
+    "auth",
+    "ping",
+    "info",
+    "readonly",
+    "asking",
+    "client|setname",
+    "client|setinfo",
+    "client|id",
+    "client|getname",
+    "cluster|slots",
+    "cluster|shards",
+    "cluster|nodes",
+    "cluster|myid",
+    "cluster|info",
+    "cluster|keyslot",
+    "subscribe",
+    "publish",
+    "scan",
+}
+ADMIN = {
+    "acl|setuser",
+    "acl|list",
+    "acl|getuser",
+    "acl|log",
+    "acl|deluser",
+    "config|set",
+    "config|get",
+    "config|rewrite",
+    "debug",
+    "shutdown",
+    "monitor",
+    "replicaof",
+    "slaveof",
+    "failover",
+    "client|kill",
+    "client|list",
+    "client|pause",
+    "cluster|reset",
+    "cluster|forget",
+    "cluster|failover",
+    "cluster|meet",
+    "cluster|setslot",
+    "save",
+    "bgsave",
+    "module|load",
+    "flushall",
+    "flushdb",
+    "keys",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """redis-server with the rendered auth.conf of a default CacheTier."""
+    tmp = tmp_path_factory.mktemp("acl")
+    auth = tmp / "auth.conf"
+    auth.write_text(render_auth_conf(CacheTierSpec(), TierSecrets(APP_PW, OP_PW, True)))
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            *("redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""),
+            *("--appendonly", "no", "--dir", str(tmp), "--include", str(auth)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not probe(_operator_target(port), None).up:
+            assert proc.poll() is None, "redis-server refused the rendered auth.conf"
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _operator_target(port: int) -> Target:
+    return Target("127.0.0.1", port, username=names.OPERATOR_USER, password=OP_PW)
+
+
+def _operator(port: int) -> redis.Redis:
+    return redis.Redis(
+        port=port,
+        username=names.OPERATOR_USER,
+        password=OP_PW,
+        decode_responses=True,
+        **quiet_handshake(),
+    )
+
+
+def _app(port: int) -> redis.Redis:
+    return redis.Redis(port=port, password=APP_PW, decode_responses=True, **quiet_handshake())
+
+
+ARITY: dict[str, int] = {}
+
+
+def _commands(op: redis.Redis) -> dict[str, set[str]]:
+    """Every command and subcommand (``container|sub``) with its ACL categories."""
+    out: dict[str, set[str]] = {}
+
+    def walk(entry: list[Any]) -> None:
+        name = _text(entry[0]).lower()
+        categories = {_text(c).lstrip("@").lower() for c in entry[6]}
+        subcommands = entry[9] if len(entry) > 9 else []
+        if subcommands:
+            for sub in subcommands:
+                walk(sub)
+        else:
+            out[name] = categories
+            ARITY[name] = int(entry[1])
+
+    # The raw reply: redis-py's COMMAND parser drops the categories and subcommands.
+    conn = op.connection_pool.get_connection()
+    try:
+        conn.send_command("COMMAND")
+        reply = conn.read_response()
+    finally:
+        op.connection_pool.release(conn)
+    for entry in reply:
+        walk(entry)
+    return out
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _dryrun(op: redis.Redis, command: str) -> bool:
+    """Whether ACL DRYRUN lets ``default`` run ``command`` (arguments to its arity)."""
+    words = command.split("|")
+    arity = ARITY.get(command, -len(words))
+    args = ["x"] * max(abs(arity) - len(words), 0)
+    answer = op.execute_command("ACL", "DRYRUN", "default", *words, *args)
+    if _text(answer) == "OK":
+        return True
+    assert "no permissions" in _text(answer), answer
+    return False
+
+
+def test_every_command_is_allowed_exactly_by_the_rule(server: int) -> None:
+    op = _operator(server)
+    commands = _commands(op)
+    assert len(commands) > 200
+    wrong = []
+    for command, categories in sorted(commands.items()):
+        privileged = bool(categories & {"admin", "dangerous"})
+        expected = (not privileged or command in REALLOWED) and command not in DISABLED_BY_DEFAULT
+        if _dryrun(op, command) != expected:
+            wrong.append(f"{command} {sorted(categories)}: expected allowed={expected}")
+    assert not wrong, "\n".join(wrong)
+    # (CLIENT SETINFO exists from Redis 7.2 on; the rule covers it either way.)
+    for command in sorted(NEEDED_BY_CLIENTS & set(commands)):
+        assert _dryrun(op, command), f"{command} must stay allowed for client libraries"
+    assert len(NEEDED_BY_CLIENTS - set(commands)) <= 1
+    for command in sorted(ADMIN):
+        assert command in commands, command
+        assert not _dryrun(op, command), f"{command} must be refused to the application"
+
+
+def test_the_application_cannot_lift_its_restrictions(server: int) -> None:
+    app = _app(server)
+    app.set("k", "v")
+    for args in (
+        ("ACL", "SETUSER", "default", "+flushall"),
+        ("ACL", "SETUSER", "default", "+@all"),
+        ("ACL", "LIST"),
+        ("CONFIG", "SET", "maxmemory", "1"),
+        ("FLUSHALL",),
+        ("KEYS", "*"),
+    ):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            app.execute_command(*args)
+    assert app.get("k") == "v"
+    assert app.info("server")["redis_version"]  # INFO stays (ioredis' ready check)
+    assert app.execute_command("CLIENT", "ID")
+
+
+def test_probe_names_the_error_class_and_the_denied_command(server: int) -> None:
+    target = _operator_target(server)
+    base = probe(target, None)
+    app = _app(server)
+    for i in range(150):
+        app.set(f"k{i}", "v")
+    for _ in range(12):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            app.keys("k*")
+    result = probe(target, base.counters)
+    assert result.error_classes is not None and result.error_classes.get("NOPERM") == 12
+    assert result.denied_commands == {"KEYS": 12}
+    assert result.error_rate is not None and result.error_rate > 0.05
