@@ -40,24 +40,17 @@ def test_kstatus_conditions(verdict: cond.Verdict, stalled: str, reconciling: st
     assert kstatus_of(verdict) == {cond.STALLED: stalled, cond.RECONCILING: reconciling}
 
 
+def with_rollback(reason: str, message: str) -> cond.Verdict:
+    extra = [(cond.ROLLED_BACK, "True", reason, message)]
+    return cond.Verdict(READY.phase, READY.ready, READY.progressing, READY.degraded, extra)
+
+
 def test_automatic_rollback_is_stalled_a_manual_one_is_not() -> None:
-    auto = cond.Verdict(
-        READY.phase,
-        READY.ready,
-        READY.progressing,
-        READY.degraded,
-        extra=[(cond.ROLLED_BACK, "True", "AutoRollback", "error rate 9 % > 1 %")],
-    )
-    stalled = dict((c[0], c) for c in cond.kstatus_conditions(auto))[cond.STALLED]
+    auto = with_rollback("AutoRollback", "error rate 9 % > 1 %")
+    stalled = {c[0]: c for c in cond.kstatus_conditions(auto)}[cond.STALLED]
     assert stalled[1:3] == ("True", "AutoRollback")
     assert "error rate 9 %" in stalled[3]
-    manual = cond.Verdict(
-        READY.phase,
-        READY.ready,
-        READY.progressing,
-        READY.degraded,
-        extra=[(cond.ROLLED_BACK, "True", "Manual", "spec.rollout.enabled is false")],
-    )
+    manual = with_rollback("Manual", "spec.rollout.enabled is false")
     assert kstatus_of(manual)[cond.STALLED] == "False"
 
 

@@ -202,9 +202,13 @@ def test_every_nested_default_is_valid_for_its_node() -> None:
             assert not missing, f"{path}: default lacks {missing}"
 
 
-def test_status_has_no_defaults() -> None:
-    for path, node in walk(root_schema()["properties"]["status"], "status"):
-        assert "default" not in node, f"{path}: the operator writes status itself"
+def test_status_defaults_only_an_unobserved_generation() -> None:
+    """A tier nobody has answered yet is InProgress to kstatus (observedGeneration 0)."""
+    status = root_schema()["properties"]["status"]
+    assert status["default"] == {"observedGeneration": 0}
+    for path, node in walk(status, "status"):
+        if path != "status":
+            assert "default" not in node, f"{path}: the operator writes status itself"
 
 
 def test_cel_rules() -> None:

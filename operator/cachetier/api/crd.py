@@ -23,7 +23,10 @@ Pydantic emits JSON Schema (draft 2020-12); the API server wants a
 - a scalar default (or a list of strings) is also stated at the end of the
   description ("Defaults to 100."), because ``kubectl explain`` does not
   print defaults;
-- status carries no defaults: the operator writes every status field itself.
+- status carries one default, on the ``status`` object itself:
+  ``{observedGeneration: 0}``, so a tier the operator has not answered yet reads as
+  "generation 1 not observed" — kstatus (Flux, kpt) says InProgress, not Current;
+  every other status field is the operator's to write.
 
 Anything that cannot be expressed (an undescribed property, a real union)
 raises ``ValueError``, so ``make crds`` fails instead of writing a schema the
@@ -234,6 +237,7 @@ def _root_schema() -> dict[str, Any]:
     spec["default"] = _dump_default(CacheTierSpec())
     status = build_schema(CacheTierStatus, defaults=False)
     status["description"] = "Observed state of the CacheTier, written by the operator."
+    status["default"] = {"observedGeneration": 0}
     return {
         "type": "object",
         "description": (

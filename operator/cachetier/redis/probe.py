@@ -60,7 +60,7 @@ class ProbeResult:
     counters: Counters | None = None
     error: str = ""
     error_classes: dict[str, int] | None = None
-    """Error replies by class since the previous probe (None on the first probe)."""
+    """Error replies by class since the previous probe (or since start-up); None when down."""
     denied_commands: dict[str, int] | None = None
     """Commands refused by the ACL to the application user since the previous probe."""
 
@@ -122,8 +122,9 @@ def probe(target: Target, previous: Counters | None, timeout: float = 2.0) -> Pr
         connected_clients=int(info.get("connected_clients", 0)),
         evicted_keys=int(info.get("evicted_keys", 0)),
         counters=counters,
-        error_classes=_delta(counters.error_classes, base.error_classes) if base else None,
-        denied_commands=_delta(counters.denials, base.denials) if base else None,
+        # Over the same window as the error rate (since start-up on a first probe).
+        error_classes=_delta(counters.error_classes, base.error_classes if base else ()),
+        denied_commands=_delta(counters.denials, base.denials if base else ()),
     )
 
 
