@@ -78,8 +78,11 @@ def main(argv: list[str] | None = None) -> None:
     except PortInUse as exc:
         print(f"cachetier-operator: error: {exc}", file=sys.stderr)
         sys.exit(EXIT_PORT_IN_USE)
-    # The startup handler reads the metrics port from the environment.
+    # The startup handler reads the metrics port from the environment, and kopf's
+    # kubeconfig login reads only KUBECONFIG: --kubeconfig alone must be enough.
     os.environ["CACHETIER_METRICS_PORT"] = str(args.metrics_port)
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',

@@ -72,6 +72,10 @@ CONNECTION_SECRET_TYPE = f"servicebinding.io/{CONNECTION_TYPE}"
 OPERATOR_USER = "cachetier-operator"
 # app.kubernetes.io/name of the operator's own pods; the NetworkPolicy lets them in.
 OPERATOR_APP_NAME = "cachetier-operator"
+OPERATOR_NAMESPACE = "cachetier-system"
+"""Where manifests/ installs the operator; ``CACHETIER_OPERATOR_NAMESPACE`` (the pod's own
+namespace, from the downward API) overrides it. The NetworkPolicy admits the operator's
+pods of that namespace only."""
 
 # Values of LABEL_COMPONENT.
 COMPONENT_REDIS = "redis"
@@ -87,6 +91,11 @@ BUS_PORT_NAME = "bus"
 def auth_secret(tier: str) -> str:
     """Name of the Secret that holds the generated password."""
     return f"{tier}-auth"
+
+
+def auth_recovery_secret(tier: str) -> str:
+    """Name of the operator's copy of <tier>-auth's passwords (restores a deleted one)."""
+    return f"{tier}-auth-recovery"
 
 
 def connection_secret(tier: str) -> str:
@@ -159,5 +168,5 @@ def client_label(tier: str) -> str:
 
 
 def operator_pod_labels() -> dict[str, str]:
-    """Labels that select the operator's own pods (any namespace)."""
+    """Labels that select the operator's own pods (with its namespace, in a NetworkPolicy)."""
     return {LABEL_NAME: OPERATOR_APP_NAME}

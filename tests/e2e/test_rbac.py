@@ -60,6 +60,10 @@ CAN_I = [
     ("patch", "cachetiers.cachetier.io", ["--subresource=status"], "yes"),
     ("watch", "pods", [], "yes"),
     ("delete", "secrets", [], "no"),
+    ("list", "secrets", [], "no"),  # read by name only: not every Secret of the cluster
+    ("watch", "secrets", [], "no"),
+    ("list", "configmaps", [], "no"),
+    ("watch", "services", [], "no"),
     ("update", "secrets", [], "no"),
     ("create", "cachetiers.cachetier.io", [], "no"),
     ("delete", "cachetiers.cachetier.io", [], "no"),
@@ -187,8 +191,13 @@ def test_operator_reconciles_with_service_account_token(
     assert json.loads(whoami.stdout)["status"]["userInfo"]["username"] == SA_USER
 
     log_path = tmp_path / "operator.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_SERVICE")}
-    env.update(KUBECONFIG=str(kubeconfig), PYTHONUNBUFFERED="1")
+    # --kubeconfig alone (no KUBECONFIG variable) must be enough for kopf's login too.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("KUBERNETES_SERVICE") and k != "KUBECONFIG"
+    }
+    env.update(PYTHONUNBUFFERED="1")
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
             [

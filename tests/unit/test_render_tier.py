@@ -224,11 +224,20 @@ def test_network_policy_admits_consumers_operator_and_itself() -> None:
     assert rule["from"] == [
         {"podSelector": {"matchLabels": {"client.cachetier.io/tasks-cache": "true"}}},
         {
-            "namespaceSelector": {},
+            # the operator's namespace AND its label: a label alone anybody can set
+            "namespaceSelector": {
+                "matchLabels": {"kubernetes.io/metadata.name": "cachetier-system"}
+            },
             "podSelector": {"matchLabels": {"app.kubernetes.io/name": "cachetier-operator"}},
         },
         {"podSelector": {"matchLabels": names.selector_labels(REF.name)}},
     ]
+    spec = parse_spec({})
+    (elsewhere,) = _by_kind(render_tier(REF, spec, SECRETS, "ops"), "NetworkPolicy")
+    operator_peer = elsewhere["spec"]["ingress"][0]["from"][1]
+    assert operator_peer["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "ops"
+    }
 
 
 def test_tls_mounts_the_secret_and_probes_over_tls() -> None:

@@ -232,3 +232,24 @@ def test_invalid_corpus_is_refused_by_the_operator_too(case: Path) -> None:
     assert manifest["metadata"]["name"] == case.stem
     _, problems = check_spec(manifest.get("spec"))
     assert problems, f"{case.name} passes the operator's own checks"
+
+
+def test_values_out_of_bounds_are_invalid_and_cheap() -> None:
+    huge = spec(redis={"maxmemory": "99999999999gb"})
+    assert fields(validate_spec(huge)) == ["spec.redis.maxmemory"]
+    assert "1 PiB" in validate_spec(huge)[0].message
+    # 1e99 passes the schema's pattern (two exponent digits) but not the bounds; it is
+    # refused without ever being turned into a 100-digit int.
+    raw = {"redis": {"persistence": {"size": "1e99"}}}
+    parsed, problems = check_spec(raw)
+    assert parsed is not None
+    assert fields(problems) == ["spec.redis.persistence.size"]
+    assert "too large" in problems[0].message
+
+
+def test_external_url_with_a_bad_percent_escape_is_refused() -> None:
+    from cachetier.render import parse_redis_url
+
+    with pytest.raises(ValueError, match="malformed percent-escape"):
+        parse_redis_url("rediss://user:p%zz@h:6379")
+    assert parse_redis_url("rediss://user:p%25zz@h:6379")[3] == "p%zz"

@@ -15,12 +15,12 @@ from pydantic.alias_generators import to_camel
 
 # A Redis memory amount: a number with an optional unit b, k, kb, m, mb, g, gb
 # (case-insensitive), as redis.conf accepts it.
-MEMORY_PATTERN = r"^[0-9]+([kKmMgG][bB]?|[bB])?$"
+MEMORY_PATTERN = r"^[0-9]{1,19}([kKmMgG][bB]?|[bB])?$"
 # A non-negative Kubernetes quantity: the API server's own grammar without the
 # sign (1Gi, 500M, 1.5Gi, 100m, 2, 1e3).
 QUANTITY_PATTERN = (
     r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
-    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]{1,2}))?$"
 )
 # A Go-style duration limited to s, m, h: 30s, 10m, 1h30m.
 DURATION_PATTERN = r"^([0-9]+(s|m|h))+$"
@@ -130,7 +130,25 @@ class PersistenceSpec(_Model):
                     "self.mode != 'rdb' || size(self.rdbSchedule) > 0",
                     "persistence.rdbSchedule must not be empty when persistence.mode is rdb",
                     ".rdbSchedule",
-                )
+                ),
+                _cel(
+                    "(oldSelf.mode == 'none') == (self.mode == 'none')",
+                    "persistence.mode cannot change between none (no volume) and rdb/aof "
+                    "(a volume per pod) on an existing tier: the StatefulSet's volumes are "
+                    "fixed when it is created; create a new CacheTier instead",
+                    ".mode",
+                ),
+                _cel(
+                    "!quantity(self.size).isLessThan(quantity(oldSelf.size))",
+                    "persistence.size cannot shrink: a volume cannot be made smaller",
+                    ".size",
+                ),
+                _cel(
+                    "!quantity(self.size).isGreaterThan(quantity(oldSelf.size))",
+                    "persistence.size cannot grow on an existing tier yet (no volume "
+                    "expansion): keep the size, or create a new CacheTier",
+                    ".size",
+                ),
             ]
         }
     )

@@ -95,6 +95,10 @@ def format_redis_memory(n_bytes: int) -> str:
     return str(n_bytes)
 
 
+MAX_QUANTITY_DIGITS = 30
+"""Quantities of more than 31 digits are refused before anything computes with them."""
+
+
 def parse_quantity(text: str | int) -> Decimal:
     """The exact value of a Kubernetes quantity: ``"1Gi"`` -> 1073741824, ``"100m"`` -> 0.1.
 
@@ -119,6 +123,10 @@ def parse_quantity(text: str | int) -> Decimal:
             value = value.scaleb(Decimal(match["exponent"]))
     except InvalidOperation as exc:  # an exponent that is not an integer, e.g. 1e1.5
         raise ValueError(f"not a Kubernetes quantity: {text!r}") from exc
+    # Bounded before anyone turns it into an int: 1e999999 is a short string but a
+    # million-digit number (int() of it holds the GIL for a minute).
+    if value and value.adjusted() > MAX_QUANTITY_DIGITS:
+        raise ValueError(f"{text!r} is too large (more than 31 digits)")
     return -value if match["sign"] == "-" else value
 
 

@@ -52,7 +52,13 @@ class Problem(NamedTuple):
 
 
 def validate_spec(spec: CacheTierSpec) -> list[Problem]:
-    """Every semantic problem of ``spec`` (already parsed by pydantic), in a stable order."""
+    """Every semantic problem of ``spec`` (already parsed by pydantic), in a stable order.
+
+    Values out of bounds stop the checks that would compute with them.
+    """
+    bounds = list(_bounds(spec))
+    if bounds:
+        return bounds
     return [problem for check in _CHECKS for problem in check(spec)]
 
 
@@ -65,7 +71,10 @@ def check_spec(raw: Mapping[str, Any] | None) -> tuple[CacheTierSpec | None, lis
         spec = CacheTierSpec.model_validate(dict(raw or {}))
     except pydantic.ValidationError as exc:
         return None, problems_from_error(exc)
-    return spec, validate_spec(spec)
+    try:
+        return spec, validate_spec(spec)
+    except (ValueError, ArithmeticError) as exc:  # a value no check anticipated
+        return spec, [Problem("spec", f"cannot be read: {exc}")]
 
 
 def problems_from_error(exc: pydantic.ValidationError) -> list[Problem]:
@@ -106,6 +115,29 @@ def _memory_fits(spec: CacheTierSpec) -> Iterator[Problem]:
             "above maxmemory for connections, buffers and fork, e.g. maxmemory "
             f"{format_redis_memory(limit * 3 // 4)}",
         )
+
+
+MAX_MAXMEMORY = 2**50
+"""1 PiB: far above any Redis, far below where Redis's own parser overflows."""
+
+
+def _bounds(spec: CacheTierSpec) -> Iterator[Problem]:
+    """Sizes a Redis or a Kubernetes object can actually have."""
+    maxmemory = parse_redis_memory(spec.redis.maxmemory)
+    if maxmemory > MAX_MAXMEMORY:
+        yield Problem(
+            "spec.redis.maxmemory",
+            f"{spec.redis.maxmemory} is more than the 1 PiB ({MAX_MAXMEMORY} bytes) allowed",
+        )
+    quantities = [("spec.redis.persistence.size", spec.redis.persistence.size)]
+    for kind in ("requests", "limits"):
+        for resource, value in sorted(getattr(spec.resources, kind).items()):
+            quantities.append((f"spec.resources.{kind}.{resource}", value))
+    for path, value in quantities:
+        try:
+            parse_quantity(value)
+        except ValueError as exc:
+            yield Problem(path, str(exc))
 
 
 def _requests_within_limits(spec: CacheTierSpec) -> Iterator[Problem]:

@@ -38,6 +38,10 @@ class WorkloadObservation:
     unschedulable: str = ""
     """Scheduler message when a pod cannot be placed (no node, no fit), else empty."""
     restarts: int = 0
+    asked_replicas: int | None = None
+    """``spec.replicas`` of the live StatefulSet (None: same as ``desired_replicas``)."""
+    current_replicas: int | None = None
+    """Pods the StatefulSet has now (``status.replicas``; None: not known)."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,21 @@ def workload_verdict(obs: WorkloadObservation, previous_phase: str | None) -> Ve
             degraded=("False", "Provisioning", ""),
         )
     counts = f"{obs.ready_replicas}/{obs.desired_replicas} Redis pods ready"
+    asked = obs.desired_replicas if obs.asked_replicas is None else obs.asked_replicas
+    extra = (obs.current_replicas or 0) > obs.desired_replicas
+    if asked != obs.desired_replicas or extra:
+        # Scaled by hand: never Ready — for standalone, more than one pod is more than
+        # one master behind one Service. The reconcile restores the count.
+        message = (
+            f"the StatefulSet runs {obs.current_replicas} and asks for {asked} Redis pods, "
+            f"the spec needs {obs.desired_replicas}: restoring"
+        )
+        return Verdict(
+            phase="Provisioning",
+            ready=("False", "ReplicasDrift", message),
+            progressing=("True", "ReplicasDrift", message),
+            degraded=("False", "ReplicasDrift", ""),
+        )
     if obs.ready_replicas >= obs.desired_replicas and obs.updated:
         return Verdict(
             phase="Ready",

@@ -27,11 +27,12 @@ import pydantic
 
 from cachetier import metrics, names
 from cachetier.api.models import CacheTierSpec
+from cachetier.api.units import parse_redis_memory
 from cachetier.kube.client import Kube
 from cachetier.reconcile import conditions as cond
 from cachetier.reconcile.rollout_pass import EventFn
 from cachetier.reconcile.tier import TierReconciler, now_rfc3339
-from cachetier.redis.probe import Counters, ProbeResult, Target, probe
+from cachetier.redis.probe import Counters, ProbeResult, Target, enforce_config, probe
 from cachetier.rollout import evaluate_latency, evaluate_probe
 
 log = logging.getLogger("cachetier.health")
@@ -66,39 +67,60 @@ class HealthProber:
         self._memory: dict[tuple[str, str], _Memory] = {}
         self._lock = threading.Lock()
 
-    def _target(self, body: dict[str, Any], spec: CacheTierSpec) -> Target | None:
+    def _targets(self, body: dict[str, Any], spec: CacheTierSpec) -> list[Target]:
+        """Every Redis of the tier that has an address (by pod name), or the external URL."""
         meta = body["metadata"]
         ns, name = meta["namespace"], meta["name"]
         if spec.mode == "external":
             secret = self.kube.get("Secret", ns, names.connection_secret(name))
             url = _decode(secret, "url")
             if not url:
-                return None
+                return []
             parts = urlsplit(url)
-            return Target(
-                host=parts.hostname or "",
-                port=parts.port or names.REDIS_PORT,
-                username=unquote(parts.username) if parts.username else None,
-                password=unquote(parts.password) if parts.password else None,
-                tls=parts.scheme == "rediss",
-            )
+            return [
+                Target(
+                    host=parts.hostname or "",
+                    port=parts.port or names.REDIS_PORT,
+                    username=unquote(parts.username) if parts.username else None,
+                    password=unquote(parts.password) if parts.password else None,
+                    tls=parts.scheme == "rediss",
+                )
+            ]
         auth = self.kube.get("Secret", ns, names.auth_secret(name))
         password = _decode(auth, names.OPERATOR_PASSWORD_KEY)
         selector = ",".join(f"{k}={v}" for k, v in names.selector_labels(name).items())
         pods = sorted(
             self.kube.list_objects("Pod", ns, selector), key=lambda p: p["metadata"]["name"]
         )
-        for pod in pods:
-            ip = (pod.get("status") or {}).get("podIP")
-            if ip:
-                return Target(
-                    host=ip,
-                    port=names.REDIS_PORT,
-                    username=names.OPERATOR_USER,
-                    password=password,
-                    tls=spec.tls.enabled,
-                )
-        return None
+        return [
+            Target(
+                host=ip,
+                port=names.REDIS_PORT,
+                username=names.OPERATOR_USER,
+                password=password,
+                tls=spec.tls.enabled,
+            )
+            for pod in pods
+            if (ip := (pod.get("status") or {}).get("podIP"))
+        ]
+
+    def _repair_config(
+        self, body: dict[str, Any], spec: CacheTierSpec, targets: list[Target]
+    ) -> None:
+        """Put back redis.conf settings someone changed live (CONFIG SET), on every pod."""
+        wanted = {
+            "maxmemory": str(parse_redis_memory(spec.redis.maxmemory)),
+            "maxmemory-policy": spec.redis.maxmemory_policy,
+            "loglevel": spec.redis.log_level,
+        }
+        repaired = []
+        for target in targets:
+            for directive, (live, value) in enforce_config(target, wanted).items():
+                repaired.append(f"{directive} {live} -> {value} on {target.host}")
+        if repaired:
+            message = "restored Redis settings changed live (CONFIG SET): " + "; ".join(repaired)
+            log.info("%s/%s: %s", body["metadata"]["namespace"], body["metadata"]["name"], message)
+            self._event(body, "Warning", "ConfigDriftRepaired", message[:1000])
 
     def probe_tier(self, namespace: str, name: str) -> bool:
         """Probe one tier; True when it has just been rolled back automatically."""
@@ -107,7 +129,10 @@ class HealthProber:
             metrics.forget_tier(namespace, name)
             return False
         status = dict(body.get("status") or {})
-        if status.get("phase") not in PROBED_PHASES:
+        # What runs is probed, whatever the phase of the latest spec: a serving tier
+        # that receives a refused update (Failed) keeps its auto-rollback protection.
+        serving = bool((status.get("rollout") or {}).get("serving"))
+        if status.get("phase") not in PROBED_PHASES and not serving:
             return False
         try:
             spec = CacheTierSpec.model_validate(body.get("spec") or {})
@@ -116,12 +141,14 @@ class HealthProber:
         key = (namespace, name)
         with self._lock:
             memory = self._memory.setdefault(key, _Memory())
-        target = self._target(body, spec)
+        targets = self._targets(body, spec)
         result = (
-            probe(target, memory.counters)
-            if target is not None
+            probe(targets[0], memory.counters)
+            if targets
             else ProbeResult(up=False, error="no Redis pod has an IP")
         )
+        if result.up and spec.mode != "external":
+            self._repair_config(body, spec, targets)
         if result.counters is not None:
             memory.counters = result.counters
         _export(namespace, name, result)

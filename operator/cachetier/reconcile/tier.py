@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import secrets as pysecrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,11 +30,15 @@ from cachetier.render import (
     TierRef,
     TierSecrets,
     build_external_connection_secret,
+    drift,
     render_tier,
 )
 from cachetier.render._meta import owner_reference
 
 log = logging.getLogger("cachetier.reconcile")
+
+OPERATOR_NAMESPACE = os.environ.get("CACHETIER_OPERATOR_NAMESPACE") or names.OPERATOR_NAMESPACE
+"""The operator's own namespace (downward API in manifests/), admitted by NetworkPolicies."""
 
 
 class TemporaryError(Exception):
@@ -97,17 +102,49 @@ class TierReconciler(ClusterPass, RolloutPass):
 
     # -- secrets -------------------------------------------------------------
 
-    def _tier_secrets(self, ref: TierRef, spec: CacheTierSpec) -> TierSecrets:
-        """Passwords: read them if they exist; generate each one once, never again."""
+    def _tier_secrets(
+        self, ref: TierRef, spec: CacheTierSpec, body: dict[str, Any] | None = None
+    ) -> TierSecrets:
+        """Passwords: read them if they exist; generate each one once, never again.
+
+        ``<tier>-auth-recovery`` keeps a copy: a deleted ``<tier>-auth`` comes back
+        with the same passwords (else the application password is taken from
+        ``<tier>-connection``), with a Warning Event either way; only when every
+        copy is gone are new passwords generated, and then the Event says so.
+        """
         auth_name = names.auth_secret(ref.name)
         live = self.kube.get("Secret", ref.namespace, auth_name)
         operator_pw = _decode(live, "operator-password")
         generated_pw = _decode(live, names.AUTH_PASSWORD_KEY)
         if live is None:
+            recovery = self.kube.get("Secret", ref.namespace, names.auth_recovery_secret(ref.name))
+            connection = self.kube.get("Secret", ref.namespace, names.connection_secret(ref.name))
+            operator_pw = _decode(recovery, "operator-password")
+            generated_pw = _decode(recovery, names.AUTH_PASSWORD_KEY)
+            if generated_pw is None and spec.auth.password_secret_ref is None:
+                generated_pw = _decode(connection, "password")
+            source = "its recovery copy" if recovery is not None else "the connection Secret"
+            serving = bool(((body or {}).get("status") or {}).get("rollout", {}).get("serving"))
+            if body is not None and (recovery is not None or generated_pw is not None):
+                self._event(
+                    body,
+                    "Warning",
+                    "AuthSecretRestored",
+                    f"Secret {auth_name} was deleted; restored with the same passwords from "
+                    f"{source}" + ("" if operator_pw else " (a new operator password: pods roll)"),
+                )
+            elif body is not None and serving:
+                self._event(
+                    body,
+                    "Warning",
+                    "PasswordRegenerated",
+                    f"Secret {auth_name} and every copy of it were deleted: new passwords "
+                    "generated; consumers get them as they restart",
+                )
             # Create-only first write: if two reconciles race, the loser's 409
             # makes it re-read, so a password is never generated twice.
-            operator_pw = _new_password()
-            generated_pw = _new_password()
+            operator_pw = operator_pw or _new_password()
+            generated_pw = generated_pw or _new_password()
             seed = {
                 "apiVersion": "v1",
                 "kind": "Secret",
@@ -126,7 +163,8 @@ class TierReconciler(ClusterPass, RolloutPass):
             try:
                 self.kube.create(_encode_secret(seed))
             except Conflict:
-                return self._tier_secrets(ref, spec)
+                return self._tier_secrets(ref, spec, body)
+        self._keep_recovery_copy(ref, operator_pw, generated_pw)
         if operator_pw is None:
             raise TemporaryError(f"Secret {auth_name} has no operator-password key")
         if not spec.auth.enabled:
@@ -146,11 +184,65 @@ class TierReconciler(ClusterPass, RolloutPass):
             generated_pw = _new_password()
         return TierSecrets(generated_pw, operator_pw, True)
 
+    def _require_tls_secret(self, ref: TierRef, spec: CacheTierSpec) -> None:
+        """A TLS tier's Secret must exist (else its pods could never start)."""
+        if not spec.tls.enabled or not spec.tls.secret_name:
+            return
+        secret = self.kube.get("Secret", ref.namespace, spec.tls.secret_name)
+        if secret is None:
+            raise TemporaryError(
+                f"spec.tls.secretName: Secret {spec.tls.secret_name!r} not found", delay=30
+            )
+        missing = [
+            k for k in ("tls.crt", "tls.key", "ca.crt") if k not in (secret.get("data") or {})
+        ]
+        if missing:
+            raise TemporaryError(
+                f"spec.tls.secretName: Secret {spec.tls.secret_name!r} has no {', '.join(missing)}",
+                delay=30,
+            )
+
+    def _keep_recovery_copy(
+        self, ref: TierRef, operator_pw: str | None, generated_pw: str | None
+    ) -> None:
+        """``<tier>-auth-recovery`` holds the same passwords (written only when it differs)."""
+        if operator_pw is None:
+            return
+        values = {"operator-password": operator_pw}
+        if generated_pw is not None:
+            values[names.AUTH_PASSWORD_KEY] = generated_pw
+        name = names.auth_recovery_secret(ref.name)
+        live = self.kube.get("Secret", ref.namespace, name)
+        if live is not None and all(_decode(live, k) == v for k, v in values.items()):
+            return
+        self.kube.apply(
+            _encode_secret(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {
+                        "name": name,
+                        "namespace": ref.namespace,
+                        "labels": names.common_labels(ref.name),
+                        "ownerReferences": [owner_reference(ref)],
+                    },
+                    "type": "Opaque",
+                    "stringData": values,
+                }
+            )
+        )
+
     # -- children ------------------------------------------------------------
 
     def _apply_children(self, body: dict[str, Any], desired: list[dict[str, Any]]) -> list[str]:
-        """Apply each object whose content hash differs from the live one."""
+        """Apply each object that is missing, changed in the spec, or edited by hand.
+
+        The content-hash annotation says whether the desired object changed; the
+        live values of the fields the operator sets (``render.drift``) say whether
+        someone changed them since. Nothing differs: nothing is written.
+        """
         writes = []
+        drifted = []
         for obj in desired:
             obj = _encode_secret(obj)
             meta = obj["metadata"]
@@ -160,21 +252,30 @@ class TierReconciler(ClusterPass, RolloutPass):
             if live is not None:
                 have = (live["metadata"].get("annotations") or {}).get(names.ANNOTATION_SPEC_HASH)
             if live is not None and want is not None and want == have:
-                continue
+                where = drift(obj, live)
+                if where is None:
+                    continue
+                drifted.append(f"{obj['kind']} {meta['name']} ({where})")
             self.kube.apply(obj)
             verb = "Created" if live is None else "Updated"
             writes.append(f"{verb} {obj['kind']} {meta['name']}")
+        if drifted:
+            message = "restored what was changed by hand: " + "; ".join(drifted)
+            log.info("%s/%s: %s", body["metadata"]["namespace"], body["metadata"]["name"], message)
+            self._event(body, "Warning", "DriftRepaired", message[:1000])
         if writes:
             self._event(body, "Normal", "Applied", "; ".join(writes))
         return writes
 
-    def _observe_statefulset(self, ref: TierRef) -> cond.WorkloadObservation:
+    def _observe_statefulset(self, ref: TierRef, want: int) -> cond.WorkloadObservation:
+        """The Redis StatefulSet against ``want`` pods: what the tier's spec requires,
+        not what the live StatefulSet asks for (a hand scale must not look Ready)."""
         sts = self.kube.get("StatefulSet", ref.namespace, names.statefulset(ref.name))
         if sts is None:
             return cond.WorkloadObservation(exists=False)
         spec = sts.get("spec") or {}
         st = sts.get("status") or {}
-        desired = int(spec.get("replicas", 1))
+        desired = want
         updated = (
             st.get("observedGeneration") == sts["metadata"].get("generation")
             and int(st.get("updatedReplicas") or 0) >= desired
@@ -199,6 +300,8 @@ class TierReconciler(ClusterPass, RolloutPass):
             updated=updated,
             unschedulable=unschedulable,
             restarts=restarts,
+            asked_replicas=int(spec.get("replicas", 1)),
+            current_replicas=int(st.get("replicas") or 0),
         )
 
     def _external_connection(self, ref: TierRef, spec: CacheTierSpec) -> dict[str, Any]:
@@ -235,6 +338,15 @@ class TierReconciler(ClusterPass, RolloutPass):
             # Permanent until the spec changes: no requeue, and the status write
             # is a no-op on the next event, so there is no hot loop.
             verdict = cond.invalid_spec("; ".join(str(p) for p in problems[:3]))
+            rolled = (old_status.get("rollout") or {}).get("rolledBackGeneration") == generation
+            if spec is not None and (rolled or not spec.rollout.enabled):
+                # What runs keeps being protected: an automatic (or manual) rollback
+                # of a serving tier still switches its consumers off.
+                self._rollout(body, ref, spec, old_status, new, "Failed", connection_ready=True)
+                extra = new.pop("_conditions", [])
+                verdict = cond.Verdict(
+                    verdict.phase, verdict.ready, verdict.progressing, verdict.degraded, extra
+                )
             return self._finish(body, ref, old_status, verdict, generation, new, writes, None)
 
         self._ensure_finalizer(body)
@@ -261,12 +373,13 @@ class TierReconciler(ClusterPass, RolloutPass):
                 new["connectionSecret"] = names.connection_secret(ref.name)
                 verdict = cond.external_verdict(True, "connection Secret built from the URL")
             else:
-                tier_secrets = self._tier_secrets(ref, spec)
-                desired = render_tier(ref, spec, tier_secrets)
+                self._require_tls_secret(ref, spec)
+                tier_secrets = self._tier_secrets(ref, spec, body)
+                desired = render_tier(ref, spec, tier_secrets, OPERATOR_NAMESPACE)
                 if spec.mode == "cluster":
                     self._hold_scale_in(ref, desired)
                 writes += self._apply_children(body, desired)
-                obs = self._observe_statefulset(ref)
+                obs = self._observe_statefulset(ref, _replicas_of(desired))
                 verdict = cond.workload_verdict(obs, previous_phase)
                 if spec.mode == "cluster":
                     verdict = self._cluster(
@@ -419,3 +532,11 @@ def _secret_host_port(secret: dict[str, Any]) -> tuple[str, int]:
     host = base64.b64decode(data.get("host", "")).decode()
     port = base64.b64decode(data.get("port", "")).decode()
     return host, int(port or 0)
+
+
+def _replicas_of(desired: list[dict[str, Any]]) -> int:
+    """The pod count the rendered (and, in cluster mode, scale-in-held) StatefulSet asks."""
+    for obj in desired:
+        if obj.get("kind") == "StatefulSet":
+            return int((obj.get("spec") or {}).get("replicas", 1))
+    return 1

@@ -166,3 +166,38 @@ def _delta(now: tuple[tuple[str, int], ...], before: tuple[tuple[str, int], ...]
         if grown > 0:
             out[name] = grown
     return out
+
+
+def enforce_config(
+    target: Target, wanted: dict[str, str], timeout: float = 2.0
+) -> dict[str, tuple[str, str]]:
+    """CONFIG SET each directive of ``wanted`` whose live value differs.
+
+    Values are compared as Redis prints them (``CONFIG GET``); the caller passes them
+    in that form (maxmemory in bytes). Returns ``{directive: (live, wanted)}`` of what
+    was corrected; a connection problem corrects nothing (the probe reports it).
+    """
+    client = redis.Redis(
+        host=target.host,
+        port=target.port,
+        username=target.username,
+        password=target.password,
+        ssl=target.tls,
+        ssl_ca_certs=target.ca_file,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        decode_responses=True,
+        **quiet_handshake(),
+    )
+    fixed: dict[str, tuple[str, str]] = {}
+    try:
+        for directive, value in wanted.items():
+            live = str(client.config_get(directive).get(directive, ""))
+            if live != value:
+                client.config_set(directive, value)
+                fixed[directive] = (live, value)
+    except redis.RedisError:
+        return fixed
+    finally:
+        client.close()
+    return fixed

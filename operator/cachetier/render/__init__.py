@@ -15,6 +15,7 @@ from ._connection import (
     connection_url,
     parse_redis_url,
 )
+from ._drift import drift
 from ._meta import spec_hash
 from ._tier import render_tier
 from ._types import TierRef, TierSecrets
@@ -26,6 +27,7 @@ __all__ = [
     "build_external_connection_secret",
     "config_hash",
     "connection_url",
+    "drift",
     "parse_redis_url",
     "render_auth_conf",
     "render_redis_conf",

@@ -6,6 +6,7 @@ password, type, provider, plus ``mode`` so clients know when to use a cluster cl
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -87,6 +88,12 @@ def parse_redis_url(url: str) -> tuple[str, int, str | None, str | None, bool]:
     path = parts.path.lstrip("/")
     if path and not path.isdigit():
         raise ValueError("Redis URL path must be a database number, e.g. /0")
+    userinfo = parts.netloc.rpartition("@")[0] if "@" in parts.netloc else ""
+    if re.search(r"%(?![0-9A-Fa-f]{2})", userinfo):
+        raise ValueError(
+            "Redis URL credentials have a malformed percent-escape (% must be followed by "
+            "two hex digits; write a literal % as %25)"
+        )
     username = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password is not None else None
     return (

@@ -24,8 +24,9 @@ def spec_hash(obj: dict[str, Any]) -> str:
     live object's annotation with the desired one and skip the write when equal.
     Key order does not matter; list order does.
     """
-    annotations = obj.get("metadata", {}).get("annotations", {})
-    if names.ANNOTATION_SPEC_HASH in annotations:
+    meta = obj.get("metadata")
+    annotations = meta.get("annotations") if isinstance(meta, dict) else None
+    if isinstance(annotations, dict) and names.ANNOTATION_SPEC_HASH in annotations:
         obj = copy.deepcopy(obj)
         stripped = obj["metadata"]["annotations"]
         del stripped[names.ANNOTATION_SPEC_HASH]

@@ -92,12 +92,15 @@ def build_pdb(ref: TierRef) -> dict[str, Any]:
     )
 
 
-def build_network_policy(ref: TierRef, spec: CacheTierSpec) -> dict[str, Any]:
+def build_network_policy(
+    ref: TierRef, spec: CacheTierSpec, operator_namespace: str = names.OPERATOR_NAMESPACE
+) -> dict[str, Any]:
     """<tier>: the Redis port is open only to consumers, the operator and the tier itself.
 
     Consumers are the pods carrying names.client_label(tier) (the operator injects
-    it into their templates). The cluster bus port is open to the tier's own pods
-    only: nobody else speaks the bus protocol.
+    it into their templates). The operator is admitted by its namespace *and* its pod
+    label: a label alone is one anybody may set on a pod in any namespace. The
+    cluster bus port is open to the tier's own pods only.
     """
 
     def own_pods() -> dict[str, Any]:
@@ -108,7 +111,9 @@ def build_network_policy(ref: TierRef, spec: CacheTierSpec) -> dict[str, Any]:
             "from": [
                 {"podSelector": {"matchLabels": {names.client_label(ref.name): "true"}}},
                 {
-                    "namespaceSelector": {},
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": operator_namespace}
+                    },
                     "podSelector": {"matchLabels": names.operator_pod_labels()},
                 },
                 own_pods(),

@@ -23,7 +23,12 @@ from ._statefulset import build_statefulset
 from ._types import TierRef, TierSecrets
 
 
-def render_tier(ref: TierRef, spec: CacheTierSpec, secrets: TierSecrets) -> list[dict[str, Any]]:
+def render_tier(
+    ref: TierRef,
+    spec: CacheTierSpec,
+    secrets: TierSecrets,
+    operator_namespace: str = names.OPERATOR_NAMESPACE,
+) -> list[dict[str, Any]]:
     """Every desired child object for ``spec.mode``, as dicts ready for server-side apply.
 
     Order: Secrets, ConfigMap, Services, StatefulSet, PodDisruptionBudget,
@@ -54,5 +59,5 @@ def render_tier(ref: TierRef, spec: CacheTierSpec, secrets: TierSecrets) -> list
         build_headless_service(ref, spec),
         build_statefulset(ref, spec, config_hash(redis_conf, auth_conf)),
         build_pdb(ref),
-        build_network_policy(ref, spec),
+        build_network_policy(ref, spec, operator_namespace),
     ]
