@@ -179,6 +179,36 @@ def test_mode_change_on_update_is_refused(kube_cluster: KubeCluster, namespace: 
     assert get_tier(kube_cluster, namespace, "minimal")["spec"]["mode"] == "standalone"
 
 
+@pytest.mark.parametrize(
+    ("persistence", "message"),
+    [
+        ("{mode: none}", "persistence.mode cannot change between none"),
+        ("{size: 512Mi}", "persistence.size cannot shrink"),
+        ("{size: 2Gi}", "persistence.size cannot grow on an existing tier yet"),
+    ],
+)
+def test_volume_changes_on_update_are_refused_in_words(
+    kube_cluster: KubeCluster, namespace: str, persistence: str, message: str
+) -> None:
+    """Not the StatefulSet API's raw "Forbidden: updates to statefulset spec ...": a
+    sentence about the tier, from the API server, before anything is changed."""
+    created = kubectl_apply(kube_cluster, namespace, MINIMAL + "spec: {}\n")
+    assert created.returncode == 0, created.stderr
+    changed = kubectl_apply(
+        kube_cluster, namespace, MINIMAL + f"spec: {{redis: {{persistence: {persistence}}}}}\n"
+    )
+    assert changed.returncode != 0, changed.stdout
+    assert message in changed.stderr, changed.stderr
+    same = kubectl_apply(
+        kube_cluster, namespace, MINIMAL + "spec: {redis: {persistence: {size: 1024Mi}}}\n"
+    )
+    assert same.returncode == 0, same.stderr  # the same size, spelt otherwise, is fine
+    rdb = kubectl_apply(
+        kube_cluster, namespace, MINIMAL + "spec: {redis: {persistence: {mode: rdb}}}\n"
+    )
+    assert rdb.returncode == 0, rdb.stderr  # aof <-> rdb keeps the volume
+
+
 FULL_STATUS = CacheTierStatus(
     observed_generation=4,
     phase="Ready",
