@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from cachetier.redis.options import quiet_handshake
-from cachetier.redis.probe import MIN_COMMANDS_FOR_ERROR_RATE, Target, probe
+from cachetier.redis.probe import MIN_COMMANDS_FOR_ERROR_RATE, Target, enforce_config, probe
 
 pytestmark = pytest.mark.redis
 
@@ -97,3 +97,18 @@ def test_unreachable_and_wrong_password() -> None:
 def test_wrong_password_is_down(server: Target) -> None:
     bad = probe(Target(host=server.host, port=server.port, password="nope"), None)
     assert not bad.up and bad.error
+
+
+def test_enforce_config_puts_back_what_was_changed_live(server: Target) -> None:
+    wanted = {"maxmemory": str(32 * 1024 * 1024), "maxmemory-policy": "allkeys-lru"}
+    first = enforce_config(server, wanted)  # the server started without them
+    assert first == {
+        "maxmemory": ("0", wanted["maxmemory"]),
+        "maxmemory-policy": ("noeviction", "allkeys-lru"),
+    }
+    assert enforce_config(server, wanted) == {}  # nothing differs: nothing written
+    client = redis.Redis(host=server.host, port=server.port, password="pw", **quiet_handshake())
+    client.config_set("maxmemory", "1mb")
+    assert enforce_config(server, wanted) == {"maxmemory": ("1048576", wanted["maxmemory"])}
+    assert client.config_get("maxmemory")["maxmemory"] == wanted["maxmemory"]
+    client.close()

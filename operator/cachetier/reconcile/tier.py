@@ -124,7 +124,8 @@ class TierReconciler(ClusterPass, RolloutPass):
             if generated_pw is None and spec.auth.password_secret_ref is None:
                 generated_pw = _decode(connection, "password")
             source = "its recovery copy" if recovery is not None else "the connection Secret"
-            serving = bool(((body or {}).get("status") or {}).get("rollout", {}).get("serving"))
+            status = (body or {}).get("status") or {}
+            serving = bool((status.get("rollout") or {}).get("serving"))
             if body is not None and (recovery is not None or generated_pw is not None):
                 self._event(
                     body,

@@ -191,11 +191,12 @@ def enforce_config(
     )
     fixed: dict[str, tuple[str, str]] = {}
     try:
+        live = client.config_get(*wanted) if wanted else {}  # one round trip
         for directive, value in wanted.items():
-            live = str(client.config_get(directive).get(directive, ""))
-            if live != value:
+            have = str(live.get(directive, ""))
+            if have != value:
                 client.config_set(directive, value)
-                fixed[directive] = (live, value)
+                fixed[directive] = (have, value)
     except redis.RedisError:
         return fixed
     finally:
