@@ -160,6 +160,36 @@ def test_consumers_get_password_and_mode_from_the_secret(
         assert "value" not in env[name]
 
 
+def test_a_restarted_operator_writes_nothing_and_does_not_flap(
+    kube_cluster: Any, conformance_ns: str, operator: Operator
+) -> None:
+    """A new process knows nothing of the clusters and probes: an unchanged world must
+    cost it no write and no Ready -> "forming the cluster" -> Ready flap."""
+    from cachetier.reconcile.cluster import ClusterManager
+
+    ns, rt = conformance_ns, operator.runtime()
+    for tier in TIER_NAMES.values():
+
+        def settled(t: str = tier) -> bool:
+            before = operator.write_count(ns, t)
+            operator.reconcile_now(ns, t)
+            return before == operator.write_count(ns, t) and _phase(kube_cluster, ns, t) == "Ready"
+
+        wait_for(settled, timeout=120, what=f"{tier} settled", interval=2)
+    writes = {t: operator.write_count(ns, t) for t in TIER_NAMES.values()}
+    # What a restarted process starts with: no converge results, no probe memory.
+    rt.reconciler.clusters = ClusterManager()
+    rt.prober._memory.clear()
+    for tier in TIER_NAMES.values():
+        operator.reconcile_now(ns, tier)
+        assert _phase(kube_cluster, ns, tier) == "Ready"
+    probes = rt.prober.probes
+    wait_for(lambda: rt.prober.probes >= probes + 4, timeout=60, what="two probe rounds")
+    for tier in TIER_NAMES.values():
+        operator.reconcile_now(ns, tier)
+    assert {t: operator.write_count(ns, t) for t in TIER_NAMES.values()} == writes
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("client", ALL_CLIENTS)
 def test_client_conformance(kube_cluster: Any, conformance_ns: str, mode: str, client: str) -> None:

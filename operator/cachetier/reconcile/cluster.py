@@ -37,6 +37,8 @@ class ClusterView:
     message: str
     drained_beyond: int | None
     """When set, nodes past this many have been drained and may be removed."""
+    pending: bool = False
+    """No converge has finished in this process yet (a new operator has not looked)."""
 
 
 @dataclass
@@ -150,7 +152,8 @@ def _view(
 ) -> ClusterView:
     if result is None:
         message = error or "forming the cluster"
-        return ClusterView(False, {"state": "unknown", "message": message[:500]}, message, None)
+        unknown: dict[str, Any] = {"state": "unknown", "message": message[:500]}
+        return ClusterView(False, unknown, message, None, pending=not error)
     summary = result.summary
     findings = [str(b) for b in result.plan.blocked] + list(result.plan.waiting)
     message = "; ".join(findings) or (error or ("ok" if result.converged else "converging"))

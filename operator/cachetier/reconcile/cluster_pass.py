@@ -82,6 +82,10 @@ class ClusterPass:
             replicas_per_shard=spec.cluster.replicas_per_shard,
             on_done=lambda: self.wake(*key),
         )
+        if view.pending and previous_phase in ("Ready", "RolledBack"):
+            # A restarted operator has not looked at the cluster yet: what status says
+            # stands until it has (no Ready -> "forming" -> Ready flap, no write).
+            return verdict
         new["cluster"] = view.status
         if view.converged:
             return verdict

@@ -66,6 +66,8 @@ class HealthProber:
         self._event = event
         self._memory: dict[tuple[str, str], _Memory] = {}
         self._lock = threading.Lock()
+        self.probes = 0
+        """Probes run by this process (tests and benchmarks read it)."""
 
     def _targets(self, body: dict[str, Any], spec: CacheTierSpec) -> list[Target]:
         """Every Redis of the tier that has an address (by pod name), or the external URL."""
@@ -151,6 +153,7 @@ class HealthProber:
             self._repair_config(body, spec, targets)
         if result.counters is not None:
             memory.counters = result.counters
+        self.probes += 1
         _export(namespace, name, result)
 
         # The verdict and its status write happen under the tier's lock, on a fresh
