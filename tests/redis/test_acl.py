@@ -233,3 +233,26 @@ def test_probe_names_the_error_class_and_the_denied_command(server: int) -> None
     assert result.error_classes is not None and result.error_classes.get("NOPERM") == 12
     assert result.denied_commands == {"KEYS": 12}
     assert result.error_rate is not None and result.error_rate > 0.05
+
+
+def test_the_command_table_knows_every_command_of_this_redis(server: int) -> None:
+    """``api.redis_commands`` (disabledCommands are checked against it) is not behind."""
+    from cachetier.api.redis_commands import is_known
+
+    unknown = sorted(c for c in _commands(_operator(server)) if not is_known(c))
+    assert not unknown, f"add to operator/cachetier/api/redis_commands.py: {unknown}"
+
+
+def test_an_unknown_command_in_an_acl_rule_stops_redis(tmp_path: Path) -> None:
+    """Why disabledCommands are checked: redis-server refuses to start."""
+    proc = subprocess.run(
+        [
+            *("redis-server", "--port", str(_free_port()), "--bind", "127.0.0.1"),
+            *("--save", "", "--user", "default on nopass ~* +@all -nosuchcmd"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode != 0

@@ -253,3 +253,10 @@ def test_external_url_with_a_bad_percent_escape_is_refused() -> None:
     with pytest.raises(ValueError, match="malformed percent-escape"):
         parse_redis_url("rediss://user:p%zz@h:6379")
     assert parse_redis_url("rediss://user:p%25zz@h:6379")[3] == "p%zz"
+
+
+def test_disabled_commands_must_be_redis_commands() -> None:
+    problems = validate_spec(spec(redis={"disabledCommands": ["KEYS", "NOSUCHCMD", "config|set"]}))
+    assert fields(problems) == ["spec.redis.disabledCommands[1]"]
+    assert "NOSUCHCMD is not a Redis command" in problems[0].message
+    assert validate_spec(spec(redis={"disabledCommands": ["CLIENT|SETINFO", "hexpire"]})) == []

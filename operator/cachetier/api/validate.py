@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 import pydantic
 
 from cachetier.api.models import CacheTierSpec
+from cachetier.api.redis_commands import is_known
 from cachetier.api.units import (
     format_redis_memory,
     parse_duration,
@@ -177,11 +178,20 @@ def _rdb_schedule(spec: CacheTierSpec) -> Iterator[Problem]:
 
 
 def _disabled_commands(spec: CacheTierSpec) -> Iterator[Problem]:
-    """Redis command names are case-insensitive: FLUSHALL and flushall are one command."""
+    """Known Redis commands, each once (names are case-insensitive).
+
+    An unknown name in an ACL rule stops redis-server from starting.
+    """
     seen: set[str] = set()
     for index, command in enumerate(spec.redis.disabled_commands):
         if command.lower() in seen:
             yield Problem(f"spec.redis.disabledCommands[{index}]", f"{command} is listed twice")
+        elif not is_known(command):
+            yield Problem(
+                f"spec.redis.disabledCommands[{index}]",
+                f"{command} is not a Redis command (Redis would refuse to start with it in "
+                "an ACL rule); subcommands are written CONTAINER|SUB, e.g. CONFIG|SET",
+            )
         seen.add(command.lower())
 
 
