@@ -1,0 +1,167 @@
+"""The operator SIGKILLed at random points converges, and loses nothing.
+
+A real operator process (``python -m cachetier.main``) is killed with SIGKILL at a
+random moment of each step — create a tier and two consumers, raise the percent,
+change maxmemory, roll back, re-enable — and started again. At the end the tier is
+Ready for its latest generation, both consumers carry exactly one of each injected env
+entry, the password is the one generated first, and every object of the tier is owned
+by it (no orphans). The seed is printed, so a failure can be replayed
+(``CACHETIER_FAULT_SEED``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cachetier.handlers import tier as tier_handlers
+from tests.e2e.helpers import get_json, kubectl_apply, wait_for
+
+pytestmark = pytest.mark.timeout(600)
+
+REPO = Path(__file__).resolve().parents[2]
+TIER = "faulty"
+TIER_YAML = """
+apiVersion: cachetier.io/v1alpha1
+kind: CacheTier
+metadata: {{name: faulty, namespace: {ns}}}
+spec:
+  redis: {{maxmemory: {maxmemory}, persistence: {{mode: none}}}}
+  consumers: {{selector: {{matchLabels: {{app: faulty}}}}}}
+  rollout: {{enabled: {enabled}, percent: {percent}}}
+"""
+CONSUMER = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: {ns}, labels: {{app: faulty}}}}
+spec:
+  replicas: 0
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec: {{containers: [{{name: app, image: example/app:1}}]}}
+"""
+STEPS = [
+    {"maxmemory": "32mb", "enabled": "true", "percent": 100},
+    {"maxmemory": "32mb", "enabled": "true", "percent": 50},
+    {"maxmemory": "48mb", "enabled": "true", "percent": 50},
+    {"maxmemory": "48mb", "enabled": "false", "percent": 50},
+    {"maxmemory": "48mb", "enabled": "true", "percent": 100},
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class OperatorProcess:
+    """The operator as its own process, against the admin kubeconfig."""
+
+    def __init__(self, kubeconfig: str, log: Path) -> None:
+        self.log = log
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "CACHETIER_PROBE_INTERVAL": "2"}
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "cachetier.main", "--kubeconfig", kubeconfig),
+                    *("--liveness", f"http://127.0.0.1:{_free_port()}/healthz"),
+                    *("--metrics-port", "0"),
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+def test_sigkill_at_random_points_converges_and_loses_nothing(
+    kube_cluster: Any,
+    namespace: str,
+    crd_installed: None,
+    operator_ignores_namespace: tier_handlers.Runtime | None,
+    tmp_path: Path,
+) -> None:
+    ns = namespace
+    seed = int(os.environ.get("CACHETIER_FAULT_SEED") or random.randrange(1 << 30))
+    print(f"CACHETIER_FAULT_SEED={seed}")
+    rng = random.Random(seed)
+    log = tmp_path / "operator.log"
+    password: str | None = None
+    for index, step in enumerate(STEPS):
+        op = OperatorProcess(kube_cluster.kubeconfig, log)
+        try:
+            kubectl_apply(kube_cluster, TIER_YAML.format(ns=ns, **step))
+            if index == 0:
+                for name in ("api", "worker"):
+                    kubectl_apply(kube_cluster, CONSUMER.format(ns=ns, name=name))
+            time.sleep(rng.uniform(0.2, 3.0))
+        finally:
+            op.kill()
+        auth = get_json(kube_cluster, "secret", ns, f"{TIER}-auth")
+        if auth is not None:
+            current = base64.b64decode(auth["data"]["password"]).decode()
+            assert password in (None, current), "the password changed across a SIGKILL"
+            password = current
+
+    final = OperatorProcess(kube_cluster.kubeconfig, log)
+    try:
+
+        def converged() -> dict[str, Any] | None:
+            tier = get_json(kube_cluster, "cachetier", ns, TIER) or {}
+            st = tier.get("status") or {}
+            fresh = st.get("observedGeneration") == tier["metadata"]["generation"]
+            enabled = (st.get("consumers") or {}).get("enabled")
+            return tier if fresh and st.get("phase") == "Ready" and enabled == 2 else None
+
+        tier = wait_for(converged, timeout=180, what=f"convergence (seed {seed})", interval=1)
+    finally:
+        final.stop()
+    text = log.read_text(errors="replace")
+    assert "Traceback" not in text, text[-3000:]
+
+    auth = get_json(kube_cluster, "secret", ns, f"{TIER}-auth") or {}
+    assert base64.b64decode(auth["data"]["password"]).decode() == password
+    for name in ("api", "worker"):
+        dep = get_json(kube_cluster, "deployment", ns, name) or {}
+        for container in dep["spec"]["template"]["spec"]["containers"]:
+            counts = Counter(e["name"] for e in container.get("env") or [])
+            assert all(n == 1 for n in counts.values()), f"{name}: duplicate env {counts}"
+            env = {e["name"]: e for e in container["env"]}
+            assert env["REDIS_ENABLED"]["value"] == "true"
+            assert set(env) >= {"REDIS_URL", "REDIS_PASSWORD", "REDIS_MODE"}
+    uid = tier["metadata"]["uid"]
+    listed = kube_cluster.run_kubectl(
+        "get", "secret,configmap,service,statefulset,poddisruptionbudget,networkpolicy",
+        "-n", ns, "-l", f"app.kubernetes.io/instance={TIER}", "-o", "json",
+    )  # fmt: skip
+    orphans = [
+        f"{o['kind']}/{o['metadata']['name']}"
+        for o in json.loads(listed.stdout)["items"]
+        if uid not in [r.get("uid") for r in o["metadata"].get("ownerReferences") or []]
+    ]
+    assert not orphans, f"not owned by the tier: {orphans}"
