@@ -49,6 +49,16 @@ def get_json(cluster: Any, kind: str, ns: str, name: str) -> dict[str, Any] | No
     return result
 
 
+def event_messages(cluster: Any, ns: str, reason: str) -> list[str]:
+    """Messages of the namespace's Events with ``reason``."""
+    items = json.loads(
+        cluster.run_kubectl(
+            "get", "events", "-n", ns, "--field-selector", f"reason={reason}", "-o", "json"
+        ).stdout
+    )["items"]
+    return [str(e.get("message", "")) for e in items]
+
+
 def pod_ips(cluster: Any, ns: str, tier: str) -> list[str]:
     """IPs of the tier's Redis pods that have one."""
     pods = json.loads(

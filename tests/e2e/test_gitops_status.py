@@ -26,7 +26,14 @@ from prometheus_client import generate_latest
 
 from cachetier import metrics
 from tests.e2e.conftest import RESYNC_SECONDS
-from tests.e2e.helpers import Operator, get_json, kubectl_apply, pod_ips, wait_for
+from tests.e2e.helpers import (
+    Operator,
+    event_messages,
+    get_json,
+    kubectl_apply,
+    pod_ips,
+    wait_for,
+)
 from tests.e2e.test_cli import run_cli
 
 pytestmark = pytest.mark.timeout(600)
@@ -202,12 +209,8 @@ def test_kstatus_rollback_cause_rearm_and_resync(
     assert f'cachetier_redis_error_replies{{class="NOPERM",namespace="{ns}",tier="{TIER}"}}' in (
         exported
     )
-    events = json.loads(
-        kube_cluster.run_kubectl(
-            "get", "events", "-n", ns, "--field-selector", "reason=AutoRollback", "-o", "json"
-        ).stdout
-    )["items"]
-    assert any("NOPERM" in e.get("message", "") for e in events), events
+    events = event_messages(kube_cluster, ns, "AutoRollback")
+    assert any("NOPERM" in e for e in events), events
 
     # Re-arm without a spec change: `rollout set` to the percent it already has.
     generation = tier["metadata"]["generation"]
@@ -275,12 +278,7 @@ def test_latency_is_a_warning_unless_opted_in(
     assert tier["status"]["rollout"]["effectivePercent"] == 100
     assert tier["status"]["health"]["slow"] is True
     assert kstatus(tier)["status"] == "Current"  # a warning, not a failure
-    events = json.loads(
-        kube_cluster.run_kubectl(
-            "get", "events", "-n", ns, "--field-selector", "reason=HighLatency", "-o", "json"
-        ).stdout
-    )["items"]
-    assert events, "no HighLatency Event"
+    assert event_messages(kube_cluster, ns, "HighLatency"), "no HighLatency Event"
     exported = generate_latest(metrics.REGISTRY).decode()
     assert f'cachetier_redis_slow{{namespace="{ns}",tier="warned"}} 1.0' in exported
 

@@ -18,7 +18,14 @@ import pytest
 import redis
 
 from tests.e2e.conftest import RESYNC_SECONDS
-from tests.e2e.helpers import Operator, get_json, kubectl_apply, pod_ips, wait_for
+from tests.e2e.helpers import (
+    Operator,
+    event_messages,
+    get_json,
+    kubectl_apply,
+    pod_ips,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -59,17 +66,6 @@ class Client:
                 time.sleep(0.1)
             time.sleep(0.02)
         client.close()
-
-
-def events(cluster: Any, ns: str, reason: str) -> list[str]:
-    import json
-
-    items = json.loads(
-        cluster.run_kubectl(
-            "get", "events", "-n", ns, "--field-selector", f"reason={reason}", "-o", "json"
-        ).stdout
-    )["items"]
-    return [str(e.get("message", "")) for e in items]
 
 
 def sts(cluster: Any, ns: str) -> dict[str, Any]:
@@ -113,7 +109,7 @@ def test_drift_is_repaired_and_the_password_survives(
                 timeout=120,
                 what=f"one Redis pod again after a scale to {replicas}",
             )
-        assert any("spec.replicas" in m for m in events(kube_cluster, ns, "DriftRepaired"))
+        assert any("spec.replicas" in m for m in event_messages(kube_cluster, ns, "DriftRepaired"))
 
         # The pod template edited by hand.
         kube_cluster.run_kubectl(
@@ -138,7 +134,7 @@ def test_drift_is_repaired_and_the_password_survives(
                 timeout=60,
                 what="maxmemory restored by the prober",
             )
-        assert events(kube_cluster, ns, "ConfigDriftRepaired")
+        assert event_messages(kube_cluster, ns, "ConfigDriftRepaired")
 
         # The auth Secret deleted: it comes back with the same passwords.
         kube_cluster.run_kubectl("delete", "secret", f"{TIER}-auth", "-n", ns)
@@ -149,7 +145,7 @@ def test_drift_is_repaired_and_the_password_survives(
         )
         assert base64.b64decode(restored["data"]["password"]).decode() == password
         assert base64.b64decode(restored["data"]["operator-password"]).decode() == op_pw
-        assert events(kube_cluster, ns, "AuthSecretRestored")
+        assert event_messages(kube_cluster, ns, "AuthSecretRestored")
 
         # Every other child deleted at once: all back within the resync.
         children = [

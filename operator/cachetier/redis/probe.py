@@ -65,9 +65,8 @@ class ProbeResult:
     """Commands refused by the ACL to the application user since the previous probe."""
 
 
-def probe(target: Target, previous: Counters | None, timeout: float = 2.0) -> ProbeResult:
-    """PING (timed) then INFO; any connection problem is ``up=False`` with the reason."""
-    client = redis.Redis(
+def _client(target: Target, timeout: float, *, decode: bool = False) -> redis.Redis:
+    return redis.Redis(
         host=target.host,
         port=target.port,
         username=target.username,
@@ -76,10 +75,16 @@ def probe(target: Target, previous: Counters | None, timeout: float = 2.0) -> Pr
         ssl_ca_certs=target.ca_file,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
+        decode_responses=decode,
         # No CLIENT SETINFO: Redis < 7.2 answers it with an error reply, which
         # would count against the very error rate this probe measures.
         **quiet_handshake(),
     )
+
+
+def probe(target: Target, previous: Counters | None, timeout: float = 2.0) -> ProbeResult:
+    """PING (timed) then INFO; any connection problem is ``up=False`` with the reason."""
+    client = _client(target, timeout)
     try:
         client.ping()  # connect and authenticate outside the timed PINGs
         samples = []
@@ -177,18 +182,7 @@ def enforce_config(
     in that form (maxmemory in bytes). Returns ``{directive: (live, wanted)}`` of what
     was corrected; a connection problem corrects nothing (the probe reports it).
     """
-    client = redis.Redis(
-        host=target.host,
-        port=target.port,
-        username=target.username,
-        password=target.password,
-        ssl=target.tls,
-        ssl_ca_certs=target.ca_file,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        decode_responses=True,
-        **quiet_handshake(),
-    )
+    client = _client(target, timeout, decode=True)
     fixed: dict[str, tuple[str, str]] = {}
     try:
         live = client.config_get(*wanted) if wanted else {}  # one round trip
