@@ -704,3 +704,21 @@ def test_summary_for_status() -> None:
     assert status["state"] == "ok" and status["slotsAssigned"] == TOTAL_SLOTS
     assert status["shards"] == 3 and len(summary.nodes) == 6
     assert [n.role for n in summary.nodes].count("replica") == 3
+
+
+def test_summary_state_is_every_nodes_view_not_the_majority() -> None:
+    """One node still reporting fail keeps status.cluster from saying ok."""
+    import dataclasses
+
+    sim, desired = new_cluster(3, 1)
+    _, desired = drive(sim, desired)
+    observed = sim.observe(desired)
+    lagging = dataclasses.replace(observed.nodes[0], cluster_state="fail")
+    one_fails = dataclasses.replace(observed, nodes=(lagging, *observed.nodes[1:]))
+    assert summarize(one_fails, desired).state == "partial"
+    all_fail = dataclasses.replace(
+        observed,
+        nodes=tuple(dataclasses.replace(n, cluster_state="fail") for n in observed.nodes),
+    )
+    assert summarize(all_fail, desired).state == "fail"
+    assert summarize(observed, desired).state == "ok"

@@ -677,7 +677,13 @@ class HealthStatus(_Status):
 class ClusterStatus(_Status):
     """Observed Redis Cluster state."""
 
-    state: str = Field(default="unknown", description="cluster_state: ok or fail.")
+    state: str = Field(
+        default="unknown",
+        description=(
+            "From every node's own cluster_state: ok when all answering nodes say ok, "
+            "partial when some say fail, fail when most do, unknown when none answers."
+        ),
+    )
     slots_assigned: int = Field(default=0, description="Slots assigned to a master.")
     shards: int = Field(default=0, description="Masters owning slots.")
     nodes: int = Field(default=0, description="Nodes known to the cluster.")

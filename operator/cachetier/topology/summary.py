@@ -35,7 +35,8 @@ class ClusterSummary:
     """What `status.cluster` reports."""
 
     state: str
-    """`ok`, `fail`, or `unknown` (nothing answered): the majority's `cluster_state`."""
+    """From every answering node's own `cluster_state`: `ok` when all say ok, `fail`
+    when most say fail, `partial` when some do, `unknown` when nothing answered."""
     slots_assigned: int
     """Slots that have an owner."""
     slots_served: int
@@ -74,7 +75,12 @@ def summarize(observed: Observed, desired: DesiredLayout) -> ClusterSummary:
     )
     states = [m.cluster_state for m in members if m.alive]
     ok = sum(1 for s in states if s == "ok")
-    state = "unknown" if not states else ("ok" if ok * 2 > len(states) else "fail")
+    if not states:
+        state = "unknown"
+    elif ok == len(states):
+        state = "ok"
+    else:
+        state = "partial" if ok * 2 > len(states) else "fail"
     served = normalize(r for r, owner in view.owners if view.members[owner].alive)
     return ClusterSummary(
         state=state,
