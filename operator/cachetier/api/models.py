@@ -525,6 +525,15 @@ class CacheTierSpec(_Model):
                     "mode is immutable: create a new CacheTier to change it",
                     ".mode",
                 ),
+                # The defaults fill spec.cluster on every tier, so only settings that
+                # differ from them can be told apart from "not set".
+                _cel(
+                    "self.mode == 'cluster' || !has(self.cluster) || "
+                    "(self.cluster.shards == 3 && self.cluster.replicasPerShard == 1)",
+                    "cluster settings apply only to mode: cluster (this tier's mode would "
+                    "ignore them)",
+                    ".cluster",
+                ),
             ]
         }
     )

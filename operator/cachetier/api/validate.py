@@ -230,6 +230,14 @@ def _external(spec: CacheTierSpec) -> Iterator[Problem]:
         yield Problem("spec.external.urlSecretRef", "is only valid when mode is external")
 
 
+def _cluster_settings(spec: CacheTierSpec) -> Iterator[Problem]:
+    """Mirror of the CRD rule: cluster settings other than the defaults need mode cluster."""
+    if spec.mode != "cluster" and spec.cluster != CacheTierSpec().cluster:
+        yield Problem(
+            "spec.cluster", "cluster settings apply only to mode: cluster (this mode ignores them)"
+        )
+
+
 def _auth(spec: CacheTierSpec) -> Iterator[Problem]:
     """Mirror of the CRD rule: a password Secret needs authentication on."""
     if spec.auth.password_secret_ref is not None and not spec.auth.enabled:
@@ -265,6 +273,7 @@ _CHECKS: tuple[Callable[[CacheTierSpec], Iterator[Problem]], ...] = (
     _rollout,
     _tls,
     _external,
+    _cluster_settings,
     _auth,
     _consumers,
 )
