@@ -165,3 +165,86 @@ def test_sigkill_at_random_points_converges_and_loses_nothing(
         if uid not in [r.get("uid") for r in o["metadata"].get("ownerReferences") or []]
     ]
     assert not orphans, f"not owned by the tier: {orphans}"
+
+
+CLUSTER_YAML = """
+apiVersion: cachetier.io/v1alpha1
+kind: CacheTier
+metadata: {{name: selfheal, namespace: {ns}}}
+spec:
+  mode: cluster
+  cluster: {{shards: 3, replicasPerShard: 1}}
+  redis: {{maxmemory: 32mb, persistence: {{mode: aof, size: 64Mi}}}}
+"""
+
+
+def _cluster_info(ip: str, password: str) -> str:
+    import redis
+
+    with redis.Redis(
+        host=ip, username="cachetier-operator", password=password, socket_timeout=2
+    ) as node:
+        info = node.execute_command("CLUSTER", "INFO")
+    if isinstance(info, dict):
+        return "\n".join(f"{k}:{v}" for k, v in info.items())
+    return info.decode() if isinstance(info, bytes) else str(info)
+
+
+def test_a_cluster_heals_without_the_operator_after_every_pod_is_replaced(
+    kube_cluster: Any,
+    namespace: str,
+    crd_installed: None,
+    operator_ignores_namespace: tier_handlers.Runtime | None,
+    tmp_path: Path,
+) -> None:
+    """Every pod of a formed cluster replaced at once (new IPs), no operator running:
+    the nodes find each other by name (the resolve-peers init container) and serve."""
+    import redis
+    from redis.cluster import ClusterNode, RedisCluster
+
+    from tests.e2e.helpers import pod_ips
+
+    ns, name = namespace, "selfheal"
+    op = OperatorProcess(kube_cluster.kubeconfig, tmp_path / "operator.log")
+    try:
+        kubectl_apply(kube_cluster, CLUSTER_YAML.format(ns=ns))
+
+        def formed() -> bool:
+            tier = get_json(kube_cluster, "cachetier", ns, name) or {}
+            st = tier.get("status") or {}
+            return st.get("phase") == "Ready" and (st.get("cluster") or {}).get("state") == "ok"
+
+        wait_for(formed, timeout=300, what="the cluster formed", interval=2)
+    finally:
+        op.stop()
+    connection = get_json(kube_cluster, "secret", ns, f"{name}-connection") or {}
+    password = base64.b64decode(connection["data"]["password"]).decode()
+    auth = get_json(kube_cluster, "secret", ns, f"{name}-auth") or {}
+    op_pw = base64.b64decode(auth["data"]["operator-password"]).decode()
+    startup = [ClusterNode(ip, 6379) for ip in pod_ips(kube_cluster, ns, name)]
+    with RedisCluster(startup_nodes=startup, password=password, socket_timeout=5) as client:
+        for i in range(300):
+            client.set(f"k{i}", str(i))
+
+    old = set(pod_ips(kube_cluster, ns, name))
+    kube_cluster.run_kubectl(
+        "delete", "pods", "-n", ns, "-l", f"app.kubernetes.io/instance={name}", "--wait=false"
+    )
+
+    def replaced() -> list[str] | None:
+        ips = pod_ips(kube_cluster, ns, name)
+        return ips if len(ips) == 6 and not set(ips) & old else None
+
+    ips = wait_for(replaced, timeout=180, what="six pods with new addresses", interval=1)
+
+    def healed() -> bool:
+        try:
+            infos = [_cluster_info(ip, op_pw) for ip in ips]
+        except redis.RedisError:
+            return False
+        return all("cluster_state:ok" in i and "cluster_known_nodes:6" in i for i in infos)
+
+    wait_for(healed, timeout=180, what="every node cluster_state:ok, no operator", interval=2)
+    startup = [ClusterNode(ip, 6379) for ip in ips]
+    with RedisCluster(startup_nodes=startup, password=password, socket_timeout=5) as client:
+        assert all(client.get(f"k{i}") == str(i).encode() for i in range(300))

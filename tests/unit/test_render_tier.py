@@ -298,3 +298,35 @@ def test_spec_hash_survives_a_json_round_trip(obj: dict[str, Any]) -> None:
 
 def test_defaults_spec_matches_empty_spec() -> None:
     assert render_tier(REF, CacheTierSpec(), SECRETS) == _render({})
+
+
+def test_resolve_peers_script_rewrites_addresses_by_name(tmp_path: Any) -> None:
+    """The init container's script, run by a real /bin/sh over a nodes.conf."""
+    import subprocess
+
+    from cachetier.render._statefulset import RESOLVE_PEERS_SCRIPT
+
+    conf = tmp_path / "nodes.conf"
+    conf.write_text(
+        "a1 10.9.9.1:6379@16379,localhost myself,master - 0 0 1 connected 0-5460\n"
+        "b2 10.9.9.2:6379@16379,no-such-name.invalid master - 0 1 2 connected 5461-16383\n"
+        "c3 :0@0 master,noaddr - 0 0 0 disconnected\n"
+        "vars currentEpoch 6 lastVoteEpoch 0\n"
+    )
+    script = RESOLVE_PEERS_SCRIPT.replace("/data/nodes.conf", str(conf))
+    subprocess.run(["sh", "-c", script], check=True, timeout=30)
+    lines = conf.read_text().splitlines()
+    assert lines[0].split()[1] in (
+        "127.0.0.1:6379@16379,localhost",
+        "::1:6379@16379,localhost",
+    )
+    assert lines[1:] == [
+        "b2 10.9.9.2:6379@16379,no-such-name.invalid master - 0 1 2 connected 5461-16383",
+        "c3 :0@0 master,noaddr - 0 0 0 disconnected",
+        "vars currentEpoch 6 lastVoteEpoch 0",
+    ]
+    pod = _sts(_render(SPECS["cluster"]))["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    assert init["command"] == ["sh", "-c", RESOLVE_PEERS_SCRIPT]
+    assert init["securityContext"]["allowPrivilegeEscalation"] is False
+    assert "initContainers" not in _sts(_render({}))["spec"]["template"]["spec"]

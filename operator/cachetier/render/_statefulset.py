@@ -10,7 +10,15 @@ from typing import Any
 from cachetier import names
 from cachetier.api.models import CacheTierSpec
 
-from ._conf import AUTH_DIR, CONFIG_DIR, DATA_DIR, TLS_CA_PATH, TLS_DIR, TMP_DIR
+from ._conf import (
+    AUTH_DIR,
+    CONFIG_DIR,
+    DATA_DIR,
+    NODES_CONF_PATH,
+    TLS_CA_PATH,
+    TLS_DIR,
+    TMP_DIR,
+)
 from ._meta import object_meta, stamp
 from ._types import TierRef
 
@@ -181,9 +189,53 @@ def _pod_spec(ref: TierRef, spec: CacheTierSpec) -> dict[str, Any]:
                 ]
             }
         }
+    if spec.mode == "cluster":
+        pod["initContainers"] = [_resolve_peers_container(spec)]
     pod["containers"] = [_container(ref, spec)]
     pod["volumes"] = _volumes(ref, spec)
     return pod
+
+
+# Before Redis starts, every node line of nodes.conf that carries an announced hostname
+# gets that name's current address. Pods replaced together (new IPs) then find each
+# other again without the operator: a node that starts last resolves everybody, the
+# ones it reaches learn its new address from its PINGs, and gossip does the rest. A
+# name that does not resolve (its pod is not up yet) keeps the old address.
+RESOLVE_PEERS_SCRIPT = f"""\
+conf={NODES_CONF_PATH}
+[ -f "$conf" ] || exit 0
+next="$conf.resolved"
+: > "$next"
+while IFS= read -r line; do
+  id=${{line%% *}}; rest=${{line#* }}; addr=${{rest%% *}}; tail=${{rest#* }}
+  case "$addr" in
+    \\[*) ;;
+    *,?*)
+      ip=$(getent hosts "${{addr#*,}}" 2>/dev/null | awk 'NR == 1 {{print $1}}')
+      if [ -n "$ip" ]; then line="$id $ip:${{addr#*:}} $tail"; fi
+      ;;
+  esac
+  printf '%s\\n' "$line" >> "$next"
+done < "$conf"
+mv "$next" "$conf"
+"""
+
+
+def _resolve_peers_container(spec: CacheTierSpec) -> dict[str, Any]:
+    """Init container of cluster pods: refresh peer addresses in nodes.conf by name."""
+    return {
+        "name": "resolve-peers",
+        "image": spec.image,
+        "command": ["sh", "-c", RESOLVE_PEERS_SCRIPT],
+        "volumeMounts": [{"name": names.data_volume(), "mountPath": DATA_DIR}],
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+        },
+    }
 
 
 def _claim_templates(ref: TierRef, spec: CacheTierSpec) -> list[dict[str, Any]]:
