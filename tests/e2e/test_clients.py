@@ -45,6 +45,7 @@ metadata: {{name: conf-standalone, namespace: {ns}}}
 spec:
   redis: {{maxmemory: 32mb, persistence: {{mode: aof, size: 64Mi}}}}
   consumers: {{selector: {{matchLabels: {{app: conformance}}}}}}
+  rollout: {{autoRollback: {{maxLatencyMs: 5000}}}}
 ---
 apiVersion: cachetier.io/v1alpha1
 kind: CacheTier
@@ -54,6 +55,7 @@ spec:
   cluster: {{shards: 3, replicasPerShard: 1}}
   redis: {{maxmemory: 32mb, persistence: {{mode: aof, size: 64Mi}}}}
   consumers: {{selector: {{matchLabels: {{app: conformance-cluster}}}}}}
+  rollout: {{autoRollback: {{maxLatencyMs: 5000}}}}
 ---
 apiVersion: apps/v1
 kind: Deployment
@@ -115,6 +117,11 @@ def _has_default_sa(core: Any, ns: str) -> bool:
         return True
     except ApiException:
         return False
+
+
+def _status(cluster: Any, ns: str, name: str) -> dict[str, Any]:
+    """The tier's status as stored."""
+    return dict(((get_json(cluster, "cachetier", ns, name) or {}).get("status")) or {})
 
 
 def _phase(cluster: Any, ns: str, name: str) -> str | None:
@@ -182,6 +189,7 @@ def test_a_restarted_operator_writes_nothing_and_does_not_flap(
         wait_for(settled, timeout=120, what=f"{tier} settled", interval=2)
     writes = {t: operator.write_count(ns, t) for t in TIER_NAMES.values()}
     methods = dict(rt.kube.writes)
+    before = {t: _status(kube_cluster, ns, t) for t in TIER_NAMES.values()}
     # What a restarted process starts with: no converge results, no probe memory.
     rt.reconciler.clusters = ClusterManager()
     rt.prober._memory.clear()
@@ -193,7 +201,15 @@ def test_a_restarted_operator_writes_nothing_and_does_not_flap(
     for tier in TIER_NAMES.values():
         operator.reconcile_now(ns, tier)
     after = {t: operator.write_count(ns, t) for t in TIER_NAMES.values()}
-    assert after == writes, f"writes by method before {methods}, after {dict(rt.kube.writes)}"
+    changed = {
+        t: (before[t], _status(kube_cluster, ns, t))
+        for t in TIER_NAMES.values()
+        if _status(kube_cluster, ns, t) != before[t]
+    }
+    assert after == writes, (
+        f"writes by method before {methods}, after {dict(rt.kube.writes)}; "
+        f"status changes: {json.dumps(changed)[:3000]}"
+    )
 
 
 @pytest.mark.parametrize("mode", MODES)
