@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import redis
 
+from cachetier.reconcile.health import CONFIG_CHECK_SECONDS
 from tests.e2e.conftest import RESYNC_SECONDS
 from tests.e2e.helpers import (
     Operator,
@@ -131,7 +132,7 @@ def test_drift_is_repaired_and_the_password_survives(
             admin.config_set("maxmemory", "1mb")
             wait_for(
                 lambda: admin.config_get("maxmemory")["maxmemory"] == SPEC_MAXMEMORY,
-                timeout=60,
+                timeout=2 * CONFIG_CHECK_SECONDS + 30,
                 what="maxmemory restored by the prober",
             )
         assert event_messages(kube_cluster, ns, "ConfigDriftRepaired")

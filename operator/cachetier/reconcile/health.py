@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import logging
 import threading
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -48,6 +49,12 @@ class _Memory:
     slow: bool = False
     latency_streak: int = 0
     rearm: str | None = None
+    config_checked: float = float("-inf")
+    """When the live Redis settings were last compared with the spec (monotonic)."""
+
+
+CONFIG_CHECK_SECONDS = 30.0
+"""Live settings (CONFIG GET on every pod) are compared this often, not on every probe."""
 
 
 class HealthProber:
@@ -149,7 +156,9 @@ class HealthProber:
             if targets
             else ProbeResult(up=False, error="no Redis pod has an IP")
         )
-        if result.up and spec.mode != "external":
+        due = time.monotonic() - memory.config_checked >= CONFIG_CHECK_SECONDS
+        if result.up and spec.mode != "external" and due:
+            memory.config_checked = time.monotonic()
             self._repair_config(body, spec, targets)
         if result.counters is not None:
             memory.counters = result.counters
