@@ -6,7 +6,7 @@ installs the CRD and runs two phases on it:
 
 - operator: the operator runs in this process (kopf.testing.KopfRunner); one
   ``kubectl apply -f`` of a 50-document file creates the tiers; measured is the
-  time until every tier's 8 children exist and its status carries conditions
+  time until every tier's 9 children exist and its status carries conditions
   (polled with list calls), and the write requests the operator sent
   (``Kube.write_count``), at that moment and once the writes have settled;
 - baseline (the floor, operator stopped): the same 50 tiers and the same
@@ -48,9 +48,9 @@ TIMEOUT = 300.0
 
 SPEC: dict[str, Any] = {"redis": {"maxmemory": "64mb", "persistence": {"mode": "none"}}}
 
-# kind -> child names of tier t; 8 per tier.
+# kind -> child names of tier t; 9 per tier.
 CHILD_KINDS: dict[str, list[str]] = {
-    "Secret": ["{t}-auth", "{t}-connection"],
+    "Secret": ["{t}-auth", "{t}-auth-recovery", "{t}-connection"],
     "ConfigMap": ["{t}-config"],
     "Service": ["{t}", "{t}-headless"],
     "StatefulSet": ["{t}"],
@@ -77,7 +77,7 @@ def create_namespace(kube: Kube, namespace: str) -> None:
 
 
 def pending_tiers(kube: Kube, namespace: str) -> list[str]:
-    """Tiers whose 8 children do not all exist yet, or whose status has no conditions."""
+    """Tiers whose 9 children do not all exist yet, or whose status has no conditions."""
     present: dict[str, set[str]] = {
         kind: {o["metadata"]["name"] for o in kube.list_objects(kind, namespace)}
         for kind in CHILD_KINDS

@@ -17,6 +17,7 @@ T = TypeVar("T")
 
 CHILDREN = [
     ("secret", "{t}-auth"),
+    ("secret", "{t}-auth-recovery"),
     ("secret", "{t}-connection"),
     ("configmap", "{t}-config"),
     ("service", "{t}"),

@@ -56,6 +56,7 @@ def test_order_and_names(raw: dict[str, Any]) -> None:
     objects = _render(raw)
     assert [(obj["kind"], obj["metadata"]["name"]) for obj in objects] == [
         ("Secret", "tasks-cache-auth"),
+        ("Secret", "tasks-cache-auth-recovery"),
         ("Secret", "tasks-cache-connection"),
         ("ConfigMap", "tasks-cache-config"),
         ("Service", "tasks-cache"),
@@ -115,11 +116,14 @@ def test_external_mode_renders_nothing() -> None:
 
 
 def test_auth_secret_keys() -> None:
-    (auth, _) = _by_kind(_render({}), "Secret")
+    (auth, recovery, _) = _by_kind(_render({}), "Secret")
     assert list(auth["data"]) == ["password", "operator-password", "auth.conf"]
+    # The recovery copy holds the same passwords, nothing else.
+    assert recovery["data"] == {k: auth["data"][k] for k in ("password", "operator-password")}
     byo = TierSecrets(app_password="theirs", operator_password="op", app_password_generated=False)
-    (auth, connection) = _by_kind(_render({}, byo), "Secret")
+    (auth, recovery, connection) = _by_kind(_render({}, byo), "Secret")
     assert list(auth["data"]) == ["operator-password", "auth.conf"]
+    assert list(recovery["data"]) == ["operator-password"]  # a BYO password is not copied
     assert base64.b64decode(connection["data"]["password"]) == b"theirs"
 
 

@@ -107,7 +107,8 @@ class TierReconciler(ClusterPass, RolloutPass):
     ) -> TierSecrets:
         """Passwords: read them if they exist; generate each one once, never again.
 
-        ``<tier>-auth-recovery`` keeps a copy: a deleted ``<tier>-auth`` comes back
+        ``<tier>-auth-recovery`` (rendered and applied like every child) keeps a
+        copy: a deleted ``<tier>-auth`` comes back
         with the same passwords (else the application password is taken from
         ``<tier>-connection``), with a Warning Event either way; only when every
         copy is gone are new passwords generated, and then the Event says so.
@@ -165,7 +166,6 @@ class TierReconciler(ClusterPass, RolloutPass):
                 self.kube.create(_encode_secret(seed))
             except Conflict:
                 return self._tier_secrets(ref, spec, body)
-        self._keep_recovery_copy(ref, operator_pw, generated_pw)
         if operator_pw is None:
             raise TemporaryError(f"Secret {auth_name} has no operator-password key")
         if not spec.auth.enabled:
@@ -202,36 +202,6 @@ class TierReconciler(ClusterPass, RolloutPass):
                 f"spec.tls.secretName: Secret {spec.tls.secret_name!r} has no {', '.join(missing)}",
                 delay=30,
             )
-
-    def _keep_recovery_copy(
-        self, ref: TierRef, operator_pw: str | None, generated_pw: str | None
-    ) -> None:
-        """``<tier>-auth-recovery`` holds the same passwords (written only when it differs)."""
-        if operator_pw is None:
-            return
-        values = {"operator-password": operator_pw}
-        if generated_pw is not None:
-            values[names.AUTH_PASSWORD_KEY] = generated_pw
-        name = names.auth_recovery_secret(ref.name)
-        live = self.kube.get("Secret", ref.namespace, name)
-        if live is not None and all(_decode(live, k) == v for k, v in values.items()):
-            return
-        self.kube.apply(
-            _encode_secret(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Secret",
-                    "metadata": {
-                        "name": name,
-                        "namespace": ref.namespace,
-                        "labels": names.common_labels(ref.name),
-                        "ownerReferences": [owner_reference(ref)],
-                    },
-                    "type": "Opaque",
-                    "stringData": values,
-                }
-            )
-        )
 
     # -- children ------------------------------------------------------------
 

@@ -54,6 +54,31 @@ def build_auth_secret(ref: TierRef, spec: CacheTierSpec, secrets: TierSecrets) -
     )
 
 
+def build_auth_recovery_secret(
+    ref: TierRef, spec: CacheTierSpec, secrets: TierSecrets
+) -> dict[str, Any]:
+    """<tier>-auth-recovery: the operator's copy of the passwords <tier>-auth holds.
+
+    A deleted <tier>-auth is re-created from it with the same passwords, so a person
+    deleting the Secret never changes what consumers authenticate with.
+    """
+    values: dict[str, str] = {}
+    if spec.auth.enabled and secrets.app_password_generated and secrets.app_password:
+        values[names.AUTH_PASSWORD_KEY] = secrets.app_password
+    values[names.OPERATOR_PASSWORD_KEY] = secrets.operator_password
+    return stamp(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": object_meta(
+                ref, names.auth_recovery_secret(ref.name), names.COMPONENT_AUTH
+            ),
+            "type": "Opaque",
+            "data": secret_data(values),
+        }
+    )
+
+
 def build_config_map(ref: TierRef, spec: CacheTierSpec) -> dict[str, Any]:
     """<tier>-config with redis.conf (no secrets in it)."""
     return stamp(

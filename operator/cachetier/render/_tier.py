@@ -11,7 +11,12 @@ from cachetier import names
 from cachetier.api.models import CacheTierSpec
 
 from ._conf import render_auth_conf, render_redis_conf
-from ._config import build_auth_secret, build_config_map, config_hash
+from ._config import (
+    build_auth_recovery_secret,
+    build_auth_secret,
+    build_config_map,
+    config_hash,
+)
 from ._connection import build_connection_secret, connection_url
 from ._network import (
     build_client_service,
@@ -31,7 +36,8 @@ def render_tier(
 ) -> list[dict[str, Any]]:
     """Every desired child object for ``spec.mode``, as dicts ready for server-side apply.
 
-    Order: Secrets, ConfigMap, Services, StatefulSet, PodDisruptionBudget,
+    Order: Secrets (auth, its recovery copy, connection), ConfigMap, Services,
+    StatefulSet, PodDisruptionBudget,
     NetworkPolicy (what each one references exists before it). Each object carries
     the common labels, a controller ownerReference to the CacheTier and the
     names.ANNOTATION_SPEC_HASH annotation. mode external returns [] (the I/O layer
@@ -46,6 +52,7 @@ def render_tier(
     auth_conf = render_auth_conf(spec, secrets)
     return [
         build_auth_secret(ref, spec, secrets),
+        build_auth_recovery_secret(ref, spec, secrets),
         build_connection_secret(
             ref,
             url=connection_url(ref, spec, password),
