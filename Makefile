@@ -18,7 +18,8 @@ help: ## List the targets
 bootstrap: ## Install apt packages, the venv and the control plane binaries (cached)
 	@bash hack/bootstrap.sh
 
-lint: bootstrap ## ruff (lint + format check) and mypy --strict
+lint: bootstrap ## ruff (lint + format check), mypy --strict and the layer rules
+	$(PY) hack/check_layers.py
 	$(VENV)/bin/ruff check operator devtools tests hack bench examples
 	$(VENV)/bin/ruff format --check operator devtools tests hack bench examples
 	$(VENV)/bin/mypy --strict operator/cachetier devtools/ctdev

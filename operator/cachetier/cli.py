@@ -31,23 +31,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
-
-import kubernetes
-import urllib3
 
 from cachetier import names
 from cachetier.cli_format import (
     JsonObj,
-    api_error_message,
     field,
     format_tier_detail,
     format_tiers,
 )
+from cachetier.kube.tier_api import TierApiError, connect, get_tier, list_tiers, patch_tier
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -131,111 +126,6 @@ def parse_percent(text: str) -> int:
     if not digits.isdigit() or not 0 <= int(digits) <= 100:
         raise UsageError(f"percent must be a whole number from 0 to 100, got {text!r}")
     return int(digits)
-
-
-# --- the Kubernetes API ----------------------------------------------------
-
-
-def _kubeconfig_files(kubeconfig: str) -> list[str]:
-    return [p for p in kubeconfig.split(os.pathsep) if p]
-
-
-def connect(kubeconfig: str) -> tuple[Any, str]:
-    """A CustomObjectsApi for ``kubeconfig`` and its current context's namespace."""
-    files = _kubeconfig_files(kubeconfig)
-    if not any(Path(p).is_file() for p in files):
-        raise CliError(f"no kubeconfig at {kubeconfig} (set KUBECONFIG or --kubeconfig)")
-    configuration = kubernetes.client.Configuration()
-    configuration.retries = 1  # fail in seconds, not a minute, when the API is down
-    try:
-        _, context = kubernetes.config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
-            config_file=kubeconfig
-        )
-        client = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
-            config_file=kubeconfig, persist_config=False, client_configuration=configuration
-        )
-    except (kubernetes.config.ConfigException, OSError, ValueError, TypeError) as exc:
-        raise CliError(f"cannot load kubeconfig {kubeconfig}: {exc}") from None
-    namespace = field(context, "context", "namespace") or "default"
-    return kubernetes.client.CustomObjectsApi(client), str(namespace)
-
-
-_TIMEOUT = (5, 30)  # connect, read (seconds)
-
-
-@contextmanager
-def _api_errors(api: Any, namespace: str, name: str | None = None) -> Iterator[None]:
-    """Turn the client's exceptions into one-line :class:`CliError`."""
-    try:
-        yield
-    except kubernetes.client.ApiException as exc:
-        if not exc.status:  # the client's own failure, e.g. a TLS handshake
-            raise _unreachable(api, exc.reason) from None
-        raise CliError(
-            api_error_message(exc.status, exc.body, name=name, namespace=namespace)
-        ) from None
-    except urllib3.exceptions.HTTPError as exc:
-        raise _unreachable(api, getattr(exc, "reason", None) or exc) from None
-
-
-def _unreachable(api: Any, reason: object) -> CliError:
-    # urllib3 nests "Pool(host=...): Max retries ...: NewConnectionError(...: [Errno 111]
-    # Connection refused)"; the last clause is the part a person can act on.
-    detail = " ".join(str(reason).split()).rsplit(": ", 1)[-1].rstrip(")'\"")
-    host = api.api_client.configuration.host
-    return CliError(f"cannot reach the Kubernetes API at {host}: {detail}")
-
-
-def get_tier(api: Any, namespace: str, name: str) -> JsonObj:
-    """GET one CacheTier."""
-    with _api_errors(api, namespace, name):
-        return cast(
-            JsonObj,
-            api.get_namespaced_custom_object(
-                names.GROUP,
-                names.VERSION,
-                namespace,
-                names.PLURAL,
-                name,
-                _request_timeout=_TIMEOUT,
-            ),
-        )
-
-
-def list_tiers(api: Any, namespace: str | None) -> list[JsonObj]:
-    """LIST the CacheTiers of ``namespace`` (None: every namespace), sorted by name."""
-    with _api_errors(api, namespace or "", None):
-        if namespace is None:
-            answer = api.list_cluster_custom_object(
-                names.GROUP, names.VERSION, names.PLURAL, _request_timeout=_TIMEOUT
-            )
-        else:
-            answer = api.list_namespaced_custom_object(
-                names.GROUP, names.VERSION, namespace, names.PLURAL, _request_timeout=_TIMEOUT
-            )
-    items = cast(list[JsonObj], answer.get("items") or [])
-    return sorted(
-        items,
-        key=lambda t: (field(t, "metadata", "namespace") or "", field(t, "metadata", "name") or ""),
-    )
-
-
-def patch_tier(api: Any, namespace: str, name: str, patch: JsonObj) -> JsonObj:
-    """Merge-patch one CacheTier under field manager ``cachetier-cli``; returns the result."""
-    with _api_errors(api, namespace, name):
-        return cast(
-            JsonObj,
-            api.patch_namespaced_custom_object(
-                names.GROUP,
-                names.VERSION,
-                namespace,
-                names.PLURAL,
-                name,
-                patch,
-                field_manager=names.CLI_FIELD_MANAGER,
-                _request_timeout=_TIMEOUT,
-            ),
-        )
 
 
 # --- commands --------------------------------------------------------------
@@ -331,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # exits 2 on a usage error
     try:
         print(run(args, datetime.now(UTC)))
-    except CliError as exc:
+    except (CliError, TierApiError) as exc:
         print(f"cachetier: error: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_ERROR
     except KeyboardInterrupt:

@@ -100,10 +100,16 @@ def operator_ignores_namespace(
     rt = tier_handlers.CURRENT
     if rt is not None:
         original = rt.reconcile
+        original_rollback = rt.submit_rollback
 
         def reconcile(ns: str, name: str) -> None:
             if ns != namespace:
                 original(ns, name)
 
+        def submit_rollback(body: dict[str, Any] | None, key: tuple[str, str]) -> None:
+            if key[0] != namespace:
+                original_rollback(body, key)
+
         monkeypatch.setattr(rt, "reconcile", reconcile)
+        monkeypatch.setattr(rt, "submit_rollback", submit_rollback)
     yield rt

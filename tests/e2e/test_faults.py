@@ -5,8 +5,9 @@ random moment of each step — create a tier and two consumers, raise the percen
 change maxmemory, roll back, re-enable — and started again. At the end the tier is
 Ready for its latest generation, both consumers carry exactly one of each injected env
 entry, the password is the one generated first, and every object of the tier is owned
-by it (no orphans). The seed is printed, so a failure can be replayed
-(``CACHETIER_FAULT_SEED``).
+by it (no orphans). The same for the formation of a 3x1 Redis Cluster, which then
+also heals by itself with no operator running. The seed is printed, so a failure can
+be replayed (``CACHETIER_FAULT_SEED``).
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ def test_sigkill_at_random_points_converges_and_loses_nothing(
             enabled = (st.get("consumers") or {}).get("enabled")
             return tier if fresh and st.get("phase") == "Ready" and enabled == 2 else None
 
-        tier = wait_for(converged, timeout=180, what=f"convergence (seed {seed})", interval=1)
+        wait_for(converged, timeout=180, what=f"convergence (seed {seed})", interval=1)
     finally:
         final.stop()
     text = log.read_text(errors="replace")
@@ -154,18 +155,10 @@ def test_sigkill_at_random_points_converges_and_loses_nothing(
             env = {e["name"]: e for e in container["env"]}
             assert env["REDIS_ENABLED"]["value"] == "true"
             assert set(env) >= {"REDIS_URL", "REDIS_PASSWORD", "REDIS_MODE"}
-    uid = tier["metadata"]["uid"]
-    listed = kube_cluster.run_kubectl(
-        "get", "secret,configmap,service,statefulset,poddisruptionbudget,networkpolicy",
-        "-n", ns, "-l", f"app.kubernetes.io/instance={TIER}", "-o", "json",
-    )  # fmt: skip
-    orphans = [
-        f"{o['kind']}/{o['metadata']['name']}"
-        for o in json.loads(listed.stdout)["items"]
-        if uid not in [r.get("uid") for r in o["metadata"].get("ownerReferences") or []]
-    ]
-    assert not orphans, f"not owned by the tier: {orphans}"
+    _assert_owned(kube_cluster, ns, TIER)
 
+
+CLUSTER_KILL_ROUNDS = 4
 
 CLUSTER_YAML = """
 apiVersion: cachetier.io/v1alpha1
@@ -176,6 +169,39 @@ spec:
   cluster: {{shards: 3, replicasPerShard: 1}}
   redis: {{maxmemory: 32mb, persistence: {{mode: aof, size: 64Mi}}}}
 """
+
+
+def _masters_with_replicas(ip: str, password: str) -> dict[str, int]:
+    """Node id of every master -> how many replicas follow it (CLUSTER NODES of one node)."""
+    import redis
+
+    with redis.Redis(
+        host=ip, username="cachetier-operator", password=password, socket_timeout=2
+    ) as node:
+        raw = node.execute_command("CLUSTER", "NODES")
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    rows = [line.split() for line in text.splitlines() if line.strip()]
+    masters = {r[0]: 0 for r in rows if "master" in r[2].split(",")}
+    for r in rows:
+        if "slave" in r[2].split(",") and r[3] in masters:
+            masters[r[3]] += 1
+    return masters
+
+
+def _assert_owned(cluster: Any, ns: str, name: str) -> None:
+    """Every object labelled with the tier is owned by it (no orphans)."""
+    tier = get_json(cluster, "cachetier", ns, name) or {}
+    uid = tier["metadata"]["uid"]
+    listed = cluster.run_kubectl(
+        "get", "secret,configmap,service,statefulset,poddisruptionbudget,networkpolicy",
+        "-n", ns, "-l", f"app.kubernetes.io/instance={name}", "-o", "json",
+    )  # fmt: skip
+    orphans = [
+        f"{o['kind']}/{o['metadata']['name']}"
+        for o in json.loads(listed.stdout)["items"]
+        if uid not in [r.get("uid") for r in o["metadata"].get("ownerReferences") or []]
+    ]
+    assert not orphans, f"not owned by the tier: {orphans}"
 
 
 def _cluster_info(ip: str, password: str) -> str:
@@ -190,33 +216,70 @@ def _cluster_info(ip: str, password: str) -> str:
     return info.decode() if isinstance(info, bytes) else str(info)
 
 
-def test_a_cluster_heals_without_the_operator_after_every_pod_is_replaced(
+def test_cluster_formation_survives_sigkills_then_heals_without_the_operator(
     kube_cluster: Any,
     namespace: str,
     crd_installed: None,
     operator_ignores_namespace: tier_handlers.Runtime | None,
     tmp_path: Path,
 ) -> None:
-    """Every pod of a formed cluster replaced at once (new IPs), no operator running:
-    the nodes find each other by name (the resolve-peers init container) and serve."""
+    """Two faults on one 3x1 cluster (they share its pods, the slow part).
+
+    1. The operator SIGKILLed at random points while it forms the cluster (bounded
+       rounds, seed printed): the next operator finishes the formation — every node
+       ``cluster_state:ok`` with 16384 slots and 6 known nodes, three masters with one
+       replica each, the passwords generated first, nothing orphaned.
+    2. Every pod of the formed cluster replaced at once (new IPs), no operator running:
+       the nodes find each other by name (the resolve-peers init container) and serve.
+    """
     import redis
     from redis.cluster import ClusterNode, RedisCluster
 
     from tests.e2e.helpers import pod_ips
 
     ns, name = namespace, "selfheal"
-    op = OperatorProcess(kube_cluster.kubeconfig, tmp_path / "operator.log")
+    seed = int(os.environ.get("CACHETIER_FAULT_SEED") or random.randrange(1 << 30))
+    print(f"CACHETIER_FAULT_SEED={seed}")
+    rng = random.Random(seed)
+    log = tmp_path / "operator.log"
+    passwords: dict[str, str] | None = None
+    kubectl_apply(kube_cluster, CLUSTER_YAML.format(ns=ns))
+    for _ in range(CLUSTER_KILL_ROUNDS):
+        op = OperatorProcess(kube_cluster.kubeconfig, log)
+        try:
+            time.sleep(rng.uniform(2.0, 15.0))
+        finally:
+            op.kill()
+        auth = get_json(kube_cluster, "secret", ns, f"{name}-auth")
+        if auth is not None:
+            current = {k: base64.b64decode(v).decode() for k, v in auth["data"].items()}
+            assert passwords in (None, current), "a password changed across a SIGKILL"
+            passwords = current
+
+    op = OperatorProcess(kube_cluster.kubeconfig, log)
     try:
-        kubectl_apply(kube_cluster, CLUSTER_YAML.format(ns=ns))
 
         def formed() -> bool:
             tier = get_json(kube_cluster, "cachetier", ns, name) or {}
             st = tier.get("status") or {}
             return st.get("phase") == "Ready" and (st.get("cluster") or {}).get("state") == "ok"
 
-        wait_for(formed, timeout=300, what="the cluster formed", interval=2)
+        wait_for(formed, timeout=300, what=f"the cluster formed (seed {seed})", interval=2)
     finally:
         op.stop()
+    assert "Traceback" not in log.read_text(errors="replace"), log.read_text()[-3000:]
+    auth = get_json(kube_cluster, "secret", ns, f"{name}-auth") or {}
+    final = {k: base64.b64decode(v).decode() for k, v in auth["data"].items()}
+    assert passwords in (None, final), "a password changed after the SIGKILL rounds"
+    ips = pod_ips(kube_cluster, ns, name)
+    for info in (_cluster_info(ip, final["operator-password"]) for ip in ips):
+        assert "cluster_state:ok" in info, info
+        assert "cluster_slots_assigned:16384" in info, info
+        assert "cluster_known_nodes:6" in info, info
+    masters = _masters_with_replicas(ips[0], final["operator-password"])
+    assert sorted(masters.values()) == [1, 1, 1], f"masters and their replica counts: {masters}"
+    _assert_owned(kube_cluster, ns, name)
+
     connection = get_json(kube_cluster, "secret", ns, f"{name}-connection") or {}
     password = base64.b64decode(connection["data"]["password"]).decode()
     auth = get_json(kube_cluster, "secret", ns, f"{name}-auth") or {}

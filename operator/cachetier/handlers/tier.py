@@ -22,9 +22,11 @@ from typing import Any
 import kopf
 
 from cachetier import metrics, names
+from cachetier.api import validate
 from cachetier.kube.client import ApiError, Kube, load_api_client
 from cachetier.kube.events import post_event
 from cachetier.reconcile.health import HealthProber
+from cachetier.reconcile.rollout_pass import StaleRollout
 from cachetier.reconcile.tier import TemporaryError, TierReconciler
 
 log = logging.getLogger("cachetier.handlers")
@@ -58,6 +60,9 @@ class Runtime:
         self.guard = threading.Lock()
         self.reconciles = 0
         self.errors = 0
+        self.rollbacks = 0
+        # The rollback fast lane: threads of its own, used for nothing else.
+        self.lane = ThreadPoolExecutor(4, thread_name_prefix="rollback")
         # namespace -> tier names, and the subset at pod granularity: workload and
         # pod events wake only the tiers of their namespace.
         self.tiers_by_ns: defaultdict[str, set[str]] = defaultdict(set)
@@ -92,6 +97,10 @@ class Runtime:
                 log.info("reconcile %s/%s: %s; retrying in %ss", namespace, name, exc, exc.delay)
                 self._schedule(key, exc.delay)
                 return
+            except StaleRollout as exc:
+                log.info("reconcile %s/%s: %s; re-reading it", namespace, name, exc)
+                self._schedule(key, 0.0)
+                return
             except ApiError as exc:
                 metrics.RECONCILES.labels("error").inc()
                 self.errors += 1
@@ -105,6 +114,35 @@ class Runtime:
             else:
                 with self.guard:
                     self.requeue.pop(key, None)
+
+    def submit_rollback(self, body: dict[str, Any] | None, key: tuple[str, str]) -> None:
+        """Hand the tier to the rollback fast lane (returns at once)."""
+        if body is not None and _rollback_recorded(body):
+            return
+        self.lane.submit(self._rollback_job, key, body)
+
+    def _rollback_job(self, key: tuple[str, str], body: dict[str, Any] | None) -> None:
+        try:
+            with self.kube.scoped(f"{key[0]}/{key[1]}"):
+                if body is None:
+                    body = self.kube.get(names.KIND, *key)
+                if body is None or body["metadata"].get("deletionTimestamp"):
+                    return
+                spec, _ = validate.check_spec(body.get("spec"))
+                if spec is None:
+                    return
+                report = self.reconciler.rollback_now(body, spec)
+        except ApiError as exc:
+            log.warning("rollback of %s/%s: %s (the reconcile retries it)", *key, exc)
+            self._schedule(key, 1.0)
+            return
+        except Exception:
+            log.exception("rollback of %s/%s", *key)
+            self._schedule(key, 1.0)
+            return
+        if report is not None:
+            self.rollbacks += 1
+            self._schedule(key, 0.0)  # the full reconcile records it in status
 
     def _index(self, body: dict[str, Any]) -> None:
         meta = body["metadata"]
@@ -141,7 +179,7 @@ class Runtime:
             log.warning("probe of %s/%s: %s", namespace, name, exc)
             return
         if rolled_back:
-            self.reconcile(namespace, name)
+            self.submit_rollback(None, (namespace, name))
 
     def known_tiers(self) -> list[tuple[str, str]]:
         """Every tier this process has seen."""
@@ -156,6 +194,16 @@ class Runtime:
             for k in keys:
                 del self.requeue[k]
         return keys
+
+
+def _rollback_recorded(body: dict[str, Any]) -> bool:
+    """Status already shows this generation with every consumer off (nothing for the lane)."""
+    st = body.get("status") or {}
+    return (
+        st.get("observedGeneration") == body["metadata"].get("generation")
+        and (st.get("rollout") or {}).get("effectivePercent") == 0
+        and (st.get("consumers") or {}).get("enabled") == 0
+    )
 
 
 def _runtime(memo: Any) -> Runtime:
@@ -268,7 +316,10 @@ def tier_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> 
     """Any change of a CacheTier: reconcile it."""
     if type == "DELETED":
         return
-    _runtime(memo).reconcile(body["metadata"]["namespace"], body["metadata"]["name"])
+    rt = _runtime(memo)
+    key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    rt.submit_rollback(dict(body), key)
+    rt.reconcile(*key)
 
 
 @kopf.on.event("apps", "v1", "statefulsets", labels={names.LABEL_MANAGED_BY: names.MANAGED_BY})

@@ -186,6 +186,11 @@ class Kube:
         finally:
             self._scope.name = previous
 
+    @property
+    def scope(self) -> str:
+        """The name this thread's writes are attributed to ("" outside :meth:`scoped`)."""
+        return str(getattr(self._scope, "name", ""))
+
     def writes_for(self, name: str) -> int:
         """Write requests attributed to ``name``."""
         with self._lock:

@@ -56,9 +56,15 @@ def _is_ours(obj: dict[str, Any]) -> bool:
 class ConsumerReconciler:
     """Brings a tier's consumers in line with its rollout."""
 
-    def __init__(self, kube: Kube, pool: ThreadPoolExecutor | None = None) -> None:
+    def __init__(self, kube: Kube, *, shared_pool: bool = True) -> None:
+        """``shared_pool`` False gives every pass write threads of its own (the rollback
+        lane: one tier's large pass never queues ahead of another tier's writes)."""
         self.kube = kube
-        self.pool = pool or ThreadPoolExecutor(PARALLEL_WRITES, thread_name_prefix="consumer")
+        self.pool = (
+            ThreadPoolExecutor(PARALLEL_WRITES, thread_name_prefix="consumer")
+            if shared_pool
+            else None
+        )
 
     def reconcile(
         self,
@@ -172,13 +178,19 @@ class ConsumerReconciler:
 
     def _map(self, fn: Callable[[Any], T], items: list[Any]) -> list[T]:
         """``pool.map`` that attributes the workers' writes to the caller's scope (the tier)."""
-        scope = getattr(self.kube._scope, "name", "")
+        scope = self.kube.scope
 
         def scoped(item: Any) -> T:
             with self.kube.scoped(scope):
                 return fn(item)
 
-        return list(self.pool.map(scoped, items))
+        if not items:
+            return []
+        if self.pool is not None:
+            return list(self.pool.map(scoped, items))
+        workers = min(PARALLEL_WRITES, len(items))
+        with ThreadPoolExecutor(workers, thread_name_prefix="rollback-write") as pool:
+            return list(pool.map(scoped, items))
 
     # -- writes -----------------------------------------------------------------
 
@@ -207,7 +219,7 @@ class ConsumerReconciler:
         containers = inj.target_containers(obj, [])
         owned = [
             c["name"]
-            for c in inj._template_spec(obj).get("containers") or []
+            for c in inj.template_spec(obj).get("containers") or []
             if any(e.get("name") == names.ENV_REDIS_ENABLED for e in c.get("env") or [])
         ]
         try:

@@ -43,13 +43,14 @@ class Injection:
 
 def target_containers(workload: dict[str, Any], wanted: list[str]) -> tuple[str, ...]:
     """Containers of the pod template to inject: ``wanted`` (if any) that exist, else all."""
-    present = [c["name"] for c in _template_spec(workload).get("containers") or []]
+    present = [c["name"] for c in template_spec(workload).get("containers") or []]
     if wanted:
         return tuple(n for n in present if n in set(wanted))
     return tuple(present)
 
 
-def _template_spec(workload: dict[str, Any]) -> dict[str, Any]:
+def template_spec(workload: dict[str, Any]) -> dict[str, Any]:
+    """The pod template's spec of a Deployment or StatefulSet ({} when absent)."""
     spec: dict[str, Any] = ((workload.get("spec") or {}).get("template") or {}).get("spec") or {}
     return spec
 
@@ -148,7 +149,7 @@ def is_injected(workload: dict[str, Any], inj: Injection) -> bool:
     if labels.get(names.client_label(inj.tier)) != "true":
         return False
     want = {e["name"]: e for e in _env_for(inj)}
-    by_name = {c["name"]: c for c in _template_spec(workload).get("containers") or []}
+    by_name = {c["name"]: c for c in template_spec(workload).get("containers") or []}
     for cname in inj.containers:
         container = by_name.get(cname)
         if container is None:
@@ -163,7 +164,7 @@ def is_injected(workload: dict[str, Any], inj: Injection) -> bool:
             mounts = {m.get("name") for m in container.get("volumeMounts") or []}
             if FLAG_VOLUME not in mounts:
                 return False
-    volumes = {v.get("name") for v in _template_spec(workload).get("volumes") or []}
+    volumes = {v.get("name") for v in template_spec(workload).get("volumes") or []}
     return (FLAG_VOLUME in volumes) == inj.pod_granularity
 
 

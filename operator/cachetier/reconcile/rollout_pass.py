@@ -8,12 +8,15 @@ the pure ``cachetier.rollout``; the consumer writes are
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from cachetier import metrics, names
 from cachetier.api.models import CacheTierSpec
+from cachetier.kube.client import Kube
 from cachetier.reconcile import conditions as cond
 from cachetier.reconcile.consumers import ConsumerReconciler, ConsumerReport
 from cachetier.render import TierRef
@@ -24,11 +27,140 @@ log = logging.getLogger("cachetier.reconcile")
 EventFn = Callable[[dict[str, Any], str, str, str], None]
 
 
-class RolloutPass:
-    """Rollout steps of the reconcile (needs ``consumers`` and ``_event``)."""
+class StaleRollout(Exception):
+    """A rollback for a newer view of the tier already ran: re-read the tier and retry."""
 
+
+def rollback_requested(body: dict[str, Any], spec: CacheTierSpec) -> bool:
+    """The tier asks for every consumer off (instant rollback), whatever else it asks.
+
+    Off when ``spec.rollout.enabled`` is false, ``percent`` is 0, or an automatic
+    rollback was recorded for this generation and not re-armed since.
+    """
+    if not spec.rollout.enabled or spec.rollout.percent == 0:
+        return True
+    return _auto_rolled_back(body)
+
+
+def _auto_rolled_back(body: dict[str, Any]) -> bool:
+    old = (body.get("status") or {}).get("rollout") or {}
+    rearm = (body["metadata"].get("annotations") or {}).get(names.ANNOTATION_REARM)
+    rearmed = bool(rearm) and rearm != old.get("rearm")
+    generation = body["metadata"].get("generation")
+    return (
+        old.get("rolledBackGeneration") is not None
+        and old.get("rolledBackGeneration") == generation
+        and not rearmed
+    )
+
+
+@dataclass
+class _Fence:
+    """The view of the tier (generation, re-arm mark) the last fast-lane rollback acted on."""
+
+    uid: str
+    generation: int
+    rearm: str | None
+    report: ConsumerReport | None
+
+
+def _mark(body: dict[str, Any]) -> tuple[int, str | None]:
+    meta = body["metadata"]
+    return int(meta.get("generation") or 0), (meta.get("annotations") or {}).get(
+        names.ANNOTATION_REARM
+    )
+
+
+class RolloutPass:
+    """Rollout steps of the reconcile (needs ``consumers``, ``lane_consumers`` and ``_event``).
+
+    Consumer passes of one tier take turns (``_turn``). A rollback has a fast lane
+    (:meth:`rollback_now`, its own threads and its own write pool), which nothing
+    queued for other tiers can delay; a full reconcile that read the tier before
+    such a rollback is refused by the fence (:class:`StaleRollout`) instead of
+    switching consumers back on from its outdated view.
+    """
+
+    kube: Kube
     consumers: ConsumerReconciler
+    lane_consumers: ConsumerReconciler
     _event: EventFn
+    _turns: dict[tuple[str, str], threading.Lock]
+    _fences: dict[tuple[str, str], _Fence]
+    _turns_guard: threading.Lock
+
+    def _turn(self, key: tuple[str, str]) -> threading.Lock:
+        with self._turns_guard:
+            return self._turns.setdefault(key, threading.Lock())
+
+    def rollback_now(self, body: dict[str, Any], spec: CacheTierSpec) -> ConsumerReport | None:
+        """The fast lane: if the tier asks for a rollback, switch its consumers off now.
+
+        Only the consumer writes (no children, no status: the full reconcile that
+        follows records them, reusing this pass's report). None when the tier does
+        not ask for a rollback.
+        """
+        if not rollback_requested(body, spec):
+            return None
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        generation, rearm = _mark(body)
+        connection = self.kube.get("Secret", key[0], names.connection_secret(key[1]))
+        with self._turn(key):
+            fence = self._fences.get(key)
+            if fence is not None and fence.uid == meta["uid"]:
+                if (fence.generation, fence.rearm) == (generation, rearm):
+                    return None  # this view's rollback is done already
+                if fence.generation > generation:
+                    return None  # a newer view was acted on
+            report = self.lane_consumers.reconcile(
+                key[1],
+                key[0],
+                spec,
+                enabled=False,
+                effective_percent=0,
+                connection_ready=connection is not None,
+            )
+            self._fences[key] = _Fence(meta["uid"], generation, rearm, report)
+        return report
+
+    def _consumer_pass(
+        self,
+        body: dict[str, Any],
+        ref: TierRef,
+        spec: CacheTierSpec,
+        *,
+        enabled: bool,
+        effective_percent: int,
+        connection_ready: bool,
+        off: bool,
+    ) -> ConsumerReport:
+        key = (ref.namespace, ref.name)
+        generation, rearm = _mark(body)
+        with self._turn(key):
+            fence = self._fences.get(key)
+            if fence is not None and fence.uid == ref.uid:
+                same = (fence.generation, fence.rearm) == (generation, rearm)
+                if generation < fence.generation or (same and not off):
+                    raise StaleRollout(
+                        f"a rollback of generation {fence.generation} ran after this view"
+                        f" (generation {generation}) was read"
+                    )
+                if same and off and fence.report is not None:
+                    # The fast lane has just done this very pass: record its report.
+                    report, fence.report = fence.report, None
+                    return report
+            report = self.consumers.reconcile(
+                ref.name,
+                ref.namespace,
+                spec,
+                enabled=enabled,
+                effective_percent=effective_percent,
+                connection_ready=connection_ready,
+            )
+            if off:
+                self._fences[key] = _Fence(ref.uid, generation, rearm, None)
+            return report
 
     def _rollout(
         self,
@@ -48,11 +180,7 @@ class RolloutPass:
         annotations = body["metadata"].get("annotations") or {}
         rearm = annotations.get(names.ANNOTATION_REARM)
         rearmed = bool(rearm) and rearm != old.get("rearm")
-        rolled_back = (
-            old.get("rolledBackGeneration") is not None
-            and old.get("rolledBackGeneration") == generation
-            and not rearmed
-        )
+        rolled_back = _auto_rolled_back(body)
         paused = annotations.get(names.ANNOTATION_ROLLOUT_PAUSED) == "true"
         state = StepState(
             index=old.get("step"),
@@ -77,13 +205,14 @@ class RolloutPass:
             # The step clock starts when the tier first serves, not before.
             effective, reason = 0, "WaitingForTier"
             step_state = StepState(index=None, last_step_time=None)
-        report = self.consumers.reconcile(
-            ref.name,
-            ref.namespace,
+        report = self._consumer_pass(
+            body,
+            ref,
             spec,
             enabled=spec.rollout.enabled and not rolled_back,
             effective_percent=effective,
             connection_ready=connection_ready,
+            off=rollback_requested(body, spec),
         )
         rollout: dict[str, Any] = {
             "enabled": spec.rollout.enabled and not rolled_back,

@@ -12,6 +12,7 @@ import base64
 import logging
 import os
 import secrets as pysecrets
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,15 +26,15 @@ from cachetier.reconcile import conditions as cond
 from cachetier.reconcile.cluster import ClusterManager
 from cachetier.reconcile.cluster_pass import ClusterPass
 from cachetier.reconcile.consumers import ConsumerReconciler
-from cachetier.reconcile.rollout_pass import EventFn, RolloutPass
+from cachetier.reconcile.rollout_pass import EventFn, RolloutPass, _Fence
 from cachetier.render import (
     TierRef,
     TierSecrets,
     build_external_connection_secret,
     drift,
+    owner_reference,
     render_tier,
 )
-from cachetier.render._meta import owner_reference
 
 log = logging.getLogger("cachetier.reconcile")
 
@@ -97,6 +98,12 @@ class TierReconciler(ClusterPass, RolloutPass):
         self.kube = kube
         self._event = event or (lambda body, etype, reason, message: None)
         self.consumers = ConsumerReconciler(kube)
+        # The rollback fast lane writes with threads of its own per pass: a large
+        # rollout (or rollback) of another tier never queues ahead of it.
+        self.lane_consumers = ConsumerReconciler(kube, shared_pool=False)
+        self._turns: dict[tuple[str, str], threading.Lock] = {}
+        self._fences: dict[tuple[str, str], _Fence] = {}
+        self._turns_guard = threading.Lock()
         self.clusters = ClusterManager()
         self.wake: Callable[[str, str], None] = lambda namespace, name: None
 
@@ -424,6 +431,8 @@ class TierReconciler(ClusterPass, RolloutPass):
                 {"op": "remove", "path": f"/metadata/finalizers/{index}"},
             ],
         )
+        with self._turns_guard:
+            self._fences.pop((meta["namespace"], meta["name"]), None)
 
     def _finish(
         self,

@@ -16,7 +16,7 @@ from ._connection import (
     parse_redis_url,
 )
 from ._drift import drift
-from ._meta import spec_hash
+from ._meta import owner_reference, spec_hash
 from ._tier import render_tier
 from ._types import TierRef, TierSecrets
 
@@ -28,6 +28,7 @@ __all__ = [
     "config_hash",
     "connection_url",
     "drift",
+    "owner_reference",
     "parse_redis_url",
     "render_auth_conf",
     "render_redis_conf",

@@ -1,0 +1,160 @@
+"""The rollback fast lane and the fence that keeps a stale reconcile from undoing it.
+
+The consumer passes are recorded by a fake (the real pass is proven on a control
+plane in tests/e2e); what is tested here is the ordering logic of
+``RolloutPass._consumer_pass`` and ``RolloutPass.rollback_now``.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from cachetier import names
+from cachetier.api.models import CacheTierSpec
+from cachetier.reconcile.consumers import ConsumerReport
+from cachetier.reconcile.rollout_pass import (
+    RolloutPass,
+    StaleRollout,
+    _Fence,
+    rollback_requested,
+)
+from cachetier.render import TierRef
+
+
+class FakeConsumers:
+    def __init__(self, label: str, log: list[tuple[str, bool]]) -> None:
+        self.label, self.log = label, log
+
+    def reconcile(self, tier: str, namespace: str, spec: Any, **kw: Any) -> ConsumerReport:
+        self.log.append((self.label, bool(kw["enabled"])))
+        return ConsumerReport(selected=2, enabled=2 if kw["enabled"] else 0)
+
+
+class FakeKube:
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return {"kind": kind}
+
+
+class Lane(RolloutPass):
+    def __init__(self) -> None:
+        self.log: list[tuple[str, bool]] = []
+        self.kube = FakeKube()  # type: ignore[assignment]
+        self.consumers = FakeConsumers("reconcile", self.log)  # type: ignore[assignment]
+        self.lane_consumers = FakeConsumers("lane", self.log)  # type: ignore[assignment]
+        self._turns: dict[tuple[str, str], threading.Lock] = {}
+        self._fences: dict[tuple[str, str], _Fence] = {}
+        self._turns_guard = threading.Lock()
+
+
+def body(
+    generation: int,
+    *,
+    percent: int = 100,
+    enabled: bool = True,
+    rolled_back: int | None = None,
+    rearm: str | None = None,
+    uid: str = "u1",
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": "t", "namespace": "ns", "uid": uid, "generation": generation}
+    if rearm:
+        meta["annotations"] = {names.ANNOTATION_REARM: rearm}
+    status = {"rollout": {"rolledBackGeneration": rolled_back}} if rolled_back else {}
+    return {
+        "metadata": meta,
+        "spec": {"rollout": {"enabled": enabled, "percent": percent}},
+        "status": status,
+    }
+
+
+def spec_of(b: dict[str, Any]) -> CacheTierSpec:
+    return CacheTierSpec.model_validate(
+        {"mode": "external", "external": {"urlSecretRef": {"name": "u", "key": "url"}}, **b["spec"]}
+    )
+
+
+REF = TierRef(name="t", namespace="ns", uid="u1")
+
+
+def run_pass(lane: Lane, b: dict[str, Any]) -> ConsumerReport:
+    spec = spec_of(b)
+    off = rollback_requested(b, spec)
+    return lane._consumer_pass(
+        b, REF, spec, enabled=not off, effective_percent=0 if off else 100,
+        connection_ready=True, off=off,
+    )  # fmt: skip
+
+
+def test_rollback_requested_by_spec_or_by_a_recorded_automatic_rollback() -> None:
+    assert rollback_requested(body(1, percent=0), spec_of(body(1, percent=0)))
+    assert rollback_requested(body(1, enabled=False), spec_of(body(1, enabled=False)))
+    assert rollback_requested(body(3, rolled_back=3), spec_of(body(3)))
+    assert not rollback_requested(body(4, rolled_back=3), spec_of(body(4)))
+    assert not rollback_requested(body(1), spec_of(body(1)))
+
+
+def test_rearm_ends_a_recorded_automatic_rollback() -> None:
+    b = body(3, rolled_back=3, rearm="r1")  # status has no re-arm mark yet: a new one
+    assert not rollback_requested(b, spec_of(b))
+
+
+def test_lane_switches_off_and_the_following_reconcile_reuses_its_pass() -> None:
+    lane = Lane()
+    b = body(2, percent=0)
+    report = lane.rollback_now(b, spec_of(b))
+    assert report is not None and report.enabled == 0
+    assert lane.log == [("lane", False)]
+    # The full reconcile of the same view records the lane's pass: no second pass.
+    assert run_pass(lane, b) is report
+    assert lane.log == [("lane", False)]
+    # A later reconcile of that view (a resync) runs a real pass again (drift repair).
+    run_pass(lane, b)
+    assert lane.log == [("lane", False), ("reconcile", False)]
+
+
+def test_lane_does_nothing_when_no_rollback_is_asked() -> None:
+    lane = Lane()
+    b = body(1)
+    assert lane.rollback_now(b, spec_of(b)) is None
+    assert lane.log == []
+
+
+def test_a_reconcile_that_read_an_older_generation_cannot_switch_consumers_back_on() -> None:
+    lane = Lane()
+    newer = body(5, percent=0)
+    lane.rollback_now(newer, spec_of(newer))
+    with pytest.raises(StaleRollout):
+        run_pass(lane, body(4))
+    assert lane.log == [("lane", False)]
+
+
+def test_an_automatic_rollback_fences_a_view_read_before_it_was_recorded() -> None:
+    lane = Lane()
+    recorded = body(7, rolled_back=7)
+    lane.rollback_now(recorded, spec_of(recorded))
+    with pytest.raises(StaleRollout):
+        run_pass(lane, body(7))  # same generation, status read before the prober's write
+    # Re-armed (a new annotation) or a new generation: the rollout goes on.
+    run_pass(lane, body(7, rearm="r2"))
+    run_pass(lane, body(8))
+    assert lane.log == [("lane", False), ("reconcile", True), ("reconcile", True)]
+
+
+def test_the_lane_skips_a_view_a_reconcile_already_rolled_back() -> None:
+    lane = Lane()
+    b = body(3, percent=0)
+    run_pass(lane, b)
+    assert lane.rollback_now(b, spec_of(b)) is None
+    older = body(2, percent=0)
+    assert lane.rollback_now(older, spec_of(older)) is None
+    assert lane.log == [("reconcile", False)]
+
+
+def test_a_recreated_tier_is_not_fenced_by_its_predecessor() -> None:
+    lane = Lane()
+    old = body(9, percent=0, uid="old")
+    lane.rollback_now(old, spec_of(old))
+    run_pass(lane, body(1))  # uid u1, generation 1: a new object of the same name
+    assert lane.log == [("lane", False), ("reconcile", True)]
