@@ -32,6 +32,12 @@ class FakeConsumers:
         self.log.append((self.label, bool(kw["enabled"])))
         return ConsumerReport(selected=2, enabled=2 if kw["enabled"] else 0)
 
+    def switch_off(
+        self, tier: str, namespace: str, spec: Any, workloads: list[tuple[str, str]]
+    ) -> ConsumerReport:
+        self.log.append((f"{self.label}-off {sorted(workloads)}", False))
+        return ConsumerReport(changed=[f"{k}/{n} REDIS_ENABLED=false" for k, n in workloads])
+
 
 class FakeKube:
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -61,7 +67,17 @@ def body(
     meta: dict[str, Any] = {"name": "t", "namespace": "ns", "uid": uid, "generation": generation}
     if rearm:
         meta["annotations"] = {names.ANNOTATION_REARM: rearm}
-    status = {"rollout": {"rolledBackGeneration": rolled_back}} if rolled_back else {}
+    status: dict[str, Any] = {
+        "observedGeneration": generation - 1,
+        "consumers": {
+            "workloads": [
+                {"kind": "Deployment", "name": "api", "enabled": True},
+                {"kind": "Deployment", "name": "off", "enabled": False},
+            ]
+        },
+    }
+    if rolled_back:
+        status["rollout"] = {"rolledBackGeneration": rolled_back}
     return {
         "metadata": meta,
         "spec": {"rollout": {"enabled": enabled, "percent": percent}},
@@ -100,18 +116,37 @@ def test_rearm_ends_a_recorded_automatic_rollback() -> None:
     assert not rollback_requested(b, spec_of(b))
 
 
-def test_lane_switches_off_and_the_following_reconcile_reuses_its_pass() -> None:
+LANE = ("lane-off [('Deployment', 'api')]", False)
+
+
+def test_lane_switches_off_what_status_says_is_on_and_the_reconcile_records_it() -> None:
     lane = Lane()
     b = body(2, percent=0)
     report = lane.rollback_now(b, spec_of(b))
-    assert report is not None and report.enabled == 0
+    assert report is not None and report.changed == ["Deployment/api REDIS_ENABLED=false"]
+    assert lane.log == [LANE]
+    # The full reconcile of the same view still runs its complete pass (drift, new
+    # consumers) and reports the lane's writes as its own (the Event, the metric) ...
+    assert run_pass(lane, b).changed == ["Deployment/api REDIS_ENABLED=false"]
+    # ... once: a later reconcile of that view (a resync) reports only its own.
+    assert run_pass(lane, b).changed == []
+    assert lane.log == [LANE, ("reconcile", False), ("reconcile", False)]
+
+
+def test_with_status_older_than_the_previous_generation_the_lane_runs_the_complete_pass() -> None:
+    lane = Lane()
+    b = body(5, percent=0)
+    b["status"]["observedGeneration"] = 3  # generation 4 (a ramp, say) never recorded
+    assert lane.rollback_now(b, spec_of(b)) is not None
     assert lane.log == [("lane", False)]
-    # The full reconcile of the same view records the lane's pass: no second pass.
-    assert run_pass(lane, b) is report
+
+
+def test_at_pod_granularity_the_lane_runs_the_complete_pass() -> None:
+    lane = Lane()
+    b = body(2, percent=0)
+    b["spec"]["rollout"]["granularity"] = "pod"
+    assert lane.rollback_now(b, spec_of(b)) is not None
     assert lane.log == [("lane", False)]
-    # A later reconcile of that view (a resync) runs a real pass again (drift repair).
-    run_pass(lane, b)
-    assert lane.log == [("lane", False), ("reconcile", False)]
 
 
 def test_lane_does_nothing_when_no_rollback_is_asked() -> None:
@@ -127,7 +162,7 @@ def test_a_reconcile_that_read_an_older_generation_cannot_switch_consumers_back_
     lane.rollback_now(newer, spec_of(newer))
     with pytest.raises(StaleRollout):
         run_pass(lane, body(4))
-    assert lane.log == [("lane", False)]
+    assert lane.log == [LANE]
 
 
 def test_an_automatic_rollback_fences_a_view_read_before_it_was_recorded() -> None:
@@ -139,7 +174,7 @@ def test_an_automatic_rollback_fences_a_view_read_before_it_was_recorded() -> No
     # Re-armed (a new annotation) or a new generation: the rollout goes on.
     run_pass(lane, body(7, rearm="r2"))
     run_pass(lane, body(8))
-    assert lane.log == [("lane", False), ("reconcile", True), ("reconcile", True)]
+    assert lane.log == [LANE, ("reconcile", True), ("reconcile", True)]
 
 
 def test_the_lane_skips_a_view_a_reconcile_already_rolled_back() -> None:
@@ -157,4 +192,4 @@ def test_a_recreated_tier_is_not_fenced_by_its_predecessor() -> None:
     old = body(9, percent=0, uid="old")
     lane.rollback_now(old, spec_of(old))
     run_pass(lane, body(1))  # uid u1, generation 1: a new object of the same name
-    assert lane.log == [("lane", False), ("reconcile", True)]
+    assert lane.log == [LANE, ("reconcile", True)]

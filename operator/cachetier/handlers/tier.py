@@ -11,6 +11,7 @@ re-checks every tier once a minute (drift repair).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -25,6 +26,7 @@ from cachetier import metrics, names
 from cachetier.api import validate
 from cachetier.kube.client import ApiError, Kube, load_api_client
 from cachetier.kube.events import post_event
+from cachetier.reconcile import injection as inj
 from cachetier.reconcile.health import HealthProber
 from cachetier.reconcile.rollout_pass import StaleRollout
 from cachetier.reconcile.tier import TemporaryError, TierReconciler
@@ -61,12 +63,18 @@ class Runtime:
         self.reconciles = 0
         self.errors = 0
         self.rollbacks = 0
+        # The dispatch loop waits on ``kicked`` (set from any thread via ``kick``).
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.kicked = asyncio.Event()
         # The rollback fast lane: threads of its own, used for nothing else.
         self.lane = ThreadPoolExecutor(4, thread_name_prefix="rollback")
         # namespace -> tier names, and the subset at pod granularity: workload and
         # pod events wake only the tiers of their namespace.
         self.tiers_by_ns: defaultdict[str, set[str]] = defaultdict(set)
         self.pod_tiers_by_ns: defaultdict[str, set[str]] = defaultdict(set)
+        # (namespace, tier) -> its consumer selector: a workload event wakes only the
+        # tiers it concerns (selected, or still carrying the tier's injection).
+        self.selectors: dict[tuple[str, str], dict[str, Any] | None] = {}
 
     def lock_for(self, key: tuple[str, str]) -> threading.Lock:
         """One lock per tier: watch events and the resync loop never overlap on a tier."""
@@ -83,6 +91,7 @@ class Runtime:
                     self.requeue.pop(key, None)
                     self.tiers_by_ns[namespace].discard(name)
                     self.pod_tiers_by_ns[namespace].discard(name)
+                    self.selectors.pop(key, None)
                 return
             self._index(body)
             self.reconciles += 1
@@ -146,8 +155,13 @@ class Runtime:
 
     def _index(self, body: dict[str, Any]) -> None:
         meta = body["metadata"]
-        granularity = ((body.get("spec") or {}).get("rollout") or {}).get("granularity")
+        spec = body.get("spec") or {}
+        granularity = (spec.get("rollout") or {}).get("granularity")
+        consumers = spec.get("consumers") or None
         with self.guard:
+            self.selectors[(meta["namespace"], meta["name"])] = (
+                dict(consumers.get("selector") or {}) if consumers else None
+            )
             self.tiers_by_ns[meta["namespace"]].add(meta["name"])
             if granularity == "pod":
                 self.pod_tiers_by_ns[meta["namespace"]].add(meta["name"])
@@ -155,11 +169,31 @@ class Runtime:
                 self.pod_tiers_by_ns[meta["namespace"]].discard(meta["name"])
 
     def wake_namespace(self, namespace: str, *, pods: bool = False) -> None:
-        """A workload (or pod) changed in ``namespace``: reconcile its tiers soon, coalesced."""
+        """A pod changed in ``namespace``: reconcile its pod-granularity tiers soon, coalesced."""
         with self.guard:
             tiers = list((self.pod_tiers_by_ns if pods else self.tiers_by_ns)[namespace])
         for name in tiers:
             self._schedule((namespace, name), 0.2)
+
+    def wake_for_workload(self, workload: dict[str, Any]) -> None:
+        """A Deployment/StatefulSet changed: reconcile soon the tiers it concerns.
+
+        Those whose consumer selector matches its labels, and those whose injection
+        it still carries (its labels may have just stopped matching) — not every tier
+        of the namespace, so one tier's many consumers never keep the others busy.
+        """
+        meta = workload.get("metadata") or {}
+        namespace, labels = meta.get("namespace", ""), meta.get("labels") or {}
+        with self.guard:
+            tiers = [
+                (name, self.selectors.get((namespace, name)))
+                for name in self.tiers_by_ns[namespace]
+            ]
+        for name, selector in tiers:
+            if (selector is not None and inj.selector_matches(labels, selector)) or (
+                inj.has_any_injection(workload, name)
+            ):
+                self._schedule((namespace, name), 0.2)
 
     def schedule(self, key: tuple[str, str], delay: float) -> None:
         """Reconcile ``key`` after ``delay`` seconds (the earliest request wins)."""
@@ -169,6 +203,14 @@ class Runtime:
         with self.guard:
             due = time.monotonic() + delay
             self.requeue[key] = min(self.requeue.get(key, due), due)
+        if delay <= 0:
+            self.kick()
+
+    def kick(self) -> None:
+        """Wake the dispatch loop now (from any thread)."""
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.kicked.set)
 
     def probe(self, namespace: str, name: str) -> None:
         """Probe the tier's Redis; an automatic rollback is acted on at once."""
@@ -222,6 +264,9 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Configure kopf and build the runtime."""
     settings.posting.enabled = False  # we post our own, deduplicated Events
+    # kopf logs every handled event at INFO ("Handler ... succeeded"): one line per
+    # Deployment and Pod change of the cluster. Our own log says what matters.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     settings.execution.max_workers = 16
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
@@ -229,6 +274,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     kubeconfig = memo.get("kubeconfig")
     rt = Runtime(Kube(load_api_client(kubeconfig)))
     memo["runtime"] = rt
+    rt.loop = asyncio.get_running_loop()
     global CURRENT
     CURRENT = rt
     memo["resync_task"] = asyncio.get_running_loop().create_task(_resync_loop(rt))
@@ -295,7 +341,9 @@ async def _resync_loop(rt: Runtime) -> None:
     period = float(os.environ.get("CACHETIER_RESYNC_INTERVAL") or RESYNC_SECONDS)
     last_full = time.monotonic()
     while True:
-        await asyncio.sleep(0.1)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(rt.kicked.wait(), 0.1)
+        rt.kicked.clear()
         try:
             keys = rt.due()
             if time.monotonic() - last_full >= period:
@@ -306,45 +354,49 @@ async def _resync_loop(rt: Runtime) -> None:
                 keys += [(t["metadata"]["namespace"], t["metadata"]["name"]) for t in tiers]
             for key in dict.fromkeys(keys):
                 if not reconciles.submit(key, rt.reconcile):
-                    rt.schedule(key, 0.5)  # still running: look again shortly
+                    rt.schedule(key, 0.1)  # still running: once it ends
         except Exception:
             log.exception("resync loop")
 
 
 @kopf.on.event(names.GROUP, names.VERSION, names.PLURAL)
-def tier_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Any change of a CacheTier: reconcile it."""
+async def tier_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Any change of a CacheTier: a rollback to the fast lane, a reconcile queued now.
+
+    Never blocks: kopf hands a tier's events over one at a time, so a handler that
+    reconciled inline would leave the next event (a rollback, say) waiting for it.
+    """
     if type == "DELETED":
         return
     rt = _runtime(memo)
     key = (body["metadata"]["namespace"], body["metadata"]["name"])
     rt.submit_rollback(dict(body), key)
-    rt.reconcile(*key)
+    rt.schedule(key, 0.0)
 
 
 @kopf.on.event("apps", "v1", "statefulsets", labels={names.LABEL_MANAGED_BY: names.MANAGED_BY})
-def statefulset_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """A tier's StatefulSet changed (pods became ready, say): reconcile its tier."""
+async def statefulset_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A tier's StatefulSet changed (pods became ready, say): reconcile its tier soon."""
     for owner in body["metadata"].get("ownerReferences") or []:
         if owner.get("kind") == names.KIND and owner.get("controller"):
-            _runtime(memo).reconcile(body["metadata"]["namespace"], owner["name"])
+            _runtime(memo).schedule((body["metadata"]["namespace"], owner["name"]), 0.0)
 
 
 @kopf.on.event("apps", "v1", "deployments")
-def deployment_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """A Deployment changed: its namespace's tiers re-check their consumers."""
-    _runtime(memo).wake_namespace(body["metadata"]["namespace"])
+async def deployment_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A Deployment changed: the tiers it concerns re-check their consumers."""
+    _runtime(memo).wake_for_workload(dict(body))
 
 
 @kopf.on.event("apps", "v1", "statefulsets")
-def consumer_statefulset_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def consumer_statefulset_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A StatefulSet (possibly a consumer) changed: same as a Deployment."""
     labels = body["metadata"].get("labels") or {}
     if labels.get(names.LABEL_MANAGED_BY) != names.MANAGED_BY:
-        _runtime(memo).wake_namespace(body["metadata"]["namespace"])
+        _runtime(memo).wake_for_workload(dict(body))
 
 
 @kopf.on.event("", "v1", "pods")
-def pod_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def pod_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Pods come and go: tiers at pod granularity keep their exact per-pod count."""
     _runtime(memo).wake_namespace(body["metadata"]["namespace"], pods=True)

@@ -165,6 +165,36 @@ class ConsumerReconciler:
             report.enabled = pod_enabled
         return report
 
+    def switch_off(
+        self, tier: str, namespace: str, spec: CacheTierSpec, workloads: list[tuple[str, str]]
+    ) -> ConsumerReport:
+        """Rollback's fast path: ``REDIS_ENABLED=false`` on these (kind, name) workloads.
+
+        One GET and at most one apply per workload, all in parallel, no LIST of the
+        namespace; the full pass that follows covers any workload not named here.
+        """
+        wanted = list(spec.consumers.containers) if spec.consumers else []
+
+        def one(item: tuple[str, str]) -> ConsumerReport:
+            kind, name = item
+            try:
+                obj = self.kube.get(kind, namespace, name)
+            except ApiError as exc:
+                return ConsumerReport(errors=[f"{kind} {name}: {exc.message}"])
+            if obj is None or _is_ours(obj):
+                return ConsumerReport()
+            obj.setdefault("kind", kind)
+            containers = inj.target_containers(obj, wanted)
+            desired = inj.Injection(tier, containers, False, False)
+            if inj.env_owners(obj, containers) or inj.is_injected(obj, desired):
+                return ConsumerReport()  # a conflict is the full pass's to report
+            return self._inject(namespace, obj, desired)
+
+        report = ConsumerReport()
+        for result in self._map(one, workloads):
+            _merge(report, result)
+        return report
+
     def release_all(self, tier: str, namespace: str) -> ConsumerReport:
         """Switch every consumer of ``tier`` off, then remove the operator's entries."""
         report = ConsumerReport()

@@ -61,7 +61,8 @@ class _Fence:
     uid: str
     generation: int
     rearm: str | None
-    report: ConsumerReport | None
+    changed: list[str]
+    """What the lane switched, for the full reconcile's Event and metric."""
 
 
 def _mark(body: dict[str, Any]) -> tuple[int, str | None]:
@@ -96,16 +97,31 @@ class RolloutPass:
     def rollback_now(self, body: dict[str, Any], spec: CacheTierSpec) -> ConsumerReport | None:
         """The fast lane: if the tier asks for a rollback, switch its consumers off now.
 
-        Only the consumer writes (no children, no status: the full reconcile that
-        follows records them, reusing this pass's report). None when the tier does
-        not ask for a rollback.
+        Only the consumer writes, to the workloads status last reported enabled (a
+        GET and an apply each, no LIST); no children, no status: the full reconcile
+        that follows does its complete pass and records it. At pod granularity (the
+        pods' annotations are the switch), or when status is older than the previous
+        generation, the lane runs the complete pass itself.
+        None when the tier does not ask for a rollback.
         """
         if not rollback_requested(body, spec):
             return None
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
         generation, rearm = _mark(body)
-        connection = self.kube.get("Secret", key[0], names.connection_secret(key[1]))
+        status = body.get("status") or {}
+        # Status names the enabled workloads only if it saw the generation before
+        # this one (a rollback spec change is one generation): else the whole pass.
+        current = int(status.get("observedGeneration") or 0) >= generation - 1
+        complete = spec.rollout.granularity == "pod" or not current
+        connection = (
+            self.kube.get("Secret", key[0], names.connection_secret(key[1])) if complete else None
+        )
+        known = [
+            (str(w.get("kind")), str(w.get("name")))
+            for w in (status.get("consumers") or {}).get("workloads") or []
+            if w.get("enabled") and w.get("kind") in ("Deployment", "StatefulSet")
+        ]
         with self._turn(key):
             fence = self._fences.get(key)
             if fence is not None and fence.uid == meta["uid"]:
@@ -113,15 +129,18 @@ class RolloutPass:
                     return None  # this view's rollback is done already
                 if fence.generation > generation:
                     return None  # a newer view was acted on
-            report = self.lane_consumers.reconcile(
-                key[1],
-                key[0],
-                spec,
-                enabled=False,
-                effective_percent=0,
-                connection_ready=connection is not None,
-            )
-            self._fences[key] = _Fence(meta["uid"], generation, rearm, report)
+            if complete:
+                report = self.lane_consumers.reconcile(
+                    key[1],
+                    key[0],
+                    spec,
+                    enabled=False,
+                    effective_percent=0,
+                    connection_ready=connection is not None,
+                )
+            else:
+                report = self.lane_consumers.switch_off(key[1], key[0], spec, known)
+            self._fences[key] = _Fence(meta["uid"], generation, rearm, list(report.changed))
         return report
 
     def _consumer_pass(
@@ -146,10 +165,6 @@ class RolloutPass:
                         f"a rollback of generation {fence.generation} ran after this view"
                         f" (generation {generation}) was read"
                     )
-                if same and off and fence.report is not None:
-                    # The fast lane has just done this very pass: record its report.
-                    report, fence.report = fence.report, None
-                    return report
             report = self.consumers.reconcile(
                 ref.name,
                 ref.namespace,
@@ -158,8 +173,17 @@ class RolloutPass:
                 effective_percent=effective_percent,
                 connection_ready=connection_ready,
             )
+            lane_writes = (
+                fence.changed
+                if fence is not None
+                and fence.uid == ref.uid
+                and (fence.generation, fence.rearm) == (generation, rearm)
+                else []
+            )
+            # The lane made these writes for this view: they are this pass's too.
+            report.changed = [*lane_writes, *report.changed]
             if off:
-                self._fences[key] = _Fence(ref.uid, generation, rearm, None)
+                self._fences[key] = _Fence(ref.uid, generation, rearm, [])
             return report
 
     def _rollout(
