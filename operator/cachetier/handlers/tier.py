@@ -1,11 +1,24 @@
-"""kopf wiring for CacheTiers: thin handlers that call the reconciler.
+"""kopf wiring for CacheTiers: thin, non-blocking handlers in front of a small runtime.
 
 The operator is level-triggered: every watch event of a CacheTier (and of a
-StatefulSet it owns) runs one reconcile of that tier, which writes nothing
+StatefulSet it owns) queues one reconcile of that tier, which writes nothing
 when nothing differs. No kopf change-detection handlers, timers or daemons
 are used, so kopf itself writes no progress annotations and adds no
-finalizer; a small resync loop re-runs tiers that asked for a retry and
-re-checks every tier once a minute (drift repair).
+finalizer. The concurrency model:
+
+- kopf's handlers are all ``async`` and only queue work (kopf hands one
+  object's events over one at a time, so a handler that worked inline would
+  hold back that object's next event — a rollback, say).
+- Reconciles run on 8 threads (``_Dispatcher``), at most one per tier at a
+  time (a per-tier lock); the dispatch loop is woken at once for new work,
+  re-runs tiers that asked for a retry, and re-checks every tier once a
+  period (``CACHETIER_RESYNC_INTERVAL``, drift repair).
+- A rollback also goes to the fast lane: 4 threads used for nothing else,
+  with write threads of each pass's own, so no other tier's work queues
+  ahead of it (``RolloutPass.rollback_now``).
+- Probes run on 8 threads, one per tier at a time, every
+  ``CACHETIER_PROBE_INTERVAL`` seconds; consumer writes of a full pass share
+  16 threads; a Redis Cluster's converge runs in a thread of its own per tier.
 """
 
 from __future__ import annotations
