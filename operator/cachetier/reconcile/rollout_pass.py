@@ -18,7 +18,7 @@ from cachetier import metrics, names
 from cachetier.api.models import CacheTierSpec
 from cachetier.kube.client import Kube
 from cachetier.reconcile import conditions as cond
-from cachetier.reconcile.consumers import ConsumerReconciler, ConsumerReport
+from cachetier.reconcile.consumers import PARALLEL_WRITES, ConsumerReconciler, ConsumerReport
 from cachetier.render import TierRef
 from cachetier.rollout import StepState, next_effective_percent
 
@@ -100,8 +100,9 @@ class RolloutPass:
         Only the consumer writes, to the workloads status last reported enabled (a
         GET and an apply each, no LIST); no children, no status: the full reconcile
         that follows does its complete pass and records it. At pod granularity (the
-        pods' annotations are the switch), or when status is older than the previous
-        generation, the lane runs the complete pass itself.
+        pods' annotations are the switch), when status is older than the previous
+        generation, or for more workloads than one round of parallel writes (a LIST
+        is then cheaper than a GET each), the lane runs the complete pass itself.
         None when the tier does not ask for a rollback.
         """
         if not rollback_requested(body, spec):
@@ -113,15 +114,16 @@ class RolloutPass:
         # Status names the enabled workloads only if it saw the generation before
         # this one (a rollback spec change is one generation): else the whole pass.
         current = int(status.get("observedGeneration") or 0) >= generation - 1
-        complete = spec.rollout.granularity == "pod" or not current
-        connection = (
-            self.kube.get("Secret", key[0], names.connection_secret(key[1])) if complete else None
-        )
         known = [
             (str(w.get("kind")), str(w.get("name")))
             for w in (status.get("consumers") or {}).get("workloads") or []
             if w.get("enabled") and w.get("kind") in ("Deployment", "StatefulSet")
         ]
+        # Past one round of parallel writes, one LIST is cheaper than a GET each.
+        complete = spec.rollout.granularity == "pod" or not current or len(known) > PARALLEL_WRITES
+        connection = (
+            self.kube.get("Secret", key[0], names.connection_secret(key[1])) if complete else None
+        )
         with self._turn(key):
             fence = self._fences.get(key)
             if fence is not None and fence.uid == meta["uid"]:
