@@ -7,7 +7,6 @@ PY        := $(VENV)/bin/python
 LOCAL     := .local
 KUBECONFIG ?= $(CURDIR)/$(LOCAL)/kubeconfig
 export KUBECONFIG
-K8S_BIN   = $(shell bash hack/build-control-plane.sh | cut -d: -f1)
 PYTEST_FLAGS ?= -q -p no:cacheprovider
 
 .PHONY: help bootstrap demo test test-unit test-redis test-e2e cluster-up cluster-down run crds crds-check lint bench golden

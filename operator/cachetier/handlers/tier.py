@@ -88,6 +88,8 @@ class Runtime:
         # (namespace, tier) -> its consumer selector: a workload event wakes only the
         # tiers it concerns (selected, or still carrying the tier's injection).
         self.selectors: dict[tuple[str, str], dict[str, Any] | None] = {}
+        self.failures: dict[tuple[str, str], int] = {}
+        """Consecutive operator errors per tier (the back-off)."""
 
     def lock_for(self, key: tuple[str, str]) -> threading.Lock:
         """One lock per tier: watch events and the resync loop never overlap on a tier."""
@@ -105,6 +107,8 @@ class Runtime:
                     self.tiers_by_ns[namespace].discard(name)
                     self.pod_tiers_by_ns[namespace].discard(name)
                     self.selectors.pop(key, None)
+                    self.failures.pop(key, None)
+                self.reconciler.forget(namespace, name)
                 return
             self._index(body)
             self.reconciles += 1
@@ -129,6 +133,24 @@ class Runtime:
                 log.warning("reconcile %s/%s: %s; retrying in 15s", namespace, name, exc)
                 self._schedule(key, 15.0)
                 return
+            except Exception as exc:
+                # Not the user's spec (that is SpecError -> InvalidSpec): the operator's
+                # own fault. Traceback in the log, an Event, a metric, retry with back-off.
+                delay = self._backoff(key)
+                metrics.RECONCILES.labels("operator_error").inc()
+                self.errors += 1
+                log.exception("reconcile %s/%s failed; retrying in %ss", namespace, name, delay)
+                post_event(
+                    self.kube,
+                    body,
+                    "Warning",
+                    "ReconcileError",
+                    f"operator error {type(exc).__name__}: {exc}; retrying in {delay:.0f}s"[:1000],
+                )
+                self._schedule(key, delay)
+                return
+            with self.guard:
+                self.failures.pop(key, None)
             metrics.RECONCILES.labels("ok").inc()
             metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
             if result.requeue_after is not None:
@@ -165,6 +187,13 @@ class Runtime:
         if report is not None:
             self.rollbacks += 1
             self._schedule(key, 0.0)  # the full reconcile records it in status
+
+    def _backoff(self, key: tuple[str, str]) -> float:
+        """1, 2, 4 ... seconds after consecutive operator errors of a tier, at most 300."""
+        with self.guard:
+            count = self.failures.get(key, 0)
+            self.failures[key] = count + 1
+        return float(min(300, 2**count))
 
     def _index(self, body: dict[str, Any]) -> None:
         meta = body["metadata"]

@@ -14,12 +14,13 @@ import os
 import secrets as pysecrets
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from cachetier import names
 from cachetier.api import validate
+from cachetier.api.errors import SpecError
 from cachetier.api.models import CacheTierSpec
 from cachetier.kube.client import ApiError, Conflict, Kube
 from cachetier.reconcile import conditions as cond
@@ -52,10 +53,8 @@ class TemporaryError(Exception):
 
 @dataclass
 class Result:
-    """What one reconcile did."""
+    """What one reconcile asks of the runtime: when to run again (None: on the next event)."""
 
-    status: dict[str, Any]
-    writes: list[str] = field(default_factory=list)
     requeue_after: float | None = None
 
 
@@ -285,7 +284,7 @@ class TierReconciler(ClusterPass, RolloutPass):
     def _external_connection(self, ref: TierRef, spec: CacheTierSpec) -> dict[str, Any]:
         src_ref = spec.external.url_secret_ref
         if src_ref is None:  # the CRD's CEL rule refuses this; keep mypy and old CRDs honest
-            raise ValueError("spec.external.urlSecretRef: required when mode is external")
+            raise SpecError("spec.external.urlSecretRef: required when mode is external")
         src = self.kube.get("Secret", ref.namespace, src_ref.name)
         url = _decode(src, src_ref.key)
         if url is None:
@@ -295,8 +294,8 @@ class TierReconciler(ClusterPass, RolloutPass):
             )
         try:
             return build_external_connection_secret(ref, url.strip())
-        except ValueError as exc:
-            raise ValueError(f"spec.external.urlSecretRef: {exc}") from exc
+        except ValueError as exc:  # the URL is the user's: its faults are spec errors
+            raise SpecError(f"spec.external.urlSecretRef: {exc}") from exc
 
     # -- the loop body -----------------------------------------------------------
 
@@ -307,7 +306,6 @@ class TierReconciler(ClusterPass, RolloutPass):
         generation = meta.get("generation")
         old_status = dict(body.get("status") or {})
         previous_phase = old_status.get("phase")
-        writes: list[str] = []
         requeue: float | None = None
         new: dict[str, Any] = {}
 
@@ -325,7 +323,7 @@ class TierReconciler(ClusterPass, RolloutPass):
                 verdict = cond.Verdict(
                     verdict.phase, verdict.ready, verdict.progressing, verdict.degraded, extra
                 )
-            return self._finish(body, ref, old_status, verdict, generation, new, writes, None)
+            return self._finish(body, ref, old_status, verdict, generation, new, None)
 
         self._ensure_finalizer(body)
         rollback_first = not spec.rollout.enabled or spec.rollout.percent == 0
@@ -345,7 +343,7 @@ class TierReconciler(ClusterPass, RolloutPass):
         try:
             if spec.mode == "external":
                 secret = self._external_connection(ref, spec)
-                writes += self._apply_children(body, [secret])
+                self._apply_children(body, [secret])
                 host, port = _secret_host_port(secret)
                 new["endpoint"] = {"host": host, "port": port}
                 new["connectionSecret"] = names.connection_secret(ref.name)
@@ -356,7 +354,7 @@ class TierReconciler(ClusterPass, RolloutPass):
                 desired = render_tier(ref, spec, tier_secrets, OPERATOR_NAMESPACE)
                 if spec.mode == "cluster":
                     self._hold_scale_in(ref, desired)
-                writes += self._apply_children(body, desired)
+                self._apply_children(body, desired)
                 obs = self._observe_statefulset(ref, _replicas_of(desired))
                 verdict = cond.workload_verdict(obs, previous_phase)
                 if spec.mode == "cluster":
@@ -373,7 +371,7 @@ class TierReconciler(ClusterPass, RolloutPass):
         except TemporaryError as exc:
             verdict = cond.blocked("DependencyMissing", str(exc))
             requeue = exc.delay
-        except ValueError as exc:
+        except SpecError as exc:
             verdict = cond.invalid_spec(str(exc))
         except ApiError as exc:
             if exc.status == 422 or exc.status == 400:
@@ -395,7 +393,7 @@ class TierReconciler(ClusterPass, RolloutPass):
             degraded=verdict.degraded,
             extra=[*verdict.extra, *extra],
         )
-        return self._finish(body, ref, old_status, verdict, generation, new, writes, requeue)
+        return self._finish(body, ref, old_status, verdict, generation, new, requeue)
 
     def _ensure_finalizer(self, body: dict[str, Any]) -> None:
         meta = body["metadata"]
@@ -431,8 +429,14 @@ class TierReconciler(ClusterPass, RolloutPass):
                 {"op": "remove", "path": f"/metadata/finalizers/{index}"},
             ],
         )
+        self.forget(meta["namespace"], meta["name"])
+
+    def forget(self, namespace: str, name: str) -> None:
+        """The tier is gone: drop what this process kept for it (converge state, fence)."""
+        key = (namespace, name)
+        self.clusters.forget(key)
         with self._turns_guard:
-            self._fences.pop((meta["namespace"], meta["name"]), None)
+            self._fences.pop(key, None)
 
     def _finish(
         self,
@@ -442,7 +446,6 @@ class TierReconciler(ClusterPass, RolloutPass):
         verdict: cond.Verdict,
         generation: int | None,
         new: dict[str, Any],
-        writes: list[str],
         requeue: float | None,
     ) -> Result:
         status = dict(old_status)
@@ -463,7 +466,7 @@ class TierReconciler(ClusterPass, RolloutPass):
             etype = "Normal" if verdict.phase in ("Ready", "Provisioning", "Pending") else "Warning"
             reason = verdict.ready[1]
             self._event(body, etype, reason, f"phase {status['phase']}: {verdict.ready[2]}")
-        return Result(status=status, writes=writes, requeue_after=requeue)
+        return Result(requeue_after=requeue)
 
     def write_status(
         self, body: dict[str, Any], old_status: dict[str, Any], status: dict[str, Any]

@@ -16,7 +16,6 @@ from ._types import TierSecrets
 
 # Where the pod mounts things; redis.conf and the StatefulSet must agree.
 CONFIG_DIR = "/etc/redis"
-REDIS_CONF_PATH = f"{CONFIG_DIR}/{names.REDIS_CONF_KEY}"
 AUTH_DIR = f"{CONFIG_DIR}/auth"
 AUTH_CONF_PATH = f"{AUTH_DIR}/{names.AUTH_CONF_KEY}"
 TLS_DIR = f"{CONFIG_DIR}/tls"

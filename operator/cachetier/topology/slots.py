@@ -98,11 +98,6 @@ def subtract(ranges: Ranges, removed: Ranges) -> Ranges:
     return tuple(out)
 
 
-def intersect(a: Ranges, b: Ranges) -> Ranges:
-    """Slots present in both `a` and `b`."""
-    return subtract(a, subtract(a, b))
-
-
 def take_last(ranges: Ranges, n: int) -> tuple[Ranges, Ranges]:
     """Split off the `n` highest slots: returns `(taken, rest)`."""
     if n <= 0:
