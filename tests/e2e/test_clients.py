@@ -191,7 +191,7 @@ def test_a_restarted_operator_writes_nothing_and_does_not_flap(
     methods = dict(rt.kube.writes)
     before = {t: _status(kube_cluster, ns, t) for t in TIER_NAMES.values()}
     # What a restarted process starts with: no converge results, no probe memory.
-    rt.reconciler.clusters = ClusterManager()
+    rt.reconciler.modes["cluster"].clusters = ClusterManager()
     rt.prober._memory.clear()
     for tier in TIER_NAMES.values():
         operator.reconcile_now(ns, tier)

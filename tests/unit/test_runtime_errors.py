@@ -106,4 +106,4 @@ def test_a_bad_url_in_the_users_secret_is_a_spec_error(url: str) -> None:
     )
     reconciler = TierReconciler(SecretKube())  # type: ignore[arg-type]
     with pytest.raises(SpecError, match=r"spec\.external\.urlSecretRef"):
-        reconciler._external_connection(TierRef("t", "ns", "u"), spec)
+        reconciler.external_connection(TierRef("t", "ns", "u"), spec)

@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 import pydantic
 
 from cachetier.api.models import CacheTierSpec
+from cachetier.api.modes import profile
 from cachetier.api.redis_commands import is_known
 from cachetier.api.units import (
     format_redis_memory,
@@ -95,7 +96,7 @@ def problems_from_error(exc: pydantic.ValidationError) -> list[Problem]:
 
 def _memory_fits(spec: CacheTierSpec) -> Iterator[Problem]:
     """maxmemory must leave the container headroom under its memory limit."""
-    if spec.mode == "external":
+    if not profile(spec).runs_redis:
         return  # the operator runs no container; maxmemory is not rendered
     limit_text = spec.resources.limits.get("memory")
     if limit_text is None:
@@ -155,7 +156,7 @@ def _requests_within_limits(spec: CacheTierSpec) -> Iterator[Problem]:
 def _positive_sizes(spec: CacheTierSpec) -> Iterator[Problem]:
     """Quantities that the schema's pattern lets through as zero."""
     persistence = spec.redis.persistence
-    needs_volume = spec.mode != "external" and persistence.mode != "none"
+    needs_volume = profile(spec).runs_redis and persistence.mode != "none"
     if needs_volume and quantity_to_bytes(persistence.size) <= 0:
         yield Problem(
             "spec.redis.persistence.size",
@@ -212,7 +213,7 @@ def _rollout(spec: CacheTierSpec) -> Iterator[Problem]:
 
 def _tls(spec: CacheTierSpec) -> Iterator[Problem]:
     """Mirror of the CRD rules on tls."""
-    if spec.tls.enabled and spec.mode == "external":
+    if spec.tls.enabled and profile(spec).takes_url:
         yield Problem(
             "spec.tls.enabled",
             "must be false when mode is external: the URL's scheme (rediss://) decides TLS",
@@ -224,15 +225,15 @@ def _tls(spec: CacheTierSpec) -> Iterator[Problem]:
 def _external(spec: CacheTierSpec) -> Iterator[Problem]:
     """Mirror of the CRD rules on mode external and its URL."""
     has_url = spec.external.url_secret_ref is not None
-    if spec.mode == "external" and not has_url:
+    if profile(spec).takes_url and not has_url:
         yield Problem("spec.external.urlSecretRef", "is required when mode is external")
-    if spec.mode != "external" and has_url:
+    if not profile(spec).takes_url and has_url:
         yield Problem("spec.external.urlSecretRef", "is only valid when mode is external")
 
 
 def _cluster_settings(spec: CacheTierSpec) -> Iterator[Problem]:
     """Mirror of the CRD rule: cluster settings other than the defaults need mode cluster."""
-    if spec.mode != "cluster" and spec.cluster != CacheTierSpec().cluster:
+    if not profile(spec).cluster_protocol and spec.cluster != CacheTierSpec().cluster:
         yield Problem(
             "spec.cluster", "cluster settings apply only to mode: cluster (this mode ignores them)"
         )

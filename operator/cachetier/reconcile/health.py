@@ -28,6 +28,7 @@ import pydantic
 
 from cachetier import metrics, names
 from cachetier.api.models import CacheTierSpec
+from cachetier.api.modes import profile
 from cachetier.api.units import parse_redis_memory
 from cachetier.kube.client import Kube
 from cachetier.reconcile import conditions as cond
@@ -80,7 +81,7 @@ class HealthProber:
         """Every Redis of the tier that has an address (by pod name), or the external URL."""
         meta = body["metadata"]
         ns, name = meta["namespace"], meta["name"]
-        if spec.mode == "external":
+        if profile(spec).takes_url:
             secret = self.kube.get("Secret", ns, names.connection_secret(name))
             url = _decode(secret, "url")
             if not url:
@@ -157,7 +158,7 @@ class HealthProber:
             else ProbeResult(up=False, error="no Redis pod has an IP")
         )
         due = time.monotonic() - memory.config_checked >= CONFIG_CHECK_SECONDS
-        if result.up and spec.mode != "external" and due:
+        if result.up and profile(spec).runs_redis and due:
             memory.config_checked = time.monotonic()
             self._repair_config(body, spec, targets)
         if result.counters is not None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import secrets as pysecrets
 import threading
 from collections.abc import Callable
@@ -24,9 +23,9 @@ from cachetier.api.errors import SpecError
 from cachetier.api.models import CacheTierSpec
 from cachetier.kube.client import ApiError, Conflict, Kube
 from cachetier.reconcile import conditions as cond
-from cachetier.reconcile.cluster import ClusterManager
-from cachetier.reconcile.cluster_pass import ClusterPass
+from cachetier.reconcile import modes
 from cachetier.reconcile.consumers import ConsumerReconciler
+from cachetier.reconcile.modes import TierContext
 from cachetier.reconcile.rollout_pass import EventFn, RolloutPass, _Fence
 from cachetier.render import (
     TierRef,
@@ -34,13 +33,9 @@ from cachetier.render import (
     build_external_connection_secret,
     drift,
     owner_reference,
-    render_tier,
 )
 
 log = logging.getLogger("cachetier.reconcile")
-
-OPERATOR_NAMESPACE = os.environ.get("CACHETIER_OPERATOR_NAMESPACE") or names.OPERATOR_NAMESPACE
-"""The operator's own namespace (downward API in manifests/), admitted by NetworkPolicies."""
 
 
 class TemporaryError(Exception):
@@ -90,7 +85,7 @@ def _new_password() -> str:
     return pysecrets.token_urlsafe(32)
 
 
-class TierReconciler(ClusterPass, RolloutPass):
+class TierReconciler(RolloutPass):
     """Reconciles CacheTiers through one Kube client."""
 
     def __init__(self, kube: Kube, event: EventFn | None = None) -> None:
@@ -103,12 +98,12 @@ class TierReconciler(ClusterPass, RolloutPass):
         self._turns: dict[tuple[str, str], threading.Lock] = {}
         self._fences: dict[tuple[str, str], _Fence] = {}
         self._turns_guard = threading.Lock()
-        self.clusters = ClusterManager()
+        self.modes = modes.build(lambda namespace, name: self.wake(namespace, name))
         self.wake: Callable[[str, str], None] = lambda namespace, name: None
 
     # -- secrets -------------------------------------------------------------
 
-    def _tier_secrets(
+    def tier_secrets(
         self, ref: TierRef, spec: CacheTierSpec, body: dict[str, Any] | None = None
     ) -> TierSecrets:
         """Passwords: read them if they exist; generate each one once, never again.
@@ -171,7 +166,7 @@ class TierReconciler(ClusterPass, RolloutPass):
             try:
                 self.kube.create(_encode_secret(seed))
             except Conflict:
-                return self._tier_secrets(ref, spec, body)
+                return self.tier_secrets(ref, spec, body)
         if operator_pw is None:
             raise TemporaryError(f"Secret {auth_name} has no operator-password key")
         if not spec.auth.enabled:
@@ -191,7 +186,7 @@ class TierReconciler(ClusterPass, RolloutPass):
             generated_pw = _new_password()
         return TierSecrets(generated_pw, operator_pw, True)
 
-    def _require_tls_secret(self, ref: TierRef, spec: CacheTierSpec) -> None:
+    def require_tls_secret(self, ref: TierRef, spec: CacheTierSpec) -> None:
         """A TLS tier's Secret must exist (else its pods could never start)."""
         if not spec.tls.enabled or not spec.tls.secret_name:
             return
@@ -211,7 +206,7 @@ class TierReconciler(ClusterPass, RolloutPass):
 
     # -- children ------------------------------------------------------------
 
-    def _apply_children(self, body: dict[str, Any], desired: list[dict[str, Any]]) -> list[str]:
+    def apply_children(self, body: dict[str, Any], desired: list[dict[str, Any]]) -> list[str]:
         """Apply each object that is missing, changed in the spec, or edited by hand.
 
         The content-hash annotation says whether the desired object changed; the
@@ -244,7 +239,7 @@ class TierReconciler(ClusterPass, RolloutPass):
             self._event(body, "Normal", "Applied", "; ".join(writes))
         return writes
 
-    def _observe_statefulset(self, ref: TierRef, want: int) -> cond.WorkloadObservation:
+    def observe_statefulset(self, ref: TierRef, want: int) -> cond.WorkloadObservation:
         """The Redis StatefulSet against ``want`` pods: what the tier's spec requires,
         not what the live StatefulSet asks for (a hand scale must not look Ready)."""
         sts = self.kube.get("StatefulSet", ref.namespace, names.statefulset(ref.name))
@@ -281,7 +276,7 @@ class TierReconciler(ClusterPass, RolloutPass):
             current_replicas=int(st.get("replicas") or 0),
         )
 
-    def _external_connection(self, ref: TierRef, spec: CacheTierSpec) -> dict[str, Any]:
+    def external_connection(self, ref: TierRef, spec: CacheTierSpec) -> dict[str, Any]:
         src_ref = spec.external.url_secret_ref
         if src_ref is None:  # the CRD's CEL rule refuses this; keep mypy and old CRDs honest
             raise SpecError("spec.external.urlSecretRef: required when mode is external")
@@ -341,33 +336,9 @@ class TierReconciler(ClusterPass, RolloutPass):
             )
 
         try:
-            if spec.mode == "external":
-                secret = self._external_connection(ref, spec)
-                self._apply_children(body, [secret])
-                host, port = _secret_host_port(secret)
-                new["endpoint"] = {"host": host, "port": port}
-                new["connectionSecret"] = names.connection_secret(ref.name)
-                verdict = cond.external_verdict(True, "connection Secret built from the URL")
-            else:
-                self._require_tls_secret(ref, spec)
-                tier_secrets = self._tier_secrets(ref, spec, body)
-                desired = render_tier(ref, spec, tier_secrets, OPERATOR_NAMESPACE)
-                if spec.mode == "cluster":
-                    self._hold_scale_in(ref, desired)
-                self._apply_children(body, desired)
-                obs = self._observe_statefulset(ref, _replicas_of(desired))
-                verdict = cond.workload_verdict(obs, previous_phase)
-                if spec.mode == "cluster":
-                    verdict = self._cluster(
-                        ref, spec, tier_secrets, obs, verdict, new, previous_phase
-                    )
-                new["endpoint"] = {
-                    "host": names.service_host(ref.name, ref.namespace),
-                    "port": names.REDIS_PORT,
-                }
-                new["connectionSecret"] = names.connection_secret(ref.name)
-                if verdict.phase != "Ready":
-                    requeue = 10.0
+            ctx = TierContext(body, ref, spec, previous_phase, new)
+            outcome = self.modes[spec.mode].reconcile(self, ctx)
+            verdict, requeue = outcome.verdict, outcome.requeue
         except TemporaryError as exc:
             verdict = cond.blocked("DependencyMissing", str(exc))
             requeue = exc.delay
@@ -434,7 +405,8 @@ class TierReconciler(ClusterPass, RolloutPass):
     def forget(self, namespace: str, name: str) -> None:
         """The tier is gone: drop what this process kept for it (converge state, fence)."""
         key = (namespace, name)
-        self.clusters.forget(key)
+        for mode in self.modes.values():
+            mode.forget(namespace, name)
         with self._turns_guard:
             self._fences.pop(key, None)
 
@@ -508,18 +480,3 @@ def _drop_nulls(value: Any) -> Any:
     if isinstance(value, list):
         return [_drop_nulls(v) for v in value]
     return value
-
-
-def _secret_host_port(secret: dict[str, Any]) -> tuple[str, int]:
-    data = secret.get("data") or {}
-    host = base64.b64decode(data.get("host", "")).decode()
-    port = base64.b64decode(data.get("port", "")).decode()
-    return host, int(port or 0)
-
-
-def _replicas_of(desired: list[dict[str, Any]]) -> int:
-    """The pod count the rendered (and, in cluster mode, scale-in-held) StatefulSet asks."""
-    for obj in desired:
-        if obj.get("kind") == "StatefulSet":
-            return int((obj.get("spec") or {}).get("replicas", 1))
-    return 1

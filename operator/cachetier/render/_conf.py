@@ -11,6 +11,7 @@ import re
 
 from cachetier import names
 from cachetier.api.models import CacheTierSpec
+from cachetier.api.modes import profile
 
 from ._types import TierSecrets
 
@@ -67,7 +68,7 @@ def render_redis_conf(spec: CacheTierSpec) -> str:
             "tls-auth-clients no",
             "tls-replication yes",
         ]
-        if spec.mode == "cluster":
+        if profile(spec).cluster_protocol:
             lines.append("tls-cluster yes")
     else:
         lines.append(f"port {names.REDIS_PORT}")
@@ -87,7 +88,7 @@ def render_redis_conf(spec: CacheTierSpec) -> str:
     lines.append(f"loglevel {spec.redis.log_level}")
     lines.append('logfile ""')
 
-    if spec.mode == "cluster":
+    if profile(spec).cluster_protocol:
         lines += ["", "# Cluster"]
         lines += [
             "cluster-enabled yes",

@@ -12,6 +12,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from cachetier import names
 from cachetier.api.models import CacheTierSpec
+from cachetier.api.modes import profile
 
 from ._meta import object_meta, secret_data, stamp
 from ._types import TierRef
@@ -26,7 +27,7 @@ def connection_url(ref: TierRef, spec: CacheTierSpec, password: str | None) -> s
     (auth disabled). The password is percent-encoded, so any character is safe.
     Raises ValueError for mode external: that URL comes from the referenced Secret.
     """
-    if spec.mode == "external":
+    if profile(spec).takes_url:
         raise ValueError("mode external has no operator-made URL; use the referenced Secret")
     scheme = "rediss" if spec.tls.enabled else "redis"
     credentials = "" if password is None else f":{quote(password, safe='')}@"

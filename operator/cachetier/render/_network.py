@@ -9,6 +9,7 @@ from typing import Any
 
 from cachetier import names
 from cachetier.api.models import CacheTierSpec
+from cachetier.api.modes import profile
 
 from ._meta import object_meta, stamp
 from ._types import TierRef
@@ -23,7 +24,7 @@ def _service_ports(spec: CacheTierSpec, *, bus: bool) -> list[dict[str, Any]]:
             "protocol": "TCP",
         }
     ]
-    if bus and spec.mode == "cluster":
+    if bus and profile(spec).cluster_protocol:
         ports.append(
             {
                 "name": names.BUS_PORT_NAME,
@@ -121,7 +122,7 @@ def build_network_policy(
             "ports": [{"protocol": "TCP", "port": names.REDIS_PORT}],
         }
     ]
-    if spec.mode == "cluster":
+    if profile(spec).cluster_protocol:
         rules.append(
             {"from": [own_pods()], "ports": [{"protocol": "TCP", "port": names.REDIS_BUS_PORT}]}
         )

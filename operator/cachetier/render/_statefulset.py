@@ -9,6 +9,7 @@ from typing import Any
 
 from cachetier import names
 from cachetier.api.models import CacheTierSpec
+from cachetier.api.modes import profile
 
 from ._conf import (
     AUTH_DIR,
@@ -31,9 +32,7 @@ TERMINATION_GRACE_SECONDS = 30
 
 def replicas(spec: CacheTierSpec) -> int:
     """Pods of the tier: 1 standalone; shards x (1 + replicasPerShard) in cluster mode."""
-    if spec.mode == "cluster":
-        return spec.cluster.shards * (1 + spec.cluster.replicas_per_shard)
-    return 1
+    return profile(spec).pods(spec)
 
 
 def _readiness_command(spec: CacheTierSpec) -> str:
@@ -46,7 +45,7 @@ def _readiness_command(spec: CacheTierSpec) -> str:
 
 
 def _container(ref: TierRef, spec: CacheTierSpec) -> dict[str, Any]:
-    cluster = spec.mode == "cluster"
+    cluster = profile(spec).cluster_protocol
     ports: list[dict[str, Any]] = [
         {"name": names.REDIS_PORT_NAME, "containerPort": names.REDIS_PORT, "protocol": "TCP"}
     ]
@@ -174,7 +173,7 @@ def _pod_spec(ref: TierRef, spec: CacheTierSpec) -> dict[str, Any]:
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
-    if spec.mode == "cluster":
+    if profile(spec).cluster_protocol:
         # A master and its replica on one node would fail together: spread when possible.
         pod["affinity"] = {
             "podAntiAffinity": {
@@ -189,7 +188,7 @@ def _pod_spec(ref: TierRef, spec: CacheTierSpec) -> dict[str, Any]:
                 ]
             }
         }
-    if spec.mode == "cluster":
+    if profile(spec).cluster_protocol:
         pod["initContainers"] = [_resolve_peers_container(spec)]
     pod["containers"] = [_container(ref, spec)]
     pod["volumes"] = _volumes(ref, spec)

@@ -9,6 +9,7 @@ from typing import Any
 
 from cachetier import names
 from cachetier.api.models import CacheTierSpec
+from cachetier.api.modes import profile
 
 from ._conf import render_auth_conf, render_redis_conf
 from ._config import (
@@ -45,7 +46,7 @@ def render_tier(
 
     Raises ValueError when auth is enabled and ``secrets.app_password`` is missing.
     """
-    if spec.mode == "external":
+    if not profile(spec).runs_redis:
         return []
     password = secrets.app_password if spec.auth.enabled else None
     redis_conf = render_redis_conf(spec)

@@ -1,7 +1,9 @@
-"""The cluster-mode part of a tier's reconcile: hold scale-in, drive formation.
+"""``mode: cluster``: a Redis Cluster of shards x (1 + replicas) pods.
 
-A mixin of :class:`cachetier.reconcile.tier.TierReconciler`; the background
-converge itself is :class:`cachetier.reconcile.cluster.ClusterManager`.
+The strategy holds scale-in until the nodes it would remove hold no slots, and
+judges readiness by the cluster (every slot served, every node ``ok``); the
+background converge itself (form, heal, rebalance) is
+:class:`cachetier.reconcile.cluster.ClusterManager`, one worker per tier.
 """
 
 from __future__ import annotations
@@ -10,24 +12,44 @@ from collections.abc import Callable
 from typing import Any
 
 from cachetier import names
-from cachetier.api.models import CacheTierSpec
-from cachetier.kube.client import Kube
 from cachetier.reconcile import conditions as cond
 from cachetier.reconcile.cluster import ClusterManager
-from cachetier.render import TierRef, TierSecrets, spec_hash
+from cachetier.reconcile.modes._operated import reconcile_operated
+from cachetier.reconcile.modes.base import Outcome, TierContext, Workbench
+from cachetier.render import TierSecrets, spec_hash
 from cachetier.topology.nodes import NodeAddress
 
 
-class ClusterPass:
-    """Cluster-mode steps of the reconcile (needs ``kube``, ``clusters``, ``wake``)."""
+class ClusterMode:
+    """Redis Cluster: the operated path plus scale-in hold and the cluster's verdict."""
 
-    kube: Kube
-    clusters: ClusterManager
-    wake: Callable[[str, str], None]
+    def __init__(self, wake: Callable[[str, str], None]) -> None:
+        self.clusters = ClusterManager()
+        self.wake = wake
 
-    def _hold_scale_in(self, ref: TierRef, desired: list[dict[str, Any]]) -> None:
+    def reconcile(self, bench: Workbench, ctx: TierContext) -> Outcome:
+        def adjust(ctx: TierContext, desired: list[dict[str, Any]]) -> None:
+            self._hold_scale_in(bench, ctx, desired)
+
+        def judge(
+            ctx: TierContext,
+            secrets: TierSecrets,
+            obs: cond.WorkloadObservation,
+            verdict: cond.Verdict,
+        ) -> cond.Verdict:
+            return self._judge(bench, ctx, secrets, obs, verdict)
+
+        return reconcile_operated(bench, ctx, adjust=adjust, judge=judge)
+
+    def forget(self, namespace: str, name: str) -> None:
+        self.clusters.forget((namespace, name))
+
+    def _hold_scale_in(
+        self, bench: Workbench, ctx: TierContext, desired: list[dict[str, Any]]
+    ) -> None:
         """Keep the StatefulSet's size until the nodes it would remove hold no slots."""
-        live = self.kube.get("StatefulSet", ref.namespace, names.statefulset(ref.name))
+        ref = ctx.ref
+        live = bench.kube.get("StatefulSet", ref.namespace, names.statefulset(ref.name))
         if live is None:
             return
         live_replicas = int((live.get("spec") or {}).get("replicas") or 0)
@@ -42,19 +64,18 @@ class ClusterPass:
                 annotations.pop(names.ANNOTATION_SPEC_HASH, None)
                 annotations[names.ANNOTATION_SPEC_HASH] = spec_hash(obj)
 
-    def _cluster(
+    def _judge(
         self,
-        ref: TierRef,
-        spec: CacheTierSpec,
-        tier_secrets: TierSecrets,
+        bench: Workbench,
+        ctx: TierContext,
+        secrets: TierSecrets,
         obs: cond.WorkloadObservation,
         verdict: cond.Verdict,
-        new: dict[str, Any],
-        previous_phase: str | None,
     ) -> cond.Verdict:
         """Drive cluster formation in the background; judge readiness by the cluster."""
+        ref, spec, previous_phase = ctx.ref, ctx.spec, ctx.previous_phase
         selector = ",".join(f"{k}={v}" for k, v in names.selector_labels(ref.name).items())
-        pods = self.kube.list_objects("Pod", ref.namespace, selector)
+        pods = bench.kube.list_objects("Pod", ref.namespace, selector)
         by_ordinal: dict[int, str] = {}
         for pod in pods:
             pst = pod.get("status") or {}
@@ -66,7 +87,7 @@ class ClusterPass:
             if ready and pst.get("podIP") and ordinal.isdigit():
                 by_ordinal[int(ordinal)] = pst["podIP"]
         if not obs.exists or len(by_ordinal) < obs.desired_replicas:
-            new["cluster"] = {
+            ctx.status["cluster"] = {
                 "state": "unknown",
                 "message": f"waiting for Redis pods: {len(by_ordinal)}/{obs.desired_replicas}",
             }
@@ -77,7 +98,7 @@ class ClusterPass:
             key,
             addresses,
             username=names.OPERATOR_USER,
-            password=tier_secrets.operator_password,
+            password=secrets.operator_password,
             shards=spec.cluster.shards,
             replicas_per_shard=spec.cluster.replicas_per_shard,
             on_done=lambda: self.wake(*key),
@@ -86,7 +107,7 @@ class ClusterPass:
             # A restarted operator has not looked at the cluster yet: what status says
             # stands until it has (no Ready -> "forming" -> Ready flap, no write).
             return verdict
-        new["cluster"] = view.status
+        ctx.status["cluster"] = view.status
         if view.converged:
             return verdict
         message = f"Redis Cluster: {view.message}"
