@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cachetier.redis.cluster import ConvergeResult, converge
+from cachetier.redis.cluster import ConvergeResult, TlsOptions, converge
 from cachetier.topology.nodes import NodeAddress
 
 log = logging.getLogger("cachetier.cluster")
@@ -69,6 +69,7 @@ class ClusterManager:
         shards: int,
         replicas_per_shard: int,
         on_done: Callable[[], None] | None = None,
+        tls: TlsOptions | None = None,
     ) -> ClusterView:
         """Start a converge unless one runs or a recent one found nothing to do.
 
@@ -78,7 +79,7 @@ class ClusterManager:
         so a healthy cluster costs one observation per re-check, not a loop.
         """
         desired = shards * (1 + replicas_per_shard)
-        inputs = (tuple(addresses), shards, replicas_per_shard)
+        inputs = (tuple(addresses), shards, replicas_per_shard, tls)
         with self._lock:
             job = self._jobs.setdefault(key, _Job())
             running = job.thread is not None and job.thread.is_alive()
@@ -90,7 +91,7 @@ class ClusterManager:
                 job.addresses = tuple(addresses)
                 job.thread = threading.Thread(
                     target=self._work,
-                    args=(key, job, password, username, shards, replicas_per_shard, on_done),
+                    args=(key, job, password, username, shards, replicas_per_shard, on_done, tls),
                     name=f"converge-{key[0]}-{key[1]}",
                     daemon=True,
                 )
@@ -108,6 +109,7 @@ class ClusterManager:
         shards: int,
         replicas_per_shard: int,
         on_done: Callable[[], None] | None,
+        tls: TlsOptions | None = None,
     ) -> None:
         before = job.view
         try:
@@ -117,6 +119,7 @@ class ClusterManager:
                 shards,
                 replicas_per_shard,
                 username=username,
+                tls=tls,
                 timeout=CONVERGE_TIMEOUT,
             )
             job.error = ""

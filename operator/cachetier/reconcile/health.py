@@ -94,10 +94,14 @@ class HealthProber:
                     username=unquote(parts.username) if parts.username else None,
                     password=unquote(parts.password) if parts.password else None,
                     tls=parts.scheme == "rediss",
+                    check_hostname=True,
                 )
             ]
         auth = self.kube.get("Secret", ns, names.auth_secret(name))
         password = _decode(auth, names.OPERATOR_PASSWORD_KEY)
+        ca = None
+        if spec.tls.enabled and spec.tls.secret_name:
+            ca = _decode(self.kube.get("Secret", ns, spec.tls.secret_name), "ca.crt")
         selector = ",".join(f"{k}={v}" for k, v in names.selector_labels(name).items())
         pods = sorted(
             self.kube.list_objects("Pod", ns, selector), key=lambda p: p["metadata"]["name"]
@@ -109,6 +113,7 @@ class HealthProber:
                 username=names.OPERATOR_USER,
                 password=password,
                 tls=spec.tls.enabled,
+                ca_data=ca,
             )
             for pod in pods
             if (ip := (pod.get("status") or {}).get("podIP"))

@@ -186,10 +186,13 @@ class TierReconciler(RolloutPass):
             generated_pw = _new_password()
         return TierSecrets(generated_pw, operator_pw, True)
 
-    def require_tls_secret(self, ref: TierRef, spec: CacheTierSpec) -> None:
-        """A TLS tier's Secret must exist (else its pods could never start)."""
+    def require_tls_secret(self, ref: TierRef, spec: CacheTierSpec) -> str | None:
+        """A TLS tier's Secret must exist (else its pods could never start); its CA (PEM).
+
+        None when the tier does not use TLS.
+        """
         if not spec.tls.enabled or not spec.tls.secret_name:
-            return
+            return None
         secret = self.kube.get("Secret", ref.namespace, spec.tls.secret_name)
         if secret is None:
             raise TemporaryError(
@@ -203,6 +206,7 @@ class TierReconciler(RolloutPass):
                 f"spec.tls.secretName: Secret {spec.tls.secret_name!r} has no {', '.join(missing)}",
                 delay=30,
             )
+        return _decode(secret, "ca.crt")
 
     # -- children ------------------------------------------------------------
 

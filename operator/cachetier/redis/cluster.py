@@ -64,6 +64,9 @@ class TlsOptions:
     """Key of the client certificate."""
     check_hostname: bool = False
     """Off by default: nodes are reached by pod IP, which certificates rarely name."""
+    ca_data: str | None = None
+    """The CA bundle itself (PEM), e.g. a tier Secret's ``ca.crt``; beside or instead
+    of ``ca_file``."""
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,7 @@ class ClusterExecutor:
                 retry=Retry(NoBackoff(), 0),
                 ssl=tls is not None,
                 ssl_ca_certs=tls.ca_file if tls else None,
+                ssl_ca_data=tls.ca_data if tls else None,
                 ssl_certfile=tls.cert_file if tls else None,
                 ssl_keyfile=tls.key_file if tls else None,
                 ssl_check_hostname=tls.check_hostname if tls else False,

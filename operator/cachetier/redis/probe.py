@@ -31,6 +31,11 @@ class Target:
     password: str | None = None
     tls: bool = False
     ca_file: str | None = None
+    ca_data: str | None = None
+    """The CA (PEM) that signed the server's certificate (a TLS tier's ``ca.crt``)."""
+    check_hostname: bool = False
+    """Pods are reached by IP, which certificates rarely name (the chain is still
+    checked); an external URL's host name is checked."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,8 @@ def _client(target: Target, timeout: float, *, decode: bool = False) -> redis.Re
         password=target.password,
         ssl=target.tls,
         ssl_ca_certs=target.ca_file,
+        ssl_ca_data=target.ca_data,
+        ssl_check_hostname=target.check_hostname and target.tls,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         decode_responses=decode,

@@ -31,7 +31,7 @@ def reconcile_operated(
     """Secrets, render, apply, observe; ``adjust`` edits the rendered objects before
     they are applied, ``judge`` refines the workload verdict (cluster state)."""
     ref, spec = ctx.ref, ctx.spec
-    bench.require_tls_secret(ref, spec)
+    ctx.tls_ca = bench.require_tls_secret(ref, spec)
     secrets = bench.tier_secrets(ref, spec, ctx.body)
     desired = render_tier(ref, spec, secrets, OPERATOR_NAMESPACE)
     if adjust is not None:

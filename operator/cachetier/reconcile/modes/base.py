@@ -21,6 +21,8 @@ class TierContext:
     previous_phase: str | None
     status: dict[str, Any] = field(default_factory=dict)
     """Status fields the strategy fills (``endpoint``, ``connectionSecret``, ``cluster``)."""
+    tls_ca: str | None = None
+    """A TLS tier's CA (PEM, from its Secret), for the operator's own Redis connections."""
 
 
 @dataclass
@@ -40,7 +42,7 @@ class Workbench(Protocol):
         self, ref: TierRef, spec: CacheTierSpec, body: dict[str, Any] | None = None
     ) -> TierSecrets: ...
 
-    def require_tls_secret(self, ref: TierRef, spec: CacheTierSpec) -> None: ...
+    def require_tls_secret(self, ref: TierRef, spec: CacheTierSpec) -> str | None: ...
 
     def apply_children(self, body: dict[str, Any], desired: list[dict[str, Any]]) -> list[str]: ...
 

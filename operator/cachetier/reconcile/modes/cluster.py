@@ -16,6 +16,7 @@ from cachetier.reconcile import conditions as cond
 from cachetier.reconcile.cluster import ClusterManager
 from cachetier.reconcile.modes._operated import reconcile_operated
 from cachetier.reconcile.modes.base import Outcome, TierContext, Workbench
+from cachetier.redis.cluster import TlsOptions
 from cachetier.render import TierSecrets, spec_hash
 from cachetier.topology.nodes import NodeAddress
 
@@ -102,6 +103,7 @@ class ClusterMode:
             shards=spec.cluster.shards,
             replicas_per_shard=spec.cluster.replicas_per_shard,
             on_done=lambda: self.wake(*key),
+            tls=TlsOptions(ca_data=ctx.tls_ca) if spec.tls.enabled else None,
         )
         if view.pending and previous_phase in ("Ready", "RolledBack"):
             # A restarted operator has not looked at the cluster yet: what status says
