@@ -16,21 +16,13 @@ import kubernetes
 import urllib3
 
 from cachetier import names
-from cachetier.cli_format import api_error_message
+from cachetier.cli_format import api_error_message, field
 
 JsonObj = dict[str, Any]
 
 
 class TierApiError(Exception):
     """A failed call, as one line."""
-
-
-def _field(obj: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(obj, dict):
-            return None
-        obj = obj.get(key)
-    return obj
 
 
 def _kubeconfig_files(kubeconfig: str) -> list[str]:
@@ -53,7 +45,7 @@ def connect(kubeconfig: str) -> tuple[Any, str]:
         )
     except (kubernetes.config.ConfigException, OSError, ValueError, TypeError) as exc:
         raise TierApiError(f"cannot load kubeconfig {kubeconfig}: {exc}") from None
-    namespace = _field(context, "context", "namespace") or "default"
+    namespace = field(context, "context", "namespace") or "default"
     return kubernetes.client.CustomObjectsApi(client), str(namespace)
 
 
@@ -114,8 +106,8 @@ def list_tiers(api: Any, namespace: str | None) -> list[JsonObj]:
     return sorted(
         items,
         key=lambda t: (
-            _field(t, "metadata", "namespace") or "",
-            _field(t, "metadata", "name") or "",
+            field(t, "metadata", "namespace") or "",
+            field(t, "metadata", "name") or "",
         ),
     )
 

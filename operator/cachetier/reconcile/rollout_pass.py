@@ -160,13 +160,14 @@ class RolloutPass:
         generation, rearm = _mark(body)
         with self._turn(key):
             fence = self._fences.get(key)
-            if fence is not None and fence.uid == ref.uid:
-                same = (fence.generation, fence.rearm) == (generation, rearm)
-                if generation < fence.generation or (same and not off):
-                    raise StaleRollout(
-                        f"a rollback of generation {fence.generation} ran after this view"
-                        f" (generation {generation}) was read"
-                    )
+            if fence is not None and fence.uid != ref.uid:
+                fence = None  # a predecessor of the same name
+            same = fence is not None and (fence.generation, fence.rearm) == (generation, rearm)
+            if fence is not None and (generation < fence.generation or (same and not off)):
+                raise StaleRollout(
+                    f"a rollback of generation {fence.generation} ran after this view"
+                    f" (generation {generation}) was read"
+                )
             report = self.consumers.reconcile(
                 ref.name,
                 ref.namespace,
@@ -175,15 +176,9 @@ class RolloutPass:
                 effective_percent=effective_percent,
                 connection_ready=connection_ready,
             )
-            lane_writes = (
-                fence.changed
-                if fence is not None
-                and fence.uid == ref.uid
-                and (fence.generation, fence.rearm) == (generation, rearm)
-                else []
-            )
-            # The lane made these writes for this view: they are this pass's too.
-            report.changed = [*lane_writes, *report.changed]
+            if same and fence is not None:
+                # The lane made these writes for this view: they are this pass's too.
+                report.changed = [*fence.changed, *report.changed]
             if off:
                 self._fences[key] = _Fence(ref.uid, generation, rearm, [])
             return report
