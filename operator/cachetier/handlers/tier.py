@@ -81,8 +81,8 @@ class Runtime:
         self.kicked = asyncio.Event()
         # The rollback fast lane: threads of its own, used for nothing else.
         self.lane = ThreadPoolExecutor(4, thread_name_prefix="rollback")
-        # namespace -> tier names, and the subset at pod granularity: workload and
-        # pod events wake only the tiers of their namespace.
+        # namespace -> tier names, and the subset at pod granularity (pod events wake
+        # only those of the pod's namespace).
         self.tiers_by_ns: defaultdict[str, set[str]] = defaultdict(set)
         self.pod_tiers_by_ns: defaultdict[str, set[str]] = defaultdict(set)
         # (namespace, tier) -> its consumer selector: a workload event wakes only the
@@ -210,10 +210,10 @@ class Runtime:
             else:
                 self.pod_tiers_by_ns[meta["namespace"]].discard(meta["name"])
 
-    def wake_namespace(self, namespace: str, *, pods: bool = False) -> None:
+    def wake_pod_tiers(self, namespace: str) -> None:
         """A pod changed in ``namespace``: reconcile its pod-granularity tiers soon, coalesced."""
         with self.guard:
-            tiers = list((self.pod_tiers_by_ns if pods else self.tiers_by_ns)[namespace])
+            tiers = list(self.pod_tiers_by_ns[namespace])
         for name in tiers:
             self._schedule((namespace, name), 0.2)
 
@@ -441,4 +441,4 @@ async def consumer_statefulset_event(body: kopf.Body, memo: kopf.Memo, **_: Any)
 @kopf.on.event("", "v1", "pods")
 async def pod_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Pods come and go: tiers at pod granularity keep their exact per-pod count."""
-    _runtime(memo).wake_namespace(body["metadata"]["namespace"], pods=True)
+    _runtime(memo).wake_pod_tiers(body["metadata"]["namespace"])
