@@ -41,7 +41,7 @@ def test_kstatus_conditions(verdict: cond.Verdict, stalled: str, reconciling: st
 
 
 def with_rollback(reason: str, message: str) -> cond.Verdict:
-    extra = [(cond.ROLLED_BACK, "True", reason, message)]
+    extra = [cond.Condition(cond.ROLLED_BACK, "True", reason, message)]
     return cond.Verdict(READY.phase, READY.ready, READY.progressing, READY.degraded, extra)
 
 
@@ -56,7 +56,8 @@ def test_automatic_rollback_is_stalled_a_manual_one_is_not() -> None:
 
 def test_every_condition_carries_the_current_generation() -> None:
     first = cond.merge_conditions([], cond.verdict_conditions(READY), 1, NOW)
-    first = cond.merge_conditions(first, [(cond.HIGH_LATENCY, "False", "LatencyOk", "")], 1, NOW)
+    latency_ok = cond.Condition(cond.HIGH_LATENCY, "False", "LatencyOk")
+    first = cond.merge_conditions(first, [latency_ok], 1, NOW)
     # Generation 2 refused early: only the verdict's conditions are recomputed.
     second = cond.merge_conditions(
         first, cond.verdict_conditions(cond.invalid_spec("bad")), 2, LATER
@@ -68,7 +69,10 @@ def test_every_condition_carries_the_current_generation() -> None:
 def test_order_is_stable_across_writers_and_transitions_only_move_on_change() -> None:
     reconciled = cond.merge_conditions([], cond.verdict_conditions(READY), 1, NOW)
     probed = cond.merge_conditions(
-        reconciled, [(cond.HIGH_LATENCY, "True", "LatencyAboveThreshold", "slow")], 1, LATER
+        reconciled,
+        [cond.Condition(cond.HIGH_LATENCY, "True", "LatencyAboveThreshold", "slow")],
+        1,
+        LATER,
     )
     assert [c["type"] for c in probed][:-1] == [c["type"] for c in reconciled]
     assert probed[-1]["type"] == cond.HIGH_LATENCY

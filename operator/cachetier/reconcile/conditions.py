@@ -9,7 +9,7 @@ has lost capacity. Every condition carries ``observedGeneration``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 READY = "Ready"
 PROGRESSING = "Progressing"
@@ -44,6 +44,15 @@ class WorkloadObservation:
     """Pods the StatefulSet has now (``status.replicas``; None: not known)."""
 
 
+class Condition(NamedTuple):
+    """One status condition the reconcile sets (time and generation are stamped later)."""
+
+    type: str
+    status: str
+    reason: str
+    message: str = ""
+
+
 @dataclass(frozen=True)
 class Verdict:
     """Phase plus the three kstatus conditions, before timestamps are merged in."""
@@ -52,7 +61,7 @@ class Verdict:
     ready: tuple[str, str, str]
     progressing: tuple[str, str, str]
     degraded: tuple[str, str, str]
-    extra: list[tuple[str, str, str, str]] = field(default_factory=list)
+    extra: list[Condition] = field(default_factory=list)
 
 
 def invalid_spec(message: str) -> Verdict:
@@ -147,7 +156,7 @@ def external_verdict(ok: bool, message: str) -> Verdict:
 
 def merge_conditions(
     existing: list[dict[str, Any]],
-    updates: list[tuple[str, str, str, str]],
+    updates: list[Condition],
     generation: int | None,
     now: str,
 ) -> list[dict[str, Any]]:
@@ -185,7 +194,7 @@ def merge_conditions(
     return out
 
 
-def kstatus_conditions(verdict: Verdict) -> list[tuple[str, str, str, str]]:
+def kstatus_conditions(verdict: Verdict) -> list[Condition]:
     """``Stalled`` and ``Reconciling`` for kstatus, from the verdict (and its extras).
 
     Stalled (kstatus: Failed) when the operator refuses the spec or a dependency is
@@ -195,28 +204,31 @@ def kstatus_conditions(verdict: Verdict) -> list[tuple[str, str, str, str]]:
     A manual rollback (``enabled: false``) is the spec, so it is Current.
     """
     _, reason, message = verdict.ready
-    auto = [c for c in verdict.extra if c[0] == ROLLED_BACK and c[1] == "True"]
-    auto = [c for c in auto if c[2] == "AutoRollback"]
+    auto = [c for c in verdict.extra if c.type == ROLLED_BACK and c.status == "True"]
+    auto = [c for c in auto if c.reason == "AutoRollback"]
     if reason in STALLED_REASONS:
-        return [(STALLED, "True", reason, message), (RECONCILING, "False", reason, "")]
+        return [
+            Condition(STALLED, "True", reason, message),
+            Condition(RECONCILING, "False", reason),
+        ]
     if auto:
-        text = f"automatic rollback holds every consumer off: {auto[0][3]}".strip()
-        stalled = (STALLED, "True", "AutoRollback", text[:1000])
+        text = f"automatic rollback holds every consumer off: {auto[0].message}".strip()
+        stalled = Condition(STALLED, "True", "AutoRollback", text[:1000])
     else:
-        stalled = (STALLED, "False", reason, "")
+        stalled = Condition(STALLED, "False", reason)
     if verdict.progressing[0] == "True":
-        return [stalled, (RECONCILING, "True", verdict.progressing[1], verdict.progressing[2])]
+        return [stalled, Condition(RECONCILING, "True", *verdict.progressing[1:])]
     if verdict.phase == "Degraded":  # converging back to the spec on its own
-        return [stalled, (RECONCILING, "True", "Degraded", verdict.ready[2])]
-    return [stalled, (RECONCILING, "False", reason, "")]
+        return [stalled, Condition(RECONCILING, "True", "Degraded", verdict.ready[2])]
+    return [stalled, Condition(RECONCILING, "False", reason)]
 
 
-def verdict_conditions(verdict: Verdict) -> list[tuple[str, str, str, str]]:
+def verdict_conditions(verdict: Verdict) -> list[Condition]:
     """The verdict as ``merge_conditions`` updates (kstatus's two included)."""
     return [
-        (READY, *verdict.ready),
-        (PROGRESSING, *verdict.progressing),
-        (DEGRADED, *verdict.degraded),
+        Condition(READY, *verdict.ready),
+        Condition(PROGRESSING, *verdict.progressing),
+        Condition(DEGRADED, *verdict.degraded),
         *verdict.extra,
         *kstatus_conditions(verdict),
     ]

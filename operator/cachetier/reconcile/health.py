@@ -256,12 +256,12 @@ class HealthProber:
             return False
         new_status = dict(status)
         new_status["health"] = {k: v for k, v in health.items() if v is not None}
-        updates: list[tuple[str, str, str, str]] = []
+        updates: list[cond.Condition] = []
         if latency.slow != was_slow or not _has_condition(status, cond.HIGH_LATENCY):
             updates.append(
-                (cond.HIGH_LATENCY, "True", "LatencyAboveThreshold", latency.message)
+                cond.Condition(cond.HIGH_LATENCY, "True", "LatencyAboveThreshold", latency.message)
                 if latency.slow
-                else (cond.HIGH_LATENCY, "False", "LatencyOk", "")
+                else cond.Condition(cond.HIGH_LATENCY, "False", "LatencyOk")
             )
         if rollback:
             # The decision in one write (the reconcile that follows at once flips
@@ -275,8 +275,8 @@ class HealthProber:
             )
             new_status["rollout"] = rollout
             updates += [
-                (cond.ROLLED_BACK, "True", "AutoRollback", verdict.message),
-                (
+                cond.Condition(cond.ROLLED_BACK, "True", "AutoRollback", verdict.message),
+                cond.Condition(
                     cond.STALLED,
                     "True",
                     "AutoRollback",

@@ -27,6 +27,14 @@ log = logging.getLogger("cachetier.reconcile")
 EventFn = Callable[[dict[str, Any], str, str, str], None]
 
 
+@dataclass(frozen=True)
+class RolloutOutcome:
+    """What the rollout step decided besides status: when to look again, its conditions."""
+
+    requeue: float | None
+    conditions: list[cond.Condition]
+
+
 class StaleRollout(Exception):
     """A rollback for a newer view of the tier already ran: re-read the tier and retry."""
 
@@ -193,7 +201,7 @@ class RolloutPass:
         phase: str,
         *,
         connection_ready: bool,
-    ) -> float | None:
+    ) -> RolloutOutcome:
         """Decide the effective percent, run the consumer pass, fill status.rollout/consumers."""
         old = dict(old_status.get("rollout") or {})
         generation = body["metadata"].get("generation")
@@ -258,25 +266,40 @@ class RolloutPass:
             "workloads": sorted(report.workloads, key=lambda w: (w["kind"], w["name"])),
         }
         conflict = (
-            ("True", "ConsumerConflict", "; ".join(report.conflicts)[:1000])
+            cond.Condition(
+                cond.CONSUMER_CONFLICT,
+                "True",
+                "ConsumerConflict",
+                "; ".join(report.conflicts)[:1000],
+            )
             if report.conflicts
-            else ("False", "NoConflict", "")
+            else cond.Condition(cond.CONSUMER_CONFLICT, "False", "NoConflict")
         )
         if rolled_back:
-            rolled = ("True", "AutoRollback", _condition_message(old_status, cond.ROLLED_BACK))
+            rolled = cond.Condition(
+                cond.ROLLED_BACK,
+                "True",
+                "AutoRollback",
+                _condition_message(old_status, cond.ROLLED_BACK),
+            )
         elif not spec.rollout.enabled:
-            rolled = ("True", "Manual", "spec.rollout.enabled is false: every consumer is off")
+            rolled = cond.Condition(
+                cond.ROLLED_BACK,
+                "True",
+                "Manual",
+                "spec.rollout.enabled is false: every consumer is off",
+            )
         else:
-            rolled = ("False", "Enabled", "")
-        new["_conditions"] = [(cond.CONSUMER_CONFLICT, *conflict), (cond.ROLLED_BACK, *rolled)]
+            rolled = cond.Condition(cond.ROLLED_BACK, "False", "Enabled")
+        conditions = [conflict, rolled]
         _export_rollout(ref, spec, rollout, report)
         self._consumer_events(body, old_status, new, report, spec)
         if spec.rollout.steps and reason in ("Stepping", "HoldingUnhealthy"):
-            return 5.0
+            return RolloutOutcome(5.0, conditions)
         if report.errors:
             log.warning("consumer errors for %s/%s: %s", ref.namespace, ref.name, report.errors)
-            return 10.0
-        return None
+            return RolloutOutcome(10.0, conditions)
+        return RolloutOutcome(None, conditions)
 
     def _consumer_events(
         self,

@@ -317,19 +317,25 @@ class TierReconciler(RolloutPass):
             if spec is not None and (rolled or not spec.rollout.enabled):
                 # What runs keeps being protected: an automatic (or manual) rollback
                 # of a serving tier still switches its consumers off.
-                self._rollout(body, ref, spec, old_status, new, "Failed", connection_ready=True)
-                extra = new.pop("_conditions", [])
+                rollout = self._rollout(
+                    body, ref, spec, old_status, new, "Failed", connection_ready=True
+                )
                 verdict = cond.Verdict(
-                    verdict.phase, verdict.ready, verdict.progressing, verdict.degraded, extra
+                    verdict.phase,
+                    verdict.ready,
+                    verdict.progressing,
+                    verdict.degraded,
+                    rollout.conditions,
                 )
             return self._finish(body, ref, old_status, verdict, generation, new, None)
 
         self._ensure_finalizer(body)
         rollback_first = not spec.rollout.enabled or spec.rollout.percent == 0
+        rollout_conditions: list[cond.Condition] = []
         if rollback_first:
             # Instant rollback: consumers are switched off before any other work.
             connection = self.kube.get("Secret", ref.namespace, names.connection_secret(ref.name))
-            self._rollout(
+            rollout_conditions = self._rollout(
                 body,
                 ref,
                 spec,
@@ -337,7 +343,7 @@ class TierReconciler(RolloutPass):
                 new,
                 str(old_status.get("phase") or "Pending"),
                 connection_ready=connection is not None,
-            )
+            ).conditions
 
         try:
             ctx = TierContext(body, ref, spec, previous_phase, new)
@@ -355,18 +361,18 @@ class TierReconciler(RolloutPass):
                 raise
         if not rollback_first:
             ready_to_serve = verdict.phase in ("Ready", "Degraded") and "connectionSecret" in new
-            step_requeue = self._rollout(
+            rollout = self._rollout(
                 body, ref, spec, old_status, new, verdict.phase, connection_ready=ready_to_serve
             )
-            if step_requeue is not None:
-                requeue = step_requeue if requeue is None else min(requeue, step_requeue)
-        extra = new.pop("_conditions", [])
+            rollout_conditions = rollout.conditions
+            if rollout.requeue is not None:
+                requeue = rollout.requeue if requeue is None else min(requeue, rollout.requeue)
         verdict = cond.Verdict(
             phase=verdict.phase,
             ready=verdict.ready,
             progressing=verdict.progressing,
             degraded=verdict.degraded,
-            extra=[*verdict.extra, *extra],
+            extra=[*verdict.extra, *rollout_conditions],
         )
         return self._finish(body, ref, old_status, verdict, generation, new, requeue)
 
@@ -428,7 +434,7 @@ class TierReconciler(RolloutPass):
         status.update(new)
         status["observedGeneration"] = generation
         status["phase"] = verdict.phase
-        rolled = any(c[0] == cond.ROLLED_BACK and c[1] == "True" for c in verdict.extra)
+        rolled = any(c.type == cond.ROLLED_BACK and c.status == "True" for c in verdict.extra)
         if verdict.phase == "Ready" and rolled:
             status["phase"] = "RolledBack"
         status["conditions"] = cond.merge_conditions(
