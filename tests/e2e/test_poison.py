@@ -42,11 +42,15 @@ from tests.e2e.test_consumers import (
 pytestmark = pytest.mark.timeout(600)
 
 POISON_CONSUMERS = 60
-ROUNDS = 5
-MAX_RATIO = 3.0
+ROUNDS = 7
+MAX_RATIO = 5.0
 """The poison may slow the operator's rollback (median over ``ROUNDS``) this many
-times as much as it slows the floor. Before the rollback lane, the healthy tier's
-rollback waited behind its own queued watch events and the fight's wake-ups."""
+times as much as it slows the floor. What may legitimately remain: the lane waits for
+at most one consumer pass of its own tier (passes of a tier take turns), which under
+the fight's load is a LIST of the namespace's ~60 workloads — 0.1-0.3 s here against a
+quiet rollback of ~0.06 s. A rollback that queued behind the other tier's work took
+seconds (before the lane: ~1 s behind its own queued events; before the bounds of the
+self-healing issue: 62 s against 0.5 s)."""
 
 
 def _tier(ns: str, name: str, label: str, percent: int) -> dict[str, Any]:
