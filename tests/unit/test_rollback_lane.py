@@ -19,6 +19,7 @@ from cachetier.reconcile.rollout_pass import (
     RolloutPass,
     StaleRollout,
     _Fence,
+    may_request_rollback,
     rollback_requested,
 )
 from cachetier.render import TierRef
@@ -193,3 +194,18 @@ def test_a_recreated_tier_is_not_fenced_by_its_predecessor() -> None:
     lane.rollback_now(old, spec_of(old))
     run_pass(lane, body(1))  # uid u1, generation 1: a new object of the same name
     assert lane.log == [LANE, ("reconcile", True)]
+
+
+@pytest.mark.parametrize(
+    "b",
+    [
+        body(1, percent=0),
+        body(1, enabled=False),
+        body(3, rolled_back=3),
+        body(4, rolled_back=3),
+        body(3, rolled_back=3, rearm="r1"),
+        body(1),
+    ],
+)
+def test_the_handlers_raw_filter_agrees_with_the_validated_decision(b: dict[str, Any]) -> None:
+    assert may_request_rollback(b) == rollback_requested(b, spec_of(b))

@@ -41,7 +41,7 @@ from cachetier.kube.client import ApiError, Kube, load_api_client
 from cachetier.kube.events import post_event
 from cachetier.reconcile import injection as inj
 from cachetier.reconcile.health import HealthProber
-from cachetier.reconcile.rollout_pass import StaleRollout
+from cachetier.reconcile.rollout_pass import StaleRollout, may_request_rollback
 from cachetier.reconcile.tier import TemporaryError, TierReconciler
 
 log = logging.getLogger("cachetier.handlers")
@@ -160,8 +160,12 @@ class Runtime:
                     self.requeue.pop(key, None)
 
     def submit_rollback(self, body: dict[str, Any] | None, key: tuple[str, str]) -> None:
-        """Hand the tier to the rollback fast lane (returns at once)."""
-        if body is not None and _rollback_recorded(body):
+        """Hand the tier to the rollback fast lane (returns at once).
+
+        With a watch event's ``body``, only when it may ask for a rollback that status
+        does not show done yet; without one (an automatic rollback), always.
+        """
+        if body is not None and (not may_request_rollback(body) or _rollback_recorded(body)):
             return
         self.lane.submit(self._rollback_job, key, body)
 

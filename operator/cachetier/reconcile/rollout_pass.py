@@ -50,6 +50,14 @@ def rollback_requested(body: dict[str, Any], spec: CacheTierSpec) -> bool:
     return _auto_rolled_back(body)
 
 
+def may_request_rollback(body: dict[str, Any]) -> bool:
+    """:func:`rollback_requested` read from the raw object (the API server has applied
+    the schema's defaults), without validating the spec: the watch handler's cheap
+    filter for the rollback lane, which validates before acting."""
+    rollout = (body.get("spec") or {}).get("rollout") or {}
+    return rollout.get("enabled") is False or rollout.get("percent") == 0 or _auto_rolled_back(body)
+
+
 def _auto_rolled_back(body: dict[str, Any]) -> bool:
     old = (body.get("status") or {}).get("rollout") or {}
     rearm = (body["metadata"].get("annotations") or {}).get(names.ANNOTATION_REARM)
