@@ -10,7 +10,15 @@ imports inside functions; the module a ``from X import Y`` names is X):
 2. **One adapter per outside world.** Only ``cachetier.kube`` imports the Kubernetes
    client (``kubernetes``, ``urllib3``); only ``cachetier.redis`` imports redis-py;
    only ``cachetier.handlers`` and ``cachetier.main`` import kopf.
-3. **No reaching into private names.** A module imports another package's
+3. **The middle layer speaks through ports.** Nothing in ``cachetier.reconcile``
+   imports the adapters (``cachetier.kube``, ``cachetier.redis``): it is handed
+   implementations of ``cachetier.ports`` (the API, Redis administration, the prober,
+   a clock, an event sink), which ``handlers`` wires up.
+4. **The decision is pure.** ``reconcile.decide``, ``observed``, ``conditions``,
+   ``injection``, ``consumer_plan`` and every ``reconcile.modes`` module import only
+   the pure layers, ``cachetier.ports`` and each other (no metrics, no I/O half of
+   the reconcile, no third-party package but pydantic and PyYAML).
+5. **No reaching into private names.** A module imports another package's
    underscore-named modules or names only from inside that package, and reads an
    underscore-named attribute only of ``self``/``cls`` (not of another object or of
    an imported module).
@@ -27,7 +35,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "operator"
 PACKAGE = "cachetier"
-PURE = {"api", "render", "rollout", "topology", "names"}
+PURE = {"api", "render", "rollout", "topology", "names", "ports"}
+PURE_RECONCILE = {
+    "cachetier.reconcile.decide",
+    "cachetier.reconcile.observed",
+    "cachetier.reconcile.conditions",
+    "cachetier.reconcile.injection",
+    "cachetier.reconcile.consumer_plan",
+}
+"""The pure half of the reconcile (besides every module of ``cachetier.reconcile.modes``)."""
+PORTS_ONLY = {"reconcile"}
+"""Layers that reach the outside only through ``cachetier.ports``."""
 PURE_THIRD_PARTY = {"pydantic", "pydantic_core", "yaml"}
 ADAPTERS = {
     "kubernetes": {"kube"},
@@ -80,6 +98,14 @@ def top(module: str) -> str:
     return parts[1] if len(parts) > 1 and parts[0] == PACKAGE else ""
 
 
+def pure_reconcile(module: str) -> bool:
+    return (
+        module in PURE_RECONCILE
+        or module == "cachetier.reconcile.modes"
+        or (module.startswith("cachetier.reconcile.modes."))
+    )
+
+
 def check(root: Path = ROOT) -> list[str]:
     problems: list[str] = []
     for path in sorted((root / PACKAGE).rglob("*.py")):
@@ -91,6 +117,17 @@ def check(root: Path = ROOT) -> list[str]:
             first = module.split(".")[0]
             if first == PACKAGE:
                 target = top(module) if module != PACKAGE else name
+                if layer in PORTS_ONLY and target in ("kube", "redis"):
+                    problems.append(
+                        f"{where}:{line}: ports-only: {current} imports {module}"
+                        " (the middle layer uses cachetier.ports; handlers wire the adapters)"
+                    )
+                if pure_reconcile(current) and target not in PURE:
+                    imported = f"{module}.{name}" if name else module
+                    if not (pure_reconcile(imported) or pure_reconcile(module)):
+                        problems.append(
+                            f"{where}:{line}: pure-imports-impure: {current} imports {imported}"
+                        )
                 if layer in PURE and target and target not in PURE:
                     problems.append(
                         f"{where}:{line}: pure-imports-impure: {current} imports {module}"
@@ -111,7 +148,7 @@ def check(root: Path = ROOT) -> list[str]:
                     f" (only {', '.join(sorted('cachetier.' + a for a in allowed))} may)"
                 )
             elif (
-                layer in PURE
+                (layer in PURE or pure_reconcile(current))
                 and first not in PURE_THIRD_PARTY
                 and first not in sys.stdlib_module_names
                 and first != "__future__"

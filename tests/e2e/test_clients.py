@@ -173,6 +173,7 @@ def test_a_restarted_operator_writes_nothing_and_does_not_flap(
     """A new process knows nothing of the clusters and probes: an unchanged world must
     cost it no write and no Ready -> "forming the cluster" -> Ready flap."""
     from cachetier.reconcile.cluster import ClusterManager
+    from cachetier.redis.cluster import converge
 
     ns, rt = conformance_ns, operator.runtime()
     for tier in TIER_NAMES.values():
@@ -191,7 +192,7 @@ def test_a_restarted_operator_writes_nothing_and_does_not_flap(
     methods = dict(rt.kube.writes)
     before = {t: _status(kube_cluster, ns, t) for t in TIER_NAMES.values()}
     # What a restarted process starts with: no converge results, no probe memory.
-    rt.reconciler.modes["cluster"].clusters = ClusterManager()
+    rt.reconciler.clusters = ClusterManager(converge)
     rt.prober._memory.clear()
     for tier in TIER_NAMES.values():
         operator.reconcile_now(ns, tier)

@@ -2,32 +2,32 @@
 
 The consumer passes are recorded by a fake (the real pass is proven on a control
 plane in tests/e2e); what is tested here is the ordering logic of
-``RolloutPass._consumer_pass`` and ``RolloutPass.rollback_now``.
+``ConsumerLanes.run`` (a full pass's consumer writes) and ``ConsumerLanes.rollback_now``.
 """
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
 
 from cachetier import names
 from cachetier.api.models import CacheTierSpec
+from cachetier.reconcile.consumer_plan import ConsumerPlan
 from cachetier.reconcile.consumers import ConsumerReport
-from cachetier.reconcile.rollout_pass import (
-    RolloutPass,
-    StaleRollout,
-    _Fence,
-    may_request_rollback,
-    rollback_requested,
-)
+from cachetier.reconcile.decide import ConsumerStep
+from cachetier.reconcile.lane import ConsumerLanes, StaleRollout
+from cachetier.reconcile.observed import may_request_rollback, rollback_requested
 from cachetier.render import TierRef
 
 
 class FakeConsumers:
     def __init__(self, label: str, log: list[tuple[str, bool]]) -> None:
         self.label, self.log = label, log
+
+    def execute(self, namespace: str, tier: str, plan: ConsumerPlan) -> ConsumerReport:
+        self.log.append((self.label, bool(plan.enabled)))
+        return ConsumerReport(selected=2, enabled=plan.enabled)
 
     def reconcile(self, tier: str, namespace: str, spec: Any, **kw: Any) -> ConsumerReport:
         self.log.append((self.label, bool(kw["enabled"])))
@@ -45,15 +45,14 @@ class FakeKube:
         return {"kind": kind}
 
 
-class Lane(RolloutPass):
+class Lane(ConsumerLanes):
     def __init__(self) -> None:
         self.log: list[tuple[str, bool]] = []
-        self.kube = FakeKube()  # type: ignore[assignment]
-        self.consumers = FakeConsumers("reconcile", self.log)  # type: ignore[assignment]
-        self.lane_consumers = FakeConsumers("lane", self.log)  # type: ignore[assignment]
-        self._turns: dict[tuple[str, str], threading.Lock] = {}
-        self._fences: dict[tuple[str, str], _Fence] = {}
-        self._turns_guard = threading.Lock()
+        super().__init__(
+            FakeKube(),  # type: ignore[arg-type]
+            FakeConsumers("reconcile", self.log),  # type: ignore[arg-type]
+            FakeConsumers("lane", self.log),  # type: ignore[arg-type]
+        )
 
 
 def body(
@@ -98,10 +97,14 @@ REF = TierRef(name="t", namespace="ns", uid="u1")
 def run_pass(lane: Lane, b: dict[str, Any]) -> ConsumerReport:
     spec = spec_of(b)
     off = rollback_requested(b, spec)
-    return lane._consumer_pass(
-        b, REF, spec, enabled=not off, effective_percent=0 if off else 100,
-        connection_ready=True, off=off,
-    )  # fmt: skip
+    step = ConsumerStep(
+        plan=ConsumerPlan(selected=2, enabled=0 if off else 2),
+        enabled=not off,
+        effective_percent=0 if off else 100,
+        connection_ready=True,
+        off=off,
+    )
+    return lane.run(b, REF, step)
 
 
 def test_rollback_requested_by_spec_or_by_a_recorded_automatic_rollback() -> None:

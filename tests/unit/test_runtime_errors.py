@@ -94,16 +94,20 @@ def test_a_bad_url_in_the_users_secret_is_a_spec_error(url: str) -> None:
     import base64
 
     from cachetier.api.models import CacheTierSpec
-    from cachetier.reconcile.tier import TierReconciler
+    from cachetier.reconcile.modes import MODES, Inputs
+    from cachetier.reconcile.observed import Observed
     from cachetier.render import TierRef
-
-    class SecretKube(MemoryKube):
-        def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
-            return {"data": {"url": base64.b64encode(url.encode()).decode()}}
 
     spec = CacheTierSpec.model_validate(
         {"mode": "external", "external": {"urlSecretRef": {"name": "u", "key": "url"}}}
     )
-    reconciler = TierReconciler(SecretKube())  # type: ignore[arg-type]
+    secret = {"data": {"url": base64.b64encode(url.encode()).decode()}}
+    obs = Observed(
+        tier={"metadata": {"name": "t", "namespace": "ns", "uid": "u"}},
+        ref=TierRef("t", "ns", "u"),
+        spec=spec,
+        problems=(),
+        secrets={"u": secret},
+    )
     with pytest.raises(SpecError, match=r"spec\.external\.urlSecretRef"):
-        reconciler.external_connection(TierRef("t", "ns", "u"), spec)
+        MODES["external"].desired(Inputs(obs, spec, None, None))

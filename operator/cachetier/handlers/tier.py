@@ -41,8 +41,11 @@ from cachetier.kube.client import ApiError, Kube, load_api_client
 from cachetier.kube.events import post_event
 from cachetier.reconcile import injection as inj
 from cachetier.reconcile.health import HealthProber
-from cachetier.reconcile.rollout_pass import StaleRollout, may_request_rollback
+from cachetier.reconcile.lane import StaleRollout
+from cachetier.reconcile.observed import may_request_rollback
 from cachetier.reconcile.tier import TemporaryError, TierReconciler
+from cachetier.redis.cluster import converge
+from cachetier.redis.probe import RedisProber
 
 log = logging.getLogger("cachetier.handlers")
 
@@ -61,13 +64,14 @@ class Runtime:
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
         self.reconciler = TierReconciler(
-            kube, event=lambda b, t, r, m: post_event(kube, b, t, r, m)
+            kube, event=lambda b, t, r, m: post_event(kube, b, t, r, m), converge=converge
         )
         self.reconciler.wake = lambda ns, name: self._schedule((ns, name), 0.1)
         self.prober = HealthProber(
             kube,
             self.reconciler,
             lambda b, t, r, m: post_event(kube, b, t, r, m),
+            RedisProber(),
             lock_for=self.lock_for,
         )
         self.locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)

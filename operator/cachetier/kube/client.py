@@ -21,6 +21,9 @@ from urllib.parse import quote
 import kubernetes
 
 from cachetier import metrics, names
+from cachetier.ports import ApiError, Conflict, NotFound
+
+__all__ = ["ApiError", "Conflict", "Kube", "NotFound", "load_api_client"]
 
 log = logging.getLogger("cachetier.kube")
 
@@ -48,30 +51,6 @@ RESOURCES: dict[str, Resource] = {
     "NetworkPolicy": Resource("/apis/networking.k8s.io/v1", "networkpolicies"),
     names.KIND: Resource(f"/apis/{names.API_VERSION}", names.PLURAL),
 }
-
-
-class ApiError(Exception):
-    """A non-2xx answer from the API server."""
-
-    def __init__(self, status: int, reason: str, body: dict[str, Any] | None) -> None:
-        self.status = status
-        self.reason = reason
-        self.body = body or {}
-        message = self.body.get("message") or reason
-        super().__init__(f"{status} {reason}: {message}")
-
-    @property
-    def message(self) -> str:
-        """The API server's own message."""
-        return str(self.body.get("message") or self.reason)
-
-
-class NotFound(ApiError):
-    """404."""
-
-
-class Conflict(ApiError):
-    """409: an apply conflict or a resourceVersion race."""
 
 
 def load_api_client(kubeconfig: str | None = None) -> kubernetes.client.ApiClient:

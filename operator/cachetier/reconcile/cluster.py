@@ -1,10 +1,11 @@
 """Redis Cluster tiers: form, heal and scale the cluster in the background.
 
-The reconcile pass must stay quick, so :class:`ClusterManager` runs
-``cachetier.redis.cluster.converge`` (observe -> plan -> execute, idempotent,
-never FLUSHALL or CLUSTER RESET on a node with keys) in one worker thread per
-tier and hands the last result back to the next reconcile, which turns it
-into ``status.cluster`` and the Ready/Degraded conditions.
+The reconcile pass must stay quick, so :class:`ClusterManager` runs a
+:class:`cachetier.ports.ClusterAdmin` (``cachetier.redis.cluster.converge``:
+observe -> plan -> execute, idempotent, never FLUSHALL or CLUSTER RESET on a node
+with keys) in one worker thread per tier and hands the last result back to the
+next reconcile, which turns it into ``status.cluster`` and the Ready/Degraded
+conditions.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cachetier.redis.cluster import ConvergeResult, TlsOptions, converge
+from cachetier.ports import ClusterAdmin, ConvergeResult, TlsOptions
+from cachetier.reconcile.observed import ClusterView
 from cachetier.topology.nodes import NodeAddress
 
 log = logging.getLogger("cachetier.cluster")
@@ -26,19 +28,6 @@ RECHECK_SECONDS = 30.0
 """A converged cluster is observed again this often (failures between are seen then)."""
 RETRY_SECONDS = 2.0
 """Minimum pause between two converge runs of an unconverged cluster."""
-
-
-@dataclass(frozen=True)
-class ClusterView:
-    """What the reconcile pass learns about a tier's cluster."""
-
-    converged: bool
-    status: dict[str, Any]
-    message: str
-    drained_beyond: int | None
-    """When set, nodes past this many have been drained and may be removed."""
-    pending: bool = False
-    """No converge has finished in this process yet (a new operator has not looked)."""
 
 
 @dataclass
@@ -55,7 +44,9 @@ class _Job:
 class ClusterManager:
     """One background converge per tier at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, converge: ClusterAdmin) -> None:
+        self.converge = converge
+        """The Redis side (``cachetier.redis.cluster.converge``, or a fake)."""
         self._jobs: dict[tuple[str, str], _Job] = {}
         self._lock = threading.Lock()
 
@@ -113,7 +104,7 @@ class ClusterManager:
     ) -> None:
         before = job.view
         try:
-            job.result = converge(
+            job.result = self.converge(
                 job.addresses,
                 password,
                 shards,
@@ -137,6 +128,14 @@ class ClusterManager:
             )
         if on_done is not None and changed:
             on_done()
+
+    def view(self, key: tuple[str, str], desired_nodes: int, live_nodes: int) -> ClusterView:
+        """The last converge's view (or "forming", pending, before the first one)."""
+        with self._lock:
+            job = self._jobs.get(key)
+            if job is not None and job.view is not None:
+                return job.view
+        return _view(None, "", desired_nodes, live_nodes)
 
     def drained_beyond(self, key: tuple[str, str]) -> int | None:
         """Node count the last converge allows the StatefulSet to shrink to, if any."""

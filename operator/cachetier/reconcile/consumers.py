@@ -1,7 +1,7 @@
-"""Consumers of a tier: discover, decide (rollout maths), inject or release.
+"""Consumers of a tier: the writes of the consumer pass (inject, release, pod flags).
 
-I/O through :class:`cachetier.kube.client.Kube`; decisions come from the pure
-``cachetier.rollout`` and ``cachetier.reconcile.injection``. Writes happen only
+I/O through a :class:`cachetier.ports.KubeApi`; what to write is decided by the
+pure :func:`cachetier.reconcile.consumer_plan.plan_consumers`. Writes happen only
 for workloads whose live state differs from the decision, in parallel, so a
 rollback of hundreds of consumers takes about as long as the API needs.
 """
@@ -17,9 +17,14 @@ from typing import Any, TypeVar
 
 from cachetier import names
 from cachetier.api.models import CacheTierSpec
-from cachetier.kube.client import ApiError, Conflict, Kube, NotFound
+from cachetier.ports import ApiError, Conflict, KubeApi, NotFound
 from cachetier.reconcile import injection as inj
-from cachetier.rollout import Workload, parse_pin, plan_workloads, select_pods
+from cachetier.reconcile.consumer_plan import (
+    CONSUMER_KINDS,
+    ConsumerPlan,
+    is_ours,
+    plan_consumers,
+)
 
 log = logging.getLogger("cachetier.consumers")
 
@@ -41,22 +46,10 @@ class ConsumerReport:
     enabled_set: set[str] = field(default_factory=set)
 
 
-def _list_kind(kube: Kube, kind: str, namespace: str) -> list[dict[str, Any]]:
-    items = kube.list_objects(kind, namespace)
-    for item in items:
-        item.setdefault("kind", kind)
-    return items
-
-
-def _is_ours(obj: dict[str, Any]) -> bool:
-    labels = (obj.get("metadata") or {}).get("labels") or {}
-    return labels.get(names.LABEL_MANAGED_BY) == names.MANAGED_BY
-
-
 class ConsumerReconciler:
     """Brings a tier's consumers in line with its rollout."""
 
-    def __init__(self, kube: Kube, *, shared_pool: bool = True) -> None:
+    def __init__(self, kube: KubeApi, *, shared_pool: bool = True) -> None:
         """``shared_pool`` False gives every pass write threads of its own (the rollback
         lane: one tier's large pass never queues ahead of another tier's writes)."""
         self.kube = kube
@@ -65,6 +58,47 @@ class ConsumerReconciler:
             if shared_pool
             else None
         )
+
+    def gather(
+        self, namespace: str, spec: CacheTierSpec
+    ) -> tuple[tuple[dict[str, Any], ...], tuple[dict[str, Any], ...] | None]:
+        """The namespace's workloads, and its pods at pod granularity (else None)."""
+        live: list[dict[str, Any]] = []
+        for kind in CONSUMER_KINDS:
+            for item in self.kube.list_objects(kind, namespace):
+                item.setdefault("kind", kind)
+                live.append(item)
+        pods = None
+        if spec.rollout.granularity == "pod":
+            pods = tuple(self.kube.list_objects("Pod", namespace))
+        return tuple(live), pods
+
+    def execute(self, namespace: str, tier: str, plan: ConsumerPlan) -> ConsumerReport:
+        """Carry out a plan: applies, releases and pod annotations, in parallel."""
+        report = ConsumerReport(
+            selected=plan.selected,
+            enabled=plan.enabled,
+            workloads=list(plan.workloads),
+            conflicts=list(plan.conflicts),
+            enabled_set=set(plan.enabled_set),
+        )
+        for result in self._map(lambda j: self._inject(namespace, *j), plan.injects):
+            _merge(report, result)
+        for result in self._map(lambda o: self._release(namespace, tier, o), plan.releases):
+            _merge(report, result)
+
+        def patch(item: tuple[str, str]) -> None:
+            pname, want = item
+            with contextlib.suppress(NotFound):
+                self.kube.merge_patch(
+                    "Pod",
+                    namespace,
+                    pname,
+                    {"metadata": {"annotations": {names.ANNOTATION_REDIS_ENABLED: want}}},
+                )
+
+        list(self._map(patch, plan.pod_patches))
+        return report
 
     def reconcile(
         self,
@@ -76,94 +110,19 @@ class ConsumerReconciler:
         effective_percent: int,
         connection_ready: bool,
     ) -> ConsumerReport:
-        """One pass: every matching workload injected with its decision, the rest released.
-
-        ``connection_ready`` False (the connection Secret does not exist yet)
-        means nothing is injected yet: a secretKeyRef to a missing Secret
-        would stop the consumer's new pods from starting.
-        """
-        report = ConsumerReport()
-        consumers = spec.consumers
-        kinds = list(consumers.kinds) if consumers else []
-        selector = consumers.selector.model_dump(by_alias=True) if consumers else {}
-        wanted = list(consumers.containers) if consumers else []
-        granularity_pod = spec.rollout.granularity == "pod"
-
-        live: list[dict[str, Any]] = []
-        for kind in ("Deployment", "StatefulSet"):
-            live += _list_kind(self.kube, kind, namespace)
-
-        selected: list[dict[str, Any]] = []
-        release: list[dict[str, Any]] = []
-        for obj in live:
-            if _is_ours(obj):
-                continue
-            labels = obj["metadata"].get("labels") or {}
-            matches = bool(consumers) and obj["kind"] in kinds
-            matches = matches and inj.selector_matches(labels, selector)
-            if matches and connection_ready:
-                selected.append(obj)
-            elif matches:
-                # No connection Secret yet: a secretKeyRef to it would stop new pods
-                # from starting, so matching workloads wait as they are.
-                continue
-            elif inj.has_any_injection(obj, tier):
-                release.append(obj)
-
-        decisions = plan_workloads(
-            namespace,
+        """One complete pass: gather, plan, execute (the rollback lane's complete pass)."""
+        workloads, pods = self.gather(namespace, spec)
+        plan = plan_consumers(
             tier,
-            [
-                Workload(
-                    o["kind"],
-                    o["metadata"]["name"],
-                    parse_pin(
-                        (o["metadata"].get("annotations") or {}).get(names.ANNOTATION_REDIS_ENABLED)
-                    ),
-                )
-                for o in selected
-            ],
+            namespace,
+            spec,
+            workloads,
+            pods,
             enabled=enabled,
             effective_percent=effective_percent,
+            connection_ready=connection_ready,
         )
-
-        jobs = []
-        for obj in selected:
-            key = (obj["kind"], obj["metadata"]["name"])
-            decision = decisions[key]
-            containers = inj.target_containers(obj, wanted)
-            desired = inj.Injection(tier, containers, decision.enabled, granularity_pod)
-            report.workloads.append(
-                {
-                    "kind": key[0],
-                    "name": key[1],
-                    "enabled": decision.enabled,
-                    "pinned": decision.pinned,
-                }
-            )
-            if decision.enabled:
-                report.enabled_set.add(f"{key[0]}/{key[1]}")
-            owners = inj.env_owners(obj, containers)
-            if owners:
-                who = ", ".join(f"{env} by {'/'.join(sorted(m))}" for env, m in owners.items())
-                report.conflicts.append(f"{key[0]} {key[1]}: {who}")
-                continue
-            if not inj.is_injected(obj, desired):
-                jobs.append((obj, desired))
-        report.selected = len(selected)
-        report.enabled = len(report.enabled_set)
-
-        for result in self._map(lambda j: self._inject(namespace, *j), jobs):
-            _merge(report, result)
-        for result in self._map(lambda o: self._release(namespace, tier, o), release):
-            _merge(report, result)
-
-        if granularity_pod and connection_ready:
-            pod_enabled = self._pod_flags(
-                namespace, selected, decisions, enabled, effective_percent
-            )
-            report.enabled = pod_enabled
-        return report
+        return self.execute(namespace, tier, plan)
 
     def switch_off(
         self, tier: str, namespace: str, spec: CacheTierSpec, workloads: list[tuple[str, str]]
@@ -181,7 +140,7 @@ class ConsumerReconciler:
                 obj = self.kube.get(kind, namespace, name)
             except ApiError as exc:
                 return ConsumerReport(errors=[f"{kind} {name}: {exc.message}"])
-            if obj is None or _is_ours(obj):
+            if obj is None or is_ours(obj):
                 return ConsumerReport()
             obj.setdefault("kind", kind)
             containers = inj.target_containers(obj, wanted)
@@ -198,10 +157,8 @@ class ConsumerReconciler:
     def release_all(self, tier: str, namespace: str) -> ConsumerReport:
         """Switch every consumer of ``tier`` off, then remove the operator's entries."""
         report = ConsumerReport()
-        live: list[dict[str, Any]] = []
-        for kind in ("Deployment", "StatefulSet"):
-            live += _list_kind(self.kube, kind, namespace)
-        release = [o for o in live if not _is_ours(o) and inj.has_any_injection(o, tier)]
+        live, _ = self.gather(namespace, CacheTierSpec())
+        release = [o for o in live if not is_ours(o) and inj.has_any_injection(o, tier)]
         for result in self._map(lambda o: self._release(namespace, tier, o), release):
             _merge(report, result)
         return report
@@ -263,68 +220,6 @@ class ConsumerReconciler:
         except ApiError as exc:
             out.errors.append(f"{kind} {name}: {exc.message}")
         return out
-
-    def _pod_flags(
-        self,
-        namespace: str,
-        selected: list[dict[str, Any]],
-        decisions: dict[tuple[str, str], Any],
-        enabled: bool,
-        percent: int,
-    ) -> int:
-        """Pod granularity: annotate exactly the SPEC count of each workload's running pods."""
-        pods = self.kube.list_objects("Pod", namespace)
-        patches: list[tuple[str, str]] = []
-        total_enabled = 0
-        for obj in selected:
-            selector = (obj.get("spec") or {}).get("selector") or {}
-            key = (obj["kind"], obj["metadata"]["name"])
-            decision = decisions[key]
-            mine = [
-                p
-                for p in pods
-                if not (p["metadata"].get("deletionTimestamp"))
-                and (p.get("status") or {}).get("phase") in ("Running", "Pending")
-                and _owned_by(p, obj)
-                and inj.selector_matches(p["metadata"].get("labels") or {}, selector)
-            ]
-            # A pin decides the whole workload; otherwise the exact per-pod count.
-            if decision.pinned or not enabled:
-                on = {p["metadata"]["name"] for p in mine} if decision.enabled else set()
-            else:
-                on = select_pods([p["metadata"]["name"] for p in mine], percent, enabled)
-            total_enabled += len(on)
-            for p in mine:
-                pname = p["metadata"]["name"]
-                want = "true" if pname in on else "false"
-                have = (p["metadata"].get("annotations") or {}).get(names.ANNOTATION_REDIS_ENABLED)
-                if have != want:
-                    patches.append((pname, want))
-
-        def patch(item: tuple[str, str]) -> None:
-            pname, want = item
-            with contextlib.suppress(NotFound):
-                self.kube.merge_patch(
-                    "Pod",
-                    namespace,
-                    pname,
-                    {"metadata": {"annotations": {names.ANNOTATION_REDIS_ENABLED: want}}},
-                )
-
-        list(self._map(patch, patches))
-        return total_enabled
-
-
-def _owned_by(pod: dict[str, Any], workload: dict[str, Any]) -> bool:
-    """A Deployment's pods belong to its ReplicaSets (named <deployment>-<hash>)."""
-    name = str(workload["metadata"]["name"])
-    for ref in pod["metadata"].get("ownerReferences") or []:
-        if workload["kind"] == "StatefulSet" and ref.get("kind") == "StatefulSet":
-            return str(ref.get("name")) == name
-        if workload["kind"] == "Deployment" and ref.get("kind") == "ReplicaSet":
-            rs = str(ref.get("name", ""))
-            return rs.rsplit("-", 1)[0] == name
-    return False
 
 
 def _merge(into: ConsumerReport, other: ConsumerReport) -> None:

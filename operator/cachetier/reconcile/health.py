@@ -1,7 +1,8 @@
 """Health probing of tiers and automatic rollback.
 
 Gathers the probe target (a Redis pod's IP with the operator's own ACL user,
-or the external URL), runs :func:`cachetier.redis.probe.probe`, judges it with
+or the external URL), runs a :class:`cachetier.ports.Prober` (redis-py's is
+``cachetier.redis.probe.RedisProber``), judges it with
 the pure :func:`cachetier.rollout.evaluate_probe` (critical: unreachable, error
 rate) and :func:`cachetier.rollout.evaluate_latency` (a warning), and records the
 result: metrics on every probe; ``status.health`` only when the verdict changes
@@ -30,11 +31,9 @@ from cachetier import metrics, names
 from cachetier.api.models import CacheTierSpec
 from cachetier.api.modes import profile
 from cachetier.api.units import parse_redis_memory
-from cachetier.kube.client import Kube
+from cachetier.ports import Counters, EventSink, KubeApi, Prober, ProbeResult, Target
 from cachetier.reconcile import conditions as cond
-from cachetier.reconcile.rollout_pass import EventFn
 from cachetier.reconcile.tier import TierReconciler, now_rfc3339
-from cachetier.redis.probe import Counters, ProbeResult, Target, enforce_config, probe
 from cachetier.rollout import evaluate_latency, evaluate_probe
 
 log = logging.getLogger("cachetier.health")
@@ -63,12 +62,14 @@ class HealthProber:
 
     def __init__(
         self,
-        kube: Kube,
+        kube: KubeApi,
         reconciler: TierReconciler,
-        event: EventFn,
+        event: EventSink,
+        prober: Prober,
         lock_for: Callable[[tuple[str, str]], AbstractContextManager[Any]] | None = None,
     ) -> None:
         self.kube = kube
+        self.prober = prober
         self.lock_for = lock_for or (lambda key: nullcontext())
         self.reconciler = reconciler
         self._event = event
@@ -130,7 +131,7 @@ class HealthProber:
         }
         repaired = []
         for target in targets:
-            for directive, (live, value) in enforce_config(target, wanted).items():
+            for directive, (live, value) in self.prober.enforce_config(target, wanted).items():
                 repaired.append(f"{directive} {live} -> {value} on {target.host}")
         if repaired:
             message = "restored Redis settings changed live (CONFIG SET): " + "; ".join(repaired)
@@ -158,7 +159,7 @@ class HealthProber:
             memory = self._memory.setdefault(key, _Memory())
         targets = self._targets(body, spec)
         result = (
-            probe(targets[0], memory.counters)
+            self.prober.probe(targets[0], memory.counters)
             if targets
             else ProbeResult(up=False, error="no Redis pod has an IP")
         )

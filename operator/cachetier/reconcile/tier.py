@@ -1,49 +1,68 @@
-"""Reconcile one CacheTier: observe -> desired -> diff -> apply -> status.
+"""Reconcile one CacheTier: gather -> decide -> act.
 
-Talks to the API only through :class:`cachetier.kube.client.Kube`. The
-decisions (what to render, which conditions hold) are made by the pure
-packages; this module gathers, compares content hashes and writes only what
-differs, so a reconcile with nothing to do sends no write request.
+- **gather** reads the tier's world once into an :class:`Observed` snapshot: the
+  children its mode renders, the Secrets it reads, its Redis pods (when the mode
+  needs them), the namespace's consumer workloads (and pods, at pod granularity),
+  and the cluster converge worker's last view.
+- **decide** (:func:`cachetier.reconcile.decide.decide`, pure) turns the snapshot
+  into a :class:`Decision`: the children to apply, the consumer plan (rollback
+  first), Redis actions, Events and the whole ``CacheTierStatus``.
+- **act** carries it out in order: finalizer, consumers if this is a rollback, the
+  auth Secret's first copy, the children, the cluster converge, the consumers,
+  then status (one merge patch of what changed, nothing if nothing did) and Events.
+
+Everything outside comes in through :mod:`cachetier.ports` (the Kubernetes API, the
+cluster converge, an event sink, a clock), so the whole pipeline runs against the
+in-memory fakes of ``tests/fakes`` as well as against a control plane.
 """
 
 from __future__ import annotations
 
-import base64
 import logging
+import os
 import secrets as pysecrets
-import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from cachetier import names
+from cachetier import metrics, names
 from cachetier.api import validate
-from cachetier.api.errors import SpecError
-from cachetier.api.models import CacheTierSpec
-from cachetier.kube.client import ApiError, Conflict, Kube
-from cachetier.reconcile import conditions as cond
-from cachetier.reconcile import modes
-from cachetier.reconcile.consumers import ConsumerReconciler
-from cachetier.reconcile.modes import TierContext
-from cachetier.reconcile.rollout_pass import EventFn, RolloutPass, _Fence
-from cachetier.render import (
-    TierRef,
-    TierSecrets,
-    build_external_connection_secret,
-    drift,
-    owner_reference,
+from cachetier.api.modes import profile
+from cachetier.ports import (
+    ApiError,
+    Clock,
+    ClusterAdmin,
+    Conflict,
+    ConvergeResult,
+    EventSink,
+    KubeApi,
+    TlsOptions,
 )
+from cachetier.reconcile.cluster import ClusterManager
+from cachetier.reconcile.consumers import ConsumerReconciler, ConsumerReport
+from cachetier.reconcile.decide import (
+    ConsumerOutcome,
+    Decision,
+    decide,
+    refused,
+    rollback_reason,
+    secrets_to_read,
+    settle,
+)
+from cachetier.reconcile.lane import ConsumerLanes
+from cachetier.reconcile.modes import MODES
+from cachetier.reconcile.observed import DependencyMissing, Key, Observed
+from cachetier.render import TierRef
+from cachetier.topology import NodeAddress
 
 log = logging.getLogger("cachetier.reconcile")
 
+TemporaryError = DependencyMissing
+"""Try again after ``delay`` seconds (a dependency is missing or the API is busy)."""
 
-class TemporaryError(Exception):
-    """Try again after ``delay`` seconds (a dependency is missing or the API is busy)."""
-
-    def __init__(self, message: str, delay: float = 15.0) -> None:
-        super().__init__(message)
-        self.delay = delay
+OPERATOR_NAMESPACE = os.environ.get("CACHETIER_OPERATOR_NAMESPACE") or names.OPERATOR_NAMESPACE
+"""The operator's own namespace (downward API in manifests/), admitted by NetworkPolicies."""
 
 
 @dataclass
@@ -58,323 +77,181 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _decode(secret: dict[str, Any] | None, key: str) -> str | None:
-    if not secret:
-        return None
-    raw = (secret.get("data") or {}).get(key)
-    if raw is None:
-        return None
-    return base64.b64decode(raw).decode()
-
-
-def _encode_secret(obj: dict[str, Any]) -> dict[str, Any]:
-    """stringData -> data, so server-side apply owns plain ``data`` keys."""
-    if obj.get("kind") != "Secret" or "stringData" not in obj:
-        return obj
-    out = dict(obj)
-    string_data = out.pop("stringData")
-    data = dict(out.get("data") or {})
-    for key, value in string_data.items():
-        data[key] = base64.b64encode(str(value).encode()).decode()
-    out["data"] = data
-    return out
-
-
 def _new_password() -> str:
     # 32 bytes of entropy, URL-safe so it can sit in redis:// URLs unescaped.
     return pysecrets.token_urlsafe(32)
 
 
-class TierReconciler(RolloutPass):
-    """Reconciles CacheTiers through one Kube client."""
+def _no_cluster(
+    nodes: Sequence[NodeAddress],
+    password: str | None,
+    shards: int,
+    replicas_per_shard: int,
+    **_: Any,
+) -> ConvergeResult:
+    raise RuntimeError("this reconciler was built without a cluster converge (ClusterAdmin)")
 
-    def __init__(self, kube: Kube, event: EventFn | None = None) -> None:
+
+def status_dict(decision: Decision) -> dict[str, Any]:
+    """The decision's status as the API stores it (camelCase, no nulls)."""
+    return decision.status.model_dump(
+        mode="json", by_alias=True, exclude_unset=True, exclude_none=True
+    )
+
+
+class TierReconciler:
+    """Reconciles CacheTiers: gather -> decide -> act, through the ports."""
+
+    def __init__(
+        self,
+        kube: KubeApi,
+        event: EventSink | None = None,
+        *,
+        converge: ClusterAdmin | None = None,
+        clock: Clock | None = None,
+        passwords: Callable[[], str] = _new_password,
+    ) -> None:
         self.kube = kube
-        self._event = event or (lambda body, etype, reason, message: None)
+        self._event: EventSink = event or (lambda body, etype, reason, message: None)
+        self.clock: Clock = clock or (lambda: datetime.now(UTC))
+        self.passwords = passwords
         self.consumers = ConsumerReconciler(kube)
         # The rollback fast lane writes with threads of its own per pass: a large
         # rollout (or rollback) of another tier never queues ahead of it.
-        self.lane_consumers = ConsumerReconciler(kube, shared_pool=False)
-        self._turns: dict[tuple[str, str], threading.Lock] = {}
-        self._fences: dict[tuple[str, str], _Fence] = {}
-        self._turns_guard = threading.Lock()
-        self.modes = modes.build(lambda namespace, name: self.wake(namespace, name))
+        self.lanes = ConsumerLanes(
+            kube, self.consumers, ConsumerReconciler(kube, shared_pool=False)
+        )
+        self.clusters = ClusterManager(converge or _no_cluster)
         self.wake: Callable[[str, str], None] = lambda namespace, name: None
+        self.operator_namespace = OPERATOR_NAMESPACE
 
-    # -- secrets -------------------------------------------------------------
-
-    def tier_secrets(
-        self, ref: TierRef, spec: CacheTierSpec, body: dict[str, Any] | None = None
-    ) -> TierSecrets:
-        """Passwords: read them if they exist; generate each one once, never again.
-
-        ``<tier>-auth-recovery`` (rendered and applied like every child) keeps a
-        copy: a deleted ``<tier>-auth`` comes back
-        with the same passwords (else the application password is taken from
-        ``<tier>-connection``), with a Warning Event either way; only when every
-        copy is gone are new passwords generated, and then the Event says so.
-        """
-        auth_name = names.auth_secret(ref.name)
-        live = self.kube.get("Secret", ref.namespace, auth_name)
-        operator_pw = _decode(live, "operator-password")
-        generated_pw = _decode(live, names.AUTH_PASSWORD_KEY)
-        if live is None:
-            recovery = self.kube.get("Secret", ref.namespace, names.auth_recovery_secret(ref.name))
-            connection = self.kube.get("Secret", ref.namespace, names.connection_secret(ref.name))
-            operator_pw = _decode(recovery, "operator-password")
-            generated_pw = _decode(recovery, names.AUTH_PASSWORD_KEY)
-            if generated_pw is None and spec.auth.password_secret_ref is None:
-                generated_pw = _decode(connection, "password")
-            source = "its recovery copy" if recovery is not None else "the connection Secret"
-            status = (body or {}).get("status") or {}
-            serving = bool((status.get("rollout") or {}).get("serving"))
-            if body is not None and (recovery is not None or generated_pw is not None):
-                self._event(
-                    body,
-                    "Warning",
-                    "AuthSecretRestored",
-                    f"Secret {auth_name} was deleted; restored with the same passwords from "
-                    f"{source}" + ("" if operator_pw else " (a new operator password: pods roll)"),
-                )
-            elif body is not None and serving:
-                self._event(
-                    body,
-                    "Warning",
-                    "PasswordRegenerated",
-                    f"Secret {auth_name} and every copy of it were deleted: new passwords "
-                    "generated; consumers get them as they restart",
-                )
-            # Create-only first write: if two reconciles race, the loser's 409
-            # makes it re-read, so a password is never generated twice.
-            operator_pw = operator_pw or _new_password()
-            generated_pw = generated_pw or _new_password()
-            seed = {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {
-                    "name": auth_name,
-                    "namespace": ref.namespace,
-                    "labels": names.common_labels(ref.name),
-                    "ownerReferences": [owner_reference(ref)],
-                },
-                "type": "Opaque",
-                "stringData": {
-                    "operator-password": operator_pw,
-                    names.AUTH_PASSWORD_KEY: generated_pw,
-                },
-            }
-            try:
-                self.kube.create(_encode_secret(seed))
-            except Conflict:
-                return self.tier_secrets(ref, spec, body)
-        if operator_pw is None:
-            raise TemporaryError(f"Secret {auth_name} has no operator-password key")
-        if not spec.auth.enabled:
-            return TierSecrets(None, operator_pw, False)
-        byo = spec.auth.password_secret_ref
-        if byo is not None:
-            src = self.kube.get("Secret", ref.namespace, byo.name)
-            value = _decode(src, byo.key)
-            if value is None:
-                what = "not found" if src is None else f"has no key {byo.key!r}"
-                raise TemporaryError(
-                    f"spec.auth.passwordSecretRef: Secret {byo.name!r} {what}", delay=30
-                )
-            return TierSecrets(value, operator_pw, False)
-        if generated_pw is None:
-            # Auth was off or BYO before; generate the app password now, once.
-            generated_pw = _new_password()
-        return TierSecrets(generated_pw, operator_pw, True)
-
-    def require_tls_secret(self, ref: TierRef, spec: CacheTierSpec) -> str | None:
-        """A TLS tier's Secret must exist (else its pods could never start); its CA (PEM).
-
-        None when the tier does not use TLS.
-        """
-        if not spec.tls.enabled or not spec.tls.secret_name:
-            return None
-        secret = self.kube.get("Secret", ref.namespace, spec.tls.secret_name)
-        if secret is None:
-            raise TemporaryError(
-                f"spec.tls.secretName: Secret {spec.tls.secret_name!r} not found", delay=30
-            )
-        missing = [
-            k for k in ("tls.crt", "tls.key", "ca.crt") if k not in (secret.get("data") or {})
-        ]
-        if missing:
-            raise TemporaryError(
-                f"spec.tls.secretName: Secret {spec.tls.secret_name!r} has no {', '.join(missing)}",
-                delay=30,
-            )
-        return _decode(secret, "ca.crt")
-
-    # -- children ------------------------------------------------------------
-
-    def apply_children(self, body: dict[str, Any], desired: list[dict[str, Any]]) -> list[str]:
-        """Apply each object that is missing, changed in the spec, or edited by hand.
-
-        The content-hash annotation says whether the desired object changed; the
-        live values of the fields the operator sets (``render.drift``) say whether
-        someone changed them since. Nothing differs: nothing is written.
-        """
-        writes = []
-        drifted = []
-        for obj in desired:
-            obj = _encode_secret(obj)
-            meta = obj["metadata"]
-            want = (meta.get("annotations") or {}).get(names.ANNOTATION_SPEC_HASH)
-            live = self.kube.get(obj["kind"], meta["namespace"], meta["name"])
-            have = None
-            if live is not None:
-                have = (live["metadata"].get("annotations") or {}).get(names.ANNOTATION_SPEC_HASH)
-            if live is not None and want is not None and want == have:
-                where = drift(obj, live)
-                if where is None:
-                    continue
-                drifted.append(f"{obj['kind']} {meta['name']} ({where})")
-            self.kube.apply(obj)
-            verb = "Created" if live is None else "Updated"
-            writes.append(f"{verb} {obj['kind']} {meta['name']}")
-        if drifted:
-            message = "restored what was changed by hand: " + "; ".join(drifted)
-            log.info("%s/%s: %s", body["metadata"]["namespace"], body["metadata"]["name"], message)
-            self._event(body, "Warning", "DriftRepaired", message[:1000])
-        if writes:
-            self._event(body, "Normal", "Applied", "; ".join(writes))
-        return writes
-
-    def observe_statefulset(self, ref: TierRef, want: int) -> cond.WorkloadObservation:
-        """The Redis StatefulSet against ``want`` pods: what the tier's spec requires,
-        not what the live StatefulSet asks for (a hand scale must not look Ready)."""
-        sts = self.kube.get("StatefulSet", ref.namespace, names.statefulset(ref.name))
-        if sts is None:
-            return cond.WorkloadObservation(exists=False)
-        spec = sts.get("spec") or {}
-        st = sts.get("status") or {}
-        desired = want
-        updated = (
-            st.get("observedGeneration") == sts["metadata"].get("generation")
-            and int(st.get("updatedReplicas") or 0) >= desired
-            and (not st.get("updateRevision") or st.get("currentRevision") == st["updateRevision"])
-        )
-        unschedulable = ""
-        restarts = 0
-        ready = int(st.get("readyReplicas") or 0)
-        if ready < desired:
-            selector = ",".join(f"{k}={v}" for k, v in names.selector_labels(ref.name).items())
-            for pod in self.kube.list_objects("Pod", ref.namespace, selector):
-                pst = pod.get("status") or {}
-                for c in pst.get("conditions") or []:
-                    if c.get("type") == "PodScheduled" and c.get("status") == "False":
-                        unschedulable = c.get("message") or c.get("reason") or "unschedulable"
-                for cs in pst.get("containerStatuses") or []:
-                    restarts += int(cs.get("restartCount") or 0)
-        return cond.WorkloadObservation(
-            exists=True,
-            desired_replicas=desired,
-            ready_replicas=ready,
-            updated=updated,
-            unschedulable=unschedulable,
-            restarts=restarts,
-            asked_replicas=int(spec.get("replicas", 1)),
-            current_replicas=int(st.get("replicas") or 0),
-        )
-
-    def external_connection(self, ref: TierRef, spec: CacheTierSpec) -> dict[str, Any]:
-        src_ref = spec.external.url_secret_ref
-        if src_ref is None:  # the CRD's CEL rule refuses this; keep mypy and old CRDs honest
-            raise SpecError("spec.external.urlSecretRef: required when mode is external")
-        src = self.kube.get("Secret", ref.namespace, src_ref.name)
-        url = _decode(src, src_ref.key)
-        if url is None:
-            what = "not found" if src is None else f"has no key {src_ref.key!r}"
-            raise TemporaryError(
-                f"spec.external.urlSecretRef: Secret {src_ref.name!r} {what}", delay=30
-            )
-        try:
-            return build_external_connection_secret(ref, url.strip())
-        except ValueError as exc:  # the URL is the user's: its faults are spec errors
-            raise SpecError(f"spec.external.urlSecretRef: {exc}") from exc
-
-    # -- the loop body -----------------------------------------------------------
+    # -- the pipeline -----------------------------------------------------------------
 
     def reconcile(self, body: dict[str, Any]) -> Result:
         """One level-triggered pass over a CacheTier ``body`` (as the API returned it)."""
+        observed = self.gather(body)
+        return self.act(observed, decide(observed, self.clock()))
+
+    def gather(self, body: dict[str, Any]) -> Observed:
+        """Read everything the decision needs, once."""
         meta = body["metadata"]
         ref = TierRef(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
-        generation = meta.get("generation")
-        old_status = dict(body.get("status") or {})
-        previous_phase = old_status.get("phase")
-        requeue: float | None = None
-        new: dict[str, Any] = {}
-
         spec, problems = validate.check_spec(body.get("spec"))
-        if spec is None or problems:
-            # Permanent until the spec changes: no requeue, and the status write
-            # is a no-op on the next event, so there is no hot loop.
-            verdict = cond.invalid_spec("; ".join(str(p) for p in problems[:3]))
-            rolled = (old_status.get("rollout") or {}).get("rolledBackGeneration") == generation
-            if spec is not None and (rolled or not spec.rollout.enabled):
-                # What runs keeps being protected: an automatic (or manual) rollback
-                # of a serving tier still switches its consumers off.
-                rollout = self._rollout(
-                    body, ref, spec, old_status, new, "Failed", connection_ready=True
-                )
-                verdict = cond.Verdict(
-                    verdict.phase,
-                    verdict.ready,
-                    verdict.progressing,
-                    verdict.degraded,
-                    rollout.conditions,
-                )
-            return self._finish(body, ref, old_status, verdict, generation, new, None)
-
-        self._ensure_finalizer(body)
-        rollback_first = not spec.rollout.enabled or spec.rollout.percent == 0
-        rollout_conditions: list[cond.Condition] = []
-        if rollback_first:
-            # Instant rollback: consumers are switched off before any other work.
-            connection = self.kube.get("Secret", ref.namespace, names.connection_secret(ref.name))
-            rollout_conditions = self._rollout(
-                body,
-                ref,
-                spec,
-                old_status,
-                new,
-                str(old_status.get("phase") or "Pending"),
-                connection_ready=connection is not None,
-            ).conditions
-
-        try:
-            ctx = TierContext(body, ref, spec, previous_phase, new)
-            outcome = self.modes[spec.mode].reconcile(self, ctx)
-            verdict, requeue = outcome.verdict, outcome.requeue
-        except TemporaryError as exc:
-            verdict = cond.blocked("DependencyMissing", str(exc))
-            requeue = exc.delay
-        except SpecError as exc:
-            verdict = cond.invalid_spec(str(exc))
-        except ApiError as exc:
-            if exc.status == 422 or exc.status == 400:
-                verdict = cond.invalid_spec(f"the API server refused a child object: {exc.message}")
-            else:
-                raise
-        if not rollback_first:
-            ready_to_serve = verdict.phase in ("Ready", "Degraded") and "connectionSecret" in new
-            rollout = self._rollout(
-                body, ref, spec, old_status, new, verdict.phase, connection_ready=ready_to_serve
-            )
-            rollout_conditions = rollout.conditions
-            if rollout.requeue is not None:
-                requeue = rollout.requeue if requeue is None else min(requeue, rollout.requeue)
-        verdict = cond.Verdict(
-            phase=verdict.phase,
-            ready=verdict.ready,
-            progressing=verdict.progressing,
-            degraded=verdict.degraded,
-            extra=[*verdict.extra, *rollout_conditions],
+        obs = Observed(
+            tier=body,
+            ref=ref,
+            spec=spec,
+            problems=tuple(str(p) for p in problems),
+            operator_namespace=self.operator_namespace,
         )
-        return self._finish(body, ref, old_status, verdict, generation, new, requeue)
+        if spec is None:
+            return obs
+        workloads, consumer_pods = self.consumers.gather(ref.namespace, spec)
+        obs = replace(obs, workloads=workloads, consumer_pods=consumer_pods)
+        if problems:
+            return obs
+        mode = MODES[spec.mode]
+        children: dict[Key, dict[str, Any] | None] = {
+            (kind, name): self.kube.get(kind, ref.namespace, name)
+            for kind, name in mode.child_keys(ref, spec)
+        }
+        read: dict[str, dict[str, Any] | None] = {}
+        for name in secrets_to_read(ref.name, spec):
+            if ("Secret", name) in children:
+                read[name] = children[("Secret", name)]
+            elif name not in read:
+                read[name] = self.kube.get("Secret", ref.namespace, name)
+        obs = replace(obs, children=children, secrets=read)
+        if mode.wants_pods(obs, spec):
+            selector = ",".join(f"{k}={v}" for k, v in names.selector_labels(ref.name).items())
+            obs = replace(obs, pods=tuple(self.kube.list_objects("Pod", ref.namespace, selector)))
+        if profile(spec).cluster_protocol:
+            nodes = sum(1 for _ in obs.pods or ())
+            obs = replace(
+                obs,
+                cluster=self.clusters.view(
+                    (ref.namespace, ref.name), profile(spec).pods(spec), nodes
+                ),
+            )
+        if profile(spec).runs_redis and read.get(names.auth_secret(ref.name)) is None:
+            obs = replace(obs, fresh_passwords=(self.passwords(), self.passwords()))
+        return obs
+
+    def act(self, obs: Observed, decision: Decision) -> Result:
+        """Carry the decision out, in order; status and Events last."""
+        body, ref = obs.tier, obs.ref
+        key = (ref.namespace, ref.name)
+        now = self.clock()
+        if decision.add_finalizer:
+            self._ensure_finalizer(body)
+        report: ConsumerReport | None = None
+        if decision.consumers_first and decision.consumers is not None:
+            # Instant rollback: consumers are switched off before any other work.
+            report = self.lanes.run(body, ref, decision.consumers)
+        if decision.seed is not None:
+            try:
+                # Create-only: if two passes race, the loser re-reads, so a password
+                # is never generated twice.
+                self.kube.create(decision.seed)
+            except Conflict:
+                return self.reconcile(body)
+        try:
+            for obj in decision.applies:
+                self.kube.apply(obj)
+        except ApiError as exc:
+            if exc.status not in (400, 422):
+                raise
+            decision = refused(obs, decision, exc.message, now)
+        request = decision.converge
+        if request is not None:
+            self.clusters.ensure(
+                key,
+                list(request.addresses),
+                username=names.OPERATOR_USER,
+                password=request.password,
+                shards=request.shards,
+                replicas_per_shard=request.replicas_per_shard,
+                on_done=lambda: self.wake(*key),
+                tls=TlsOptions(ca_data=request.ca_data) if request.tls else None,
+            )
+        if not decision.consumers_first and decision.consumers is not None:
+            report = self.lanes.run(body, ref, decision.consumers)
+        if report is not None and decision.consumers is not None:
+            own = len(decision.consumers.plan.conflicts)
+            outcome = ConsumerOutcome(
+                changed=tuple(report.changed),
+                conflicts=tuple(report.conflicts[own:]),
+                errors=tuple(report.errors),
+            )
+            decision = settle(obs, decision, outcome, now)
+            if report.errors:
+                log.warning("consumer errors for %s/%s: %s", *key, report.errors)
+        self._export(obs, decision)
+        self.write_status(body, obs.status, status_dict(decision))
+        for event in decision.events:
+            if event.reason == "DriftRepaired":
+                log.info("%s/%s: %s", ref.namespace, ref.name, event.message)
+            self._event(body, event.type, event.reason, event.message)
+        return Result(requeue_after=decision.requeue)
+
+    def _export(self, obs: Observed, decision: Decision) -> None:
+        ns, name = obs.ref.namespace, obs.ref.name
+        reason = rollback_reason(decision)
+        if reason is not None:
+            metrics.ROLLBACKS.labels(ns, name, reason).inc()
+        if decision.rollout is None or decision.consumers is None or obs.spec is None:
+            return
+        plan = decision.consumers.plan
+        metrics.EFFECTIVE_PERCENT.labels(ns, name).set(decision.rollout.status["effectivePercent"])
+        metrics.TARGET_PERCENT.labels(ns, name).set(obs.spec.rollout.percent)
+        metrics.CONSUMERS_SELECTED.labels(ns, name).set(plan.selected)
+        metrics.CONSUMERS_ENABLED.labels(ns, name).set(plan.enabled)
+
+    # -- the rollback lane, the finalizer, status ---------------------------------------
+
+    def rollback_now(self, body: dict[str, Any], spec: Any) -> ConsumerReport | None:
+        """The rollback fast lane (:meth:`ConsumerLanes.rollback_now`)."""
+        return self.lanes.rollback_now(body, spec)
 
     def _ensure_finalizer(self, body: dict[str, Any]) -> None:
         meta = body["metadata"]
@@ -415,40 +292,8 @@ class TierReconciler(RolloutPass):
     def forget(self, namespace: str, name: str) -> None:
         """The tier is gone: drop what this process kept for it (converge state, fence)."""
         key = (namespace, name)
-        for mode in self.modes.values():
-            mode.forget(namespace, name)
-        with self._turns_guard:
-            self._fences.pop(key, None)
-
-    def _finish(
-        self,
-        body: dict[str, Any],
-        ref: TierRef,
-        old_status: dict[str, Any],
-        verdict: cond.Verdict,
-        generation: int | None,
-        new: dict[str, Any],
-        requeue: float | None,
-    ) -> Result:
-        status = dict(old_status)
-        status.update(new)
-        status["observedGeneration"] = generation
-        status["phase"] = verdict.phase
-        rolled = any(c.type == cond.ROLLED_BACK and c.status == "True" for c in verdict.extra)
-        if verdict.phase == "Ready" and rolled:
-            status["phase"] = "RolledBack"
-        status["conditions"] = cond.merge_conditions(
-            list(old_status.get("conditions") or []),
-            cond.verdict_conditions(verdict),
-            generation,
-            now_rfc3339(),
-        )
-        self.write_status(body, old_status, status)
-        if old_status.get("phase") != status["phase"]:
-            etype = "Normal" if verdict.phase in ("Ready", "Provisioning", "Pending") else "Warning"
-            reason = verdict.ready[1]
-            self._event(body, etype, reason, f"phase {status['phase']}: {verdict.ready[2]}")
-        return Result(requeue_after=requeue)
+        self.clusters.forget(key)
+        self.lanes.forget(key)
 
     def write_status(
         self, body: dict[str, Any], old_status: dict[str, Any], status: dict[str, Any]

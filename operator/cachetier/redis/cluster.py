@@ -22,6 +22,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from cachetier.ports import ConvergeResult, TlsOptions
 from cachetier.redis.options import quiet_handshake
 from cachetier.topology import (
     AddSlots,
@@ -53,23 +54,6 @@ _IGNORED_FORGET_ERRORS = ("unknown node", "can't forget my master", "i tried har
 
 
 @dataclass(frozen=True)
-class TlsOptions:
-    """TLS client settings for reaching the nodes."""
-
-    ca_file: str | None = None
-    """CA bundle that signed the server certificates (None: system store)."""
-    cert_file: str | None = None
-    """Client certificate, when the servers require one."""
-    key_file: str | None = None
-    """Key of the client certificate."""
-    check_hostname: bool = False
-    """Off by default: nodes are reached by pod IP, which certificates rarely name."""
-    ca_data: str | None = None
-    """The CA bundle itself (PEM), e.g. a tier Secret's ``ca.crt``; beside or instead
-    of ``ca_file``."""
-
-
-@dataclass(frozen=True)
 class Connection:
     """How to reach and authenticate to every node."""
 
@@ -95,26 +79,6 @@ class Progress:
     """Keys moved by MIGRATE so far."""
     slot: int | None
     """Slot whose keys are being moved right now, if any."""
-
-
-@dataclass(frozen=True)
-class ConvergeResult:
-    """Outcome of `converge`."""
-
-    converged: bool
-    """The cluster matches the desired layout and reports ok."""
-    summary: ClusterSummary
-    """Status summary from the last observation."""
-    plan: Plan
-    """The last plan: `blocked`, `waiting` and `removable` are the findings to report."""
-    steps_done: int
-    """Steps executed."""
-    keys_migrated: int
-    """Keys moved by MIGRATE."""
-    stopped: str | None
-    """Why it returned unconverged: `timeout`, `budget` or `stopped`; None if converged."""
-    errors: tuple[str, ...]
-    """Step failures met on the way (each was followed by a fresh observation)."""
 
 
 class Interrupted(Exception):

@@ -8,66 +8,27 @@ error rate is computed against the previous probe's counters (passed in).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import redis
 
+from cachetier.ports import Counters, ProbeResult, Target
 from cachetier.redis.options import quiet_handshake
+
+__all__ = [
+    "MIN_COMMANDS_FOR_ERROR_RATE",
+    "Counters",
+    "ProbeResult",
+    "RedisProber",
+    "Target",
+    "enforce_config",
+    "probe",
+]
 
 PING_SAMPLES = 3
 """PINGs per probe; the median is the reported latency."""
 
 MIN_COMMANDS_FOR_ERROR_RATE = 100
 """Fewer commands than this between two probes: no error rate is computed."""
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where and how to connect."""
-
-    host: str
-    port: int
-    username: str | None = None
-    password: str | None = None
-    tls: bool = False
-    ca_file: str | None = None
-    ca_data: str | None = None
-    """The CA (PEM) that signed the server's certificate (a TLS tier's ``ca.crt``)."""
-    check_hostname: bool = False
-    """Pods are reached by IP, which certificates rarely name (the chain is still
-    checked); an external URL's host name is checked."""
-
-
-@dataclass(frozen=True)
-class Counters:
-    """Cumulative INFO counters, kept between probes."""
-
-    commands: int
-    errors: int
-    hits: int
-    misses: int
-    error_classes: tuple[tuple[str, int], ...] = ()
-    """INFO errorstats: (class, count) — NOPERM, WRONGPASS, OOM, ERR, ..."""
-    denials: tuple[tuple[str, int], ...] = ()
-    """ACL LOG command denials of the application user: (command, count)."""
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """One probe."""
-
-    up: bool
-    latency_ms: float | None = None
-    hit_rate: float | None = None
-    error_rate: float | None = None
-    connected_clients: int | None = None
-    evicted_keys: int | None = None
-    counters: Counters | None = None
-    error: str = ""
-    error_classes: dict[str, int] | None = None
-    """Error replies by class since the previous probe (or since start-up); None when down."""
-    denied_commands: dict[str, int] | None = None
-    """Commands refused by the ACL to the application user since the previous probe."""
 
 
 def _client(target: Target, timeout: float, *, decode: bool = False) -> redis.Redis:
@@ -203,3 +164,13 @@ def enforce_config(
     finally:
         client.close()
     return fixed
+
+
+class RedisProber:
+    """:class:`cachetier.ports.Prober` over redis-py (the functions above)."""
+
+    def probe(self, target: Target, previous: Counters | None) -> ProbeResult:
+        return probe(target, previous)
+
+    def enforce_config(self, target: Target, wanted: dict[str, str]) -> dict[str, tuple[str, str]]:
+        return enforce_config(target, wanted)

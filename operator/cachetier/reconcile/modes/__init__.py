@@ -1,31 +1,28 @@
 """The reconcile's mode strategies: one module per ``spec.mode``, one registry.
 
-A strategy brings a tier's workload to its spec and judges it: it renders and
-applies the children its mode needs, observes them, and returns the verdict
-(phase and conditions), the endpoint for status and when to look again. The
-shared part of the reconcile (spec validation, instant rollback, the rollout,
-status) is the same for every mode and lives in ``reconcile/tier.py``.
+A strategy is pure: from the snapshot of a tier it says which children its mode
+needs (``desired``), how ready the tier is, where clients connect and which Redis
+actions to take (``judge``). The shared part of the decision (spec validation,
+passwords, instant rollback, the rollout, status) is the same for every mode and
+lives in ``cachetier.reconcile.decide``; the I/O is the pipeline's
+(``cachetier.reconcile.tier``).
 
 A new mode is a new module here implementing :class:`Mode`, an entry in
-:func:`build`, and a profile in ``cachetier.api.modes``.
+:data:`MODES`, and a profile in ``cachetier.api.modes``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from cachetier.reconcile.modes.base import Mode, Outcome, TierContext, Workbench
+from cachetier.reconcile.modes.base import ConvergeRequest, Inputs, Judgement, Mode
 from cachetier.reconcile.modes.cluster import ClusterMode
 from cachetier.reconcile.modes.external import ExternalMode
 from cachetier.reconcile.modes.standalone import StandaloneMode
 
-__all__ = ["Mode", "Outcome", "TierContext", "Workbench", "build"]
+__all__ = ["MODES", "ConvergeRequest", "Inputs", "Judgement", "Mode"]
 
-
-def build(wake: Callable[[str, str], None]) -> dict[str, Mode]:
-    """One strategy per mode name (a reconciler keeps them: cluster mode has state)."""
-    return {
-        "standalone": StandaloneMode(),
-        "cluster": ClusterMode(wake),
-        "external": ExternalMode(),
-    }
+MODES: dict[str, Mode] = {
+    "standalone": StandaloneMode(),
+    "cluster": ClusterMode(),
+    "external": ExternalMode(),
+}
+"""One strategy per mode name (stateless: the state lives in the pipeline)."""

@@ -1,57 +1,116 @@
-"""The common path of the modes whose Redis the operator runs (standalone, cluster)."""
+"""The common part of the modes whose Redis the operator runs (standalone, cluster).
+
+Pure: the children come from ``cachetier.render``, readiness from the StatefulSet
+and pods in the snapshot.
+"""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from typing import Any
 
 from cachetier import names
+from cachetier.api.models import CacheTierSpec
+from cachetier.api.modes import profile
 from cachetier.reconcile import conditions as cond
-from cachetier.reconcile.modes.base import Outcome, TierContext, Workbench
-from cachetier.render import TierSecrets, render_tier
-
-OPERATOR_NAMESPACE = os.environ.get("CACHETIER_OPERATOR_NAMESPACE") or names.OPERATOR_NAMESPACE
-"""The operator's own namespace (downward API in manifests/), admitted by NetworkPolicies."""
+from cachetier.reconcile.modes.base import Inputs, Judgement
+from cachetier.reconcile.observed import Key, Observed
+from cachetier.render import TierRef, TierSecrets, drift, render_tier
 
 NOT_READY_RECHECK = 10.0
 """A tier that is not Ready yet is reconciled again this often (besides its events)."""
 
-Adjust = Callable[[TierContext, list[dict[str, Any]]], None]
-Judge = Callable[[TierContext, TierSecrets, cond.WorkloadObservation, cond.Verdict], cond.Verdict]
+_PLACEHOLDER = TierSecrets("-", "-", True)
 
 
-def reconcile_operated(
-    bench: Workbench,
-    ctx: TierContext,
-    *,
-    adjust: Adjust | None = None,
-    judge: Judge | None = None,
-) -> Outcome:
-    """Secrets, render, apply, observe; ``adjust`` edits the rendered objects before
-    they are applied, ``judge`` refines the workload verdict (cluster state)."""
-    ref, spec = ctx.ref, ctx.spec
-    ctx.tls_ca = bench.require_tls_secret(ref, spec)
-    secrets = bench.tier_secrets(ref, spec, ctx.body)
-    desired = render_tier(ref, spec, secrets, OPERATOR_NAMESPACE)
-    if adjust is not None:
-        adjust(ctx, desired)
-    bench.apply_children(ctx.body, desired)
-    obs = bench.observe_statefulset(ref, _replicas_of(desired))
-    verdict = cond.workload_verdict(obs, ctx.previous_phase)
-    if judge is not None:
-        verdict = judge(ctx, secrets, obs, verdict)
-    ctx.status["endpoint"] = {
-        "host": names.service_host(ref.name, ref.namespace),
-        "port": names.REDIS_PORT,
-    }
-    ctx.status["connectionSecret"] = names.connection_secret(ref.name)
-    return Outcome(verdict, None if verdict.phase == "Ready" else NOT_READY_RECHECK)
+def operated_keys(ref: TierRef, spec: CacheTierSpec) -> list[Key]:
+    """(kind, name) of every object :func:`render_tier` makes for this spec."""
+    return [(o["kind"], o["metadata"]["name"]) for o in render_tier(ref, spec, _PLACEHOLDER)]
 
 
-def _replicas_of(desired: list[dict[str, Any]]) -> int:
+def operated_desired(inputs: Inputs) -> list[dict[str, Any]]:
+    if inputs.secrets is None:  # the shared decision always reads them for these modes
+        raise ValueError("an operated mode needs the tier's secrets")
+    obs = inputs.obs
+    return render_tier(obs.ref, inputs.spec, inputs.secrets, obs.operator_namespace)
+
+
+def wants_pods(obs: Observed, spec: CacheTierSpec) -> bool:
+    """The pods are listed only when some are not ready (to say why)."""
+    sts = obs.child("StatefulSet", names.statefulset(obs.ref.name))
+    if sts is None:
+        return False
+    ready = int((sts.get("status") or {}).get("readyReplicas") or 0)
+    return ready < profile(spec).pods(spec)
+
+
+def replicas_of(desired: list[dict[str, Any]]) -> int:
     """The pod count the rendered (and, in cluster mode, scale-in-held) StatefulSet asks."""
     for obj in desired:
         if obj.get("kind") == "StatefulSet":
             return int((obj.get("spec") or {}).get("replicas", 1))
     return 1
+
+
+def observe_statefulset(
+    obs: Observed, desired: list[dict[str, Any]], written: set[Key]
+) -> cond.WorkloadObservation:
+    """The Redis StatefulSet against the pods the spec requires (not what the live
+    StatefulSet asks for: a hand scale must not look Ready). A StatefulSet whose pod
+    template this pass rewrites is not rolled out yet, whatever its status says."""
+    name = names.statefulset(obs.ref.name)
+    sts = obs.child("StatefulSet", name)
+    want = replicas_of(desired)
+    if sts is None:
+        return cond.WorkloadObservation(exists=False)
+    spec = sts.get("spec") or {}
+    st = sts.get("status") or {}
+    updated = (
+        st.get("observedGeneration") == sts["metadata"].get("generation")
+        and int(st.get("updatedReplicas") or 0) >= want
+        and (not st.get("updateRevision") or st.get("currentRevision") == st["updateRevision"])
+    )
+    if ("StatefulSet", name) in written:
+        for obj in desired:
+            if obj.get("kind") == "StatefulSet":
+                template = {"kind": "StatefulSet", "spec": {"template": obj["spec"]["template"]}}
+                if drift(template, sts) is not None:
+                    updated = False
+    unschedulable = ""
+    restarts = 0
+    ready = int(st.get("readyReplicas") or 0)
+    if ready < want:
+        for pod in obs.pods or ():
+            pst = pod.get("status") or {}
+            for c in pst.get("conditions") or []:
+                if c.get("type") == "PodScheduled" and c.get("status") == "False":
+                    unschedulable = c.get("message") or c.get("reason") or "unschedulable"
+            for cs in pst.get("containerStatuses") or []:
+                restarts += int(cs.get("restartCount") or 0)
+    return cond.WorkloadObservation(
+        exists=True,
+        desired_replicas=want,
+        ready_replicas=ready,
+        updated=updated,
+        unschedulable=unschedulable,
+        restarts=restarts,
+        asked_replicas=int(spec.get("replicas", 1)),
+        current_replicas=int(st.get("replicas") or 0),
+    )
+
+
+def operated_judge(
+    inputs: Inputs, desired: list[dict[str, Any]], written: set[Key]
+) -> tuple[cond.WorkloadObservation, Judgement]:
+    """The StatefulSet's verdict, the Service endpoint and the connection Secret."""
+    obs = inputs.obs
+    workload = observe_statefulset(obs, desired, written)
+    verdict = cond.workload_verdict(workload, obs.status.get("phase"))
+    return workload, Judgement(
+        verdict=verdict,
+        endpoint={
+            "host": names.service_host(obs.ref.name, obs.ref.namespace),
+            "port": names.REDIS_PORT,
+        },
+        connection_secret=names.connection_secret(obs.ref.name),
+        requeue=None if verdict.phase == "Ready" else NOT_READY_RECHECK,
+    )

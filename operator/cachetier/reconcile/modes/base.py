@@ -1,64 +1,86 @@
-"""What a mode strategy is given and returns (the Protocols of the mode modules)."""
+"""What a mode strategy is given and returns (the Protocol of the mode modules).
+
+A strategy is pure: from the snapshot (:class:`cachetier.reconcile.observed.Observed`)
+it says which children the mode needs, what the tier's readiness is, where clients
+connect and which Redis actions to take. It never does I/O; the pipeline in
+``cachetier.reconcile.tier`` gathers for it and carries its answers out.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cachetier.api.models import CacheTierSpec
-from cachetier.kube.client import Kube
 from cachetier.reconcile import conditions as cond
+from cachetier.reconcile.observed import Key, Observed
 from cachetier.render import TierRef, TierSecrets
+from cachetier.topology import NodeAddress
 
 
-@dataclass
-class TierContext:
-    """One reconcile of one tier, as the strategies see it."""
+@dataclass(frozen=True)
+class ConvergeRequest:
+    """Form, heal or rescale a tier's Redis Cluster with these nodes (in the background)."""
 
-    body: dict[str, Any]
-    ref: TierRef
-    spec: CacheTierSpec
-    previous_phase: str | None
-    status: dict[str, Any] = field(default_factory=dict)
-    """Status fields the strategy fills (``endpoint``, ``connectionSecret``, ``cluster``)."""
-    tls_ca: str | None = None
-    """A TLS tier's CA (PEM, from its Secret), for the operator's own Redis connections."""
+    addresses: tuple[NodeAddress, ...]
+    shards: int
+    replicas_per_shard: int
+    password: str | None
+    tls: bool
+    ca_data: str | None
+
+    def __repr__(self) -> str:  # never print a password
+        return (
+            f"ConvergeRequest({len(self.addresses)} nodes, {self.shards}x"
+            f"{self.replicas_per_shard}, tls={self.tls})"
+        )
 
 
-@dataclass
-class Outcome:
-    """The strategy's verdict, and when to reconcile again (None: on the next event)."""
+@dataclass(frozen=True)
+class Judgement:
+    """A strategy's verdict on the observed tier."""
 
     verdict: cond.Verdict
+    endpoint: dict[str, Any] | None = None
+    """``status.endpoint`` (None: not known; status keeps what it says)."""
+    connection_secret: str | None = None
+    cluster: dict[str, Any] | None = None
+    """``status.cluster`` (None: keep what status says, or no cluster)."""
     requeue: float | None = None
+    """Look again after this many seconds besides events (None: on the next event)."""
+    converge: ConvergeRequest | None = None
+    """A Redis action: hand the cluster's nodes to the converge worker."""
 
 
-class Workbench(Protocol):
-    """What the reconciler offers every strategy (the shared I/O steps)."""
+@dataclass(frozen=True)
+class Inputs:
+    """What the shared part of the decision hands a strategy."""
 
-    kube: Kube
-
-    def tier_secrets(
-        self, ref: TierRef, spec: CacheTierSpec, body: dict[str, Any] | None = None
-    ) -> TierSecrets: ...
-
-    def require_tls_secret(self, ref: TierRef, spec: CacheTierSpec) -> str | None: ...
-
-    def apply_children(self, body: dict[str, Any], desired: list[dict[str, Any]]) -> list[str]: ...
-
-    def observe_statefulset(self, ref: TierRef, want: int) -> cond.WorkloadObservation: ...
-
-    def external_connection(self, ref: TierRef, spec: CacheTierSpec) -> dict[str, Any]: ...
+    obs: Observed
+    spec: CacheTierSpec
+    secrets: TierSecrets | None
+    """The tier's passwords (None for a mode that runs no Redis)."""
+    tls_ca: str | None
+    """A TLS tier's CA (PEM), for the operator's own Redis connections."""
 
 
 class Mode(Protocol):
-    """One ``spec.mode``: bring the workload to the spec and judge it."""
+    """One ``spec.mode``: the children it needs and how to judge them."""
 
-    def reconcile(self, bench: Workbench, ctx: TierContext) -> Outcome:
-        """Render, apply and observe the mode's children; raise TemporaryError or
-        SpecError as the reconcile does for missing dependencies and bad specs."""
+    def child_keys(self, ref: TierRef, spec: CacheTierSpec) -> list[Key]:
+        """(kind, name) of every child the mode may render (the gather step reads them)."""
         ...
 
-    def forget(self, namespace: str, name: str) -> None:
-        """The tier is gone: drop any state kept for it."""
+    def wants_pods(self, obs: Observed, spec: CacheTierSpec) -> bool:
+        """Whether ``judge`` needs the tier's Redis pods listed (a LIST per pass)."""
+        ...
+
+    def desired(self, inputs: Inputs) -> list[dict[str, Any]]:
+        """The children to hold, in apply order. Raises ``SpecError`` for a spec the
+        mode cannot serve and ``DependencyMissing`` for a missing referenced object."""
+        ...
+
+    def judge(self, inputs: Inputs, desired: list[dict[str, Any]], written: set[Key]) -> Judgement:
+        """Readiness from the snapshot; ``written``: children this pass applies (their
+        live copies are about to change, so they are not judged as converged)."""
         ...

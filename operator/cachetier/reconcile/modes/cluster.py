@@ -1,84 +1,64 @@
 """``mode: cluster``: a Redis Cluster of shards x (1 + replicas) pods.
 
-The strategy holds scale-in until the nodes it would remove hold no slots, and
-judges readiness by the cluster (every slot served, every node ``ok``); the
-background converge itself (form, heal, rebalance) is
-:class:`cachetier.reconcile.cluster.ClusterManager`, one worker per tier.
+The strategy holds scale-in until the nodes it would remove hold no slots, judges
+readiness by the cluster (every slot served, every node ``ok``) and asks for the
+background converge (form, heal, rebalance) once every pod is ready; the converge
+itself is :class:`cachetier.reconcile.cluster.ClusterManager`, one worker per tier.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from cachetier import names
+from cachetier.api.models import CacheTierSpec
 from cachetier.reconcile import conditions as cond
-from cachetier.reconcile.cluster import ClusterManager
-from cachetier.reconcile.modes._operated import reconcile_operated
-from cachetier.reconcile.modes.base import Outcome, TierContext, Workbench
-from cachetier.redis.cluster import TlsOptions
-from cachetier.render import TierSecrets, spec_hash
+from cachetier.reconcile.modes import _operated
+from cachetier.reconcile.modes.base import ConvergeRequest, Inputs, Judgement
+from cachetier.reconcile.observed import Key, Observed
+from cachetier.render import TierRef, spec_hash
 from cachetier.topology.nodes import NodeAddress
 
 
 class ClusterMode:
     """Redis Cluster: the operated path plus scale-in hold and the cluster's verdict."""
 
-    def __init__(self, wake: Callable[[str, str], None]) -> None:
-        self.clusters = ClusterManager()
-        self.wake = wake
+    def child_keys(self, ref: TierRef, spec: CacheTierSpec) -> list[Key]:
+        return _operated.operated_keys(ref, spec)
 
-    def reconcile(self, bench: Workbench, ctx: TierContext) -> Outcome:
-        def adjust(ctx: TierContext, desired: list[dict[str, Any]]) -> None:
-            self._hold_scale_in(bench, ctx, desired)
+    def wants_pods(self, obs: Observed, spec: CacheTierSpec) -> bool:
+        return obs.child("StatefulSet", names.statefulset(obs.ref.name)) is not None
 
-        def judge(
-            ctx: TierContext,
-            secrets: TierSecrets,
-            obs: cond.WorkloadObservation,
-            verdict: cond.Verdict,
-        ) -> cond.Verdict:
-            return self._judge(bench, ctx, secrets, obs, verdict)
+    def desired(self, inputs: Inputs) -> list[dict[str, Any]]:
+        desired = _operated.operated_desired(inputs)
+        self._hold_scale_in(inputs.obs, desired)
+        return desired
 
-        return reconcile_operated(bench, ctx, adjust=adjust, judge=judge)
-
-    def forget(self, namespace: str, name: str) -> None:
-        self.clusters.forget((namespace, name))
-
-    def _hold_scale_in(
-        self, bench: Workbench, ctx: TierContext, desired: list[dict[str, Any]]
-    ) -> None:
+    def _hold_scale_in(self, obs: Observed, desired: list[dict[str, Any]]) -> None:
         """Keep the StatefulSet's size until the nodes it would remove hold no slots."""
-        ref = ctx.ref
-        live = bench.kube.get("StatefulSet", ref.namespace, names.statefulset(ref.name))
+        live = obs.child("StatefulSet", names.statefulset(obs.ref.name))
         if live is None:
             return
         live_replicas = int((live.get("spec") or {}).get("replicas") or 0)
+        drained = obs.cluster.drained_beyond if obs.cluster is not None else None
         for obj in desired:
             if obj["kind"] != "StatefulSet":
                 continue
             want = int(obj["spec"]["replicas"])
-            drained = self.clusters.drained_beyond((ref.namespace, ref.name))
             if want < live_replicas and drained != want:
                 obj["spec"]["replicas"] = live_replicas
                 annotations = obj["metadata"].setdefault("annotations", {})
                 annotations.pop(names.ANNOTATION_SPEC_HASH, None)
                 annotations[names.ANNOTATION_SPEC_HASH] = spec_hash(obj)
 
-    def _judge(
-        self,
-        bench: Workbench,
-        ctx: TierContext,
-        secrets: TierSecrets,
-        obs: cond.WorkloadObservation,
-        verdict: cond.Verdict,
-    ) -> cond.Verdict:
-        """Drive cluster formation in the background; judge readiness by the cluster."""
-        ref, spec, previous_phase = ctx.ref, ctx.spec, ctx.previous_phase
-        selector = ",".join(f"{k}={v}" for k, v in names.selector_labels(ref.name).items())
-        pods = bench.kube.list_objects("Pod", ref.namespace, selector)
+    def judge(self, inputs: Inputs, desired: list[dict[str, Any]], written: set[Key]) -> Judgement:
+        """Ask for the converge once every pod is ready; judge readiness by the cluster."""
+        workload, base = _operated.operated_judge(inputs, desired, written)
+        obs, spec = inputs.obs, inputs.spec
+        previous_phase = obs.status.get("phase")
         by_ordinal: dict[int, str] = {}
-        for pod in pods:
+        for pod in obs.pods or ():
             pst = pod.get("status") or {}
             ready = any(
                 c.get("type") == "Ready" and c.get("status") == "True"
@@ -87,42 +67,45 @@ class ClusterMode:
             ordinal = pod["metadata"]["name"].rsplit("-", 1)[-1]
             if ready and pst.get("podIP") and ordinal.isdigit():
                 by_ordinal[int(ordinal)] = pst["podIP"]
-        if not obs.exists or len(by_ordinal) < obs.desired_replicas:
-            ctx.status["cluster"] = {
+        want = _operated.replicas_of(desired)
+        if not workload.exists or len(by_ordinal) < want:
+            waiting = {
                 "state": "unknown",
-                "message": f"waiting for Redis pods: {len(by_ordinal)}/{obs.desired_replicas}",
+                "message": f"waiting for Redis pods: {len(by_ordinal)}/{want}",
             }
-            return verdict
-        addresses = [NodeAddress(by_ordinal[i], names.REDIS_PORT) for i in sorted(by_ordinal)]
-        key = (ref.namespace, ref.name)
-        view = self.clusters.ensure(
-            key,
-            addresses,
-            username=names.OPERATOR_USER,
-            password=secrets.operator_password,
+            return replace(base, cluster=waiting)
+        request = ConvergeRequest(
+            addresses=tuple(
+                NodeAddress(by_ordinal[i], names.REDIS_PORT) for i in sorted(by_ordinal)
+            ),
             shards=spec.cluster.shards,
             replicas_per_shard=spec.cluster.replicas_per_shard,
-            on_done=lambda: self.wake(*key),
-            tls=TlsOptions(ca_data=ctx.tls_ca) if spec.tls.enabled else None,
+            password=inputs.secrets.operator_password if inputs.secrets else None,
+            tls=spec.tls.enabled,
+            ca_data=inputs.tls_ca,
         )
-        if view.pending and previous_phase in ("Ready", "RolledBack"):
+        view = obs.cluster
+        base = replace(base, converge=request)
+        if view is None or (view.pending and previous_phase in ("Ready", "RolledBack")):
             # A restarted operator has not looked at the cluster yet: what status says
             # stands until it has (no Ready -> "forming" -> Ready flap, no write).
-            return verdict
-        ctx.status["cluster"] = view.status
+            return base
+        base = replace(base, cluster=view.status)
         if view.converged:
-            return verdict
+            return base
         message = f"Redis Cluster: {view.message}"
         if previous_phase in ("Ready", "Degraded", "RolledBack"):
-            return cond.Verdict(
+            verdict = cond.Verdict(
                 phase="Degraded",
                 ready=("False", "ClusterNotOk", message),
                 progressing=("True", "ClusterConverging", message),
                 degraded=("True", "ClusterNotOk", message),
             )
-        return cond.Verdict(
-            phase="Provisioning",
-            ready=("False", "ClusterForming", message),
-            progressing=("True", "ClusterForming", message),
-            degraded=("False", "ClusterForming", ""),
-        )
+        else:
+            verdict = cond.Verdict(
+                phase="Provisioning",
+                ready=("False", "ClusterForming", message),
+                progressing=("True", "ClusterForming", message),
+                degraded=("False", "ClusterForming", ""),
+            )
+        return replace(base, verdict=verdict, requeue=_operated.NOT_READY_RECHECK)

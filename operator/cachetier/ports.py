@@ -1,0 +1,232 @@
+"""The ports: what the operator's middle layer needs from the outside world.
+
+Small Protocols for the Kubernetes API, Redis administration (cluster converge,
+health probes), a clock and an event sink, and the plain data types that cross
+them. ``cachetier.kube`` and ``cachetier.redis`` implement them; ``tests/fakes``
+implements them in memory. ``cachetier.reconcile`` imports only this module,
+never the adapters (``hack/check_layers.py`` enforces it), so every reconcile
+step can run against a fake in a unit test.
+
+Pure: standard library and ``cachetier.topology`` only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from cachetier.topology import ClusterSummary, NodeAddress, Plan
+
+# -- the Kubernetes API ---------------------------------------------------------------
+
+
+class ApiError(Exception):
+    """A non-2xx answer from the API server."""
+
+    def __init__(self, status: int, reason: str, body: dict[str, Any] | None) -> None:
+        self.status = status
+        self.reason = reason
+        self.body = body or {}
+        message = self.body.get("message") or reason
+        super().__init__(f"{status} {reason}: {message}")
+
+    @property
+    def message(self) -> str:
+        """The API server's own message."""
+        return str(self.body.get("message") or self.reason)
+
+
+class NotFound(ApiError):
+    """404."""
+
+
+class Conflict(ApiError):
+    """409: an apply conflict or a resourceVersion race."""
+
+
+class KubeApi(Protocol):
+    """The verbs of the Kubernetes API the operator uses, on plain JSON dicts."""
+
+    def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        """The object, or None when it does not exist."""
+        ...
+
+    def list_objects(
+        self, kind: str, namespace: str | None, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every object of ``kind`` in ``namespace`` (matching the selector)."""
+        ...
+
+    def apply(
+        self,
+        obj: dict[str, Any],
+        *,
+        field_manager: str = ...,
+        force: bool = True,
+        subresource: str = "",
+    ) -> dict[str, Any]:
+        """Server-side apply of ``obj`` (the operator's field manager)."""
+        ...
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Create-only (raises :class:`Conflict` when it exists)."""
+        ...
+
+    def merge_patch(
+        self,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        patch: dict[str, Any],
+        *,
+        subresource: str = "",
+    ) -> dict[str, Any]:
+        """An RFC 7386 merge patch (``subresource="status"`` for status)."""
+        ...
+
+    def json_patch(
+        self, kind: str, namespace: str | None, name: str, ops: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """An RFC 6902 JSON patch."""
+        ...
+
+    def scoped(self, name: str) -> AbstractContextManager[None]:
+        """Attribute the writes of this thread to ``name`` (a tier) while inside."""
+        ...
+
+    @property
+    def scope(self) -> str:
+        """The name writes of this thread are attributed to."""
+        ...
+
+
+EventSink = Callable[[dict[str, Any], str, str, str], None]
+"""Post an Event about an object: (object, type, reason, message)."""
+
+Clock = Callable[[], datetime]
+"""The current time (UTC)."""
+
+
+# -- Redis: health probes -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and how to connect."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    ca_file: str | None = None
+    ca_data: str | None = None
+    """The CA (PEM) that signed the server's certificate (a TLS tier's ``ca.crt``)."""
+    check_hostname: bool = False
+    """Pods are reached by IP, which certificates rarely name (the chain is still
+    checked); an external URL's host name is checked."""
+
+
+@dataclass(frozen=True)
+class Counters:
+    """Cumulative INFO counters, kept between probes."""
+
+    commands: int
+    errors: int
+    hits: int
+    misses: int
+    error_classes: tuple[tuple[str, int], ...] = ()
+    """INFO errorstats: (class, count) — NOPERM, WRONGPASS, OOM, ERR, ..."""
+    denials: tuple[tuple[str, int], ...] = ()
+    """ACL LOG command denials of the application user: (command, count)."""
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One probe."""
+
+    up: bool
+    latency_ms: float | None = None
+    hit_rate: float | None = None
+    error_rate: float | None = None
+    connected_clients: int | None = None
+    evicted_keys: int | None = None
+    counters: Counters | None = None
+    error: str = ""
+    error_classes: dict[str, int] | None = None
+    """Error replies by class since the previous probe (or since start-up); None when down."""
+    denied_commands: dict[str, int] | None = None
+    """Commands refused by the ACL to the application user since the previous probe."""
+
+
+class Prober(Protocol):
+    """Talks to one Redis for the health prober."""
+
+    def probe(self, target: Target, previous: Counters | None) -> ProbeResult:
+        """PING and INFO; counters are cumulative, so the previous ones are passed in."""
+        ...
+
+    def enforce_config(self, target: Target, wanted: dict[str, str]) -> dict[str, tuple[str, str]]:
+        """CONFIG SET what differs from ``wanted``; {directive: (live, wanted)} repaired."""
+        ...
+
+
+# -- Redis: cluster administration ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TlsOptions:
+    """TLS client settings for reaching the nodes."""
+
+    ca_file: str | None = None
+    """CA bundle that signed the server certificates (None: system store)."""
+    cert_file: str | None = None
+    """Client certificate, when the servers require one."""
+    key_file: str | None = None
+    """Key of the client certificate."""
+    check_hostname: bool = False
+    """Off by default: nodes are reached by pod IP, which certificates rarely name."""
+    ca_data: str | None = None
+    """The CA bundle itself (PEM), e.g. a tier Secret's ``ca.crt``; beside or instead
+    of ``ca_file``."""
+
+
+@dataclass(frozen=True)
+class ConvergeResult:
+    """Outcome of `converge`."""
+
+    converged: bool
+    """The cluster matches the desired layout and reports ok."""
+    summary: ClusterSummary
+    """Status summary from the last observation."""
+    plan: Plan
+    """The last plan: `blocked`, `waiting` and `removable` are the findings to report."""
+    steps_done: int
+    """Steps executed."""
+    keys_migrated: int
+    """Keys moved by MIGRATE."""
+    stopped: str | None
+    """Why it returned unconverged: `timeout`, `budget` or `stopped`; None if converged."""
+    errors: tuple[str, ...]
+    """Step failures met on the way (each was followed by a fresh observation)."""
+
+
+class ClusterAdmin(Protocol):
+    """Forms, heals and rescales one Redis Cluster (idempotent; never FLUSHALL)."""
+
+    def __call__(
+        self,
+        nodes: Sequence[NodeAddress],
+        password: str | None,
+        shards: int,
+        replicas_per_shard: int,
+        *,
+        username: str | None = None,
+        tls: TlsOptions | None = None,
+        timeout: float = 60.0,
+    ) -> ConvergeResult:
+        """Observe, plan and execute until converged, blocked or out of time."""
+        ...
