@@ -1,4 +1,4 @@
-"""An in-memory :class:`cachetier.ports.KubeApi` (the stand-in for ``cachetier.kube.client.Kube`` (unit tests only).
+"""An in-memory :class:`cachetier.ports.KubeApi` (unit tests only).
 
 Objects are kept by (kind, namespace, name). Server-side apply is modelled as a
 merge of the applied fields over the stored object (maps recursively, lists of
