@@ -51,6 +51,17 @@ def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
         ({"reconcile/x.py": "from cachetier.render._meta import spec_hash\n"}, "private-name"),
         ({"reconcile/x.py": "from cachetier.render import _helper\n"}, "private-name"),
         ({"reconcile/x.py": "def f(kube):\n    return kube._scope\n"}, "private-name"),
+        ({"reconcile/x.py": "from cachetier.kube.client import Kube\n"}, "ports-only"),
+        ({"reconcile/x.py": "from cachetier.redis import probe\n"}, "ports-only"),
+        ({"reconcile/x.py": "from cachetier.redis.cluster import converge\n"}, "ports-only"),
+        ({"reconcile/decide.py": "from cachetier import metrics\n"}, "pure-imports-impure"),
+        ({"reconcile/decide.py": "from cachetier.reconcile import tier\n"}, "pure-imports-impure"),
+        ({"reconcile/observed.py": "import threading\nimport requests\n"}, "pure-imports-impure"),
+        (
+            {"reconcile/modes/x.py": "from cachetier.reconcile.cluster import M\n"},
+            "pure-imports-impure",
+        ),
+        ({"ports.py": "from cachetier import metrics\n"}, "pure-imports-impure"),
     ],
 )
 def test_a_deliberate_violation_fails(tmp_path: Path, files: dict[str, str], rule: str) -> None:
@@ -68,6 +79,11 @@ def test_a_deliberate_violation_fails(tmp_path: Path, files: dict[str, str], rul
         {"render/x.py": "from cachetier.render._meta import owner_reference\n"},
         {"render/x.py": "from . import _meta\n"},
         {"reconcile/x.py": "class A:\n    def f(self):\n        return self._x\n"},
+        {"reconcile/x.py": "from cachetier.ports import KubeApi\nfrom cachetier import metrics\n"},
+        {"reconcile/decide.py": "from cachetier.reconcile import conditions\n"},
+        {"reconcile/decide.py": "from cachetier.reconcile.modes import MODES\n"},
+        {"reconcile/modes/x.py": "from cachetier.reconcile.observed import Observed\n"},
+        {"reconcile/modes/x.py": "from cachetier.ports import TlsOptions\nimport pydantic\n"},
     ],
 )
 def test_what_the_rules_allow(tmp_path: Path, files: dict[str, str]) -> None:

@@ -142,7 +142,33 @@ def test_with_status_older_than_the_previous_generation_the_lane_runs_the_comple
     b = body(5, percent=0)
     b["status"]["observedGeneration"] = 3  # generation 4 (a ramp, say) never recorded
     assert lane.rollback_now(b, spec_of(b)) is not None
+    # percent 0 is a percent (pins "true" stay on): enabled, at 0 %.
+    assert lane.log == [("lane", True)]
+
+
+def test_the_lanes_complete_pass_of_an_explicit_rollback_is_total() -> None:
+    lane = Lane()
+    b = body(5, enabled=False)
+    b["status"]["observedGeneration"] = 3
+    assert lane.rollback_now(b, spec_of(b)) is not None
     assert lane.log == [("lane", False)]
+
+
+def test_at_percent_zero_the_lane_leaves_pinned_workloads_to_the_pass() -> None:
+    lane = Lane()
+    b = body(2, percent=0)
+    b["status"]["consumers"]["workloads"].append(
+        {"kind": "Deployment", "name": "pinned", "enabled": True, "pinned": True}
+    )
+    lane.rollback_now(b, spec_of(b))
+    assert lane.log == [LANE]
+    total = body(2, enabled=False)
+    total["status"]["consumers"]["workloads"].append(
+        {"kind": "Deployment", "name": "pinned", "enabled": True, "pinned": True}
+    )
+    other = Lane()
+    other.rollback_now(total, spec_of(total))
+    assert other.log[-1] == ("lane-off [('Deployment', 'api'), ('Deployment', 'pinned')]", False)
 
 
 def test_at_pod_granularity_the_lane_runs_the_complete_pass() -> None:
@@ -150,7 +176,7 @@ def test_at_pod_granularity_the_lane_runs_the_complete_pass() -> None:
     b = body(2, percent=0)
     b["spec"]["rollout"]["granularity"] = "pod"
     assert lane.rollback_now(b, spec_of(b)) is not None
-    assert lane.log == [("lane", False)]
+    assert lane.log == [("lane", True)]
 
 
 def test_lane_does_nothing_when_no_rollback_is_asked() -> None:

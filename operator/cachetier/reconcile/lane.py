@@ -18,7 +18,7 @@ from cachetier.api.models import CacheTierSpec
 from cachetier.ports import KubeApi
 from cachetier.reconcile.consumers import PARALLEL_WRITES, ConsumerReconciler, ConsumerReport
 from cachetier.reconcile.decide import ConsumerStep
-from cachetier.reconcile.observed import rollback_requested
+from cachetier.reconcile.observed import auto_rolled_back, rollback_requested
 from cachetier.render import TierRef
 
 
@@ -88,10 +88,15 @@ class ConsumerLanes:
         # Status names the enabled workloads only if it saw the generation before
         # this one (a rollback spec change is one generation): else the whole pass.
         current = int(status.get("observedGeneration") or 0) >= generation - 1
+        # ``percent: 0`` is a percent: a workload pinned "true" stays on (README "Pins");
+        # ``enabled: false`` and an automatic rollback switch every consumer off.
+        total = not spec.rollout.enabled or auto_rolled_back(body)
         known = [
             (str(w.get("kind")), str(w.get("name")))
             for w in (status.get("consumers") or {}).get("workloads") or []
-            if w.get("enabled") and w.get("kind") in ("Deployment", "StatefulSet")
+            if w.get("enabled")
+            and w.get("kind") in ("Deployment", "StatefulSet")
+            and (total or not w.get("pinned"))
         ]
         complete = spec.rollout.granularity == "pod" or not current or len(known) > PARALLEL_WRITES
         connection = (
@@ -109,7 +114,7 @@ class ConsumerLanes:
                     key[1],
                     key[0],
                     spec,
-                    enabled=False,
+                    enabled=not total,
                     effective_percent=0,
                     connection_ready=connection is not None,
                 )
