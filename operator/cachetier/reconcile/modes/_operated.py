@@ -55,25 +55,40 @@ def observe_statefulset(
     obs: Observed, desired: list[dict[str, Any]], written: set[Key]
 ) -> cond.WorkloadObservation:
     """The Redis StatefulSet against the pods the spec requires (not what the live
-    StatefulSet asks for: a hand scale must not look Ready). A StatefulSet whose pod
-    template this pass rewrites is not rolled out yet, whatever its status says."""
+    StatefulSet asks for: a hand scale must not look Ready).
+
+    A StatefulSet this pass applies is judged as the API server will hold it right
+    after the apply: a new one exists with no pod yet; a changed spec bumps its
+    generation, so it is not rolled out, and it asks for the rendered replicas.
+    """
     name = names.statefulset(obs.ref.name)
     sts = obs.child("StatefulSet", name)
     want = replicas_of(desired)
+    applying = ("StatefulSet", name) in written
     if sts is None:
-        return cond.WorkloadObservation(exists=False)
+        if not applying:
+            return cond.WorkloadObservation(exists=False)
+        return cond.WorkloadObservation(
+            exists=True,
+            desired_replicas=want,
+            ready_replicas=0,
+            updated=True,  # a new StatefulSet has nothing to roll: it provisions
+            asked_replicas=want,
+            current_replicas=0,
+        )
     spec = sts.get("spec") or {}
     st = sts.get("status") or {}
+    asked = int(spec.get("replicas", 1))
     updated = (
         st.get("observedGeneration") == sts["metadata"].get("generation")
         and int(st.get("updatedReplicas") or 0) >= want
         and (not st.get("updateRevision") or st.get("currentRevision") == st["updateRevision"])
     )
-    if ("StatefulSet", name) in written:
+    if applying:
         for obj in desired:
             if obj.get("kind") == "StatefulSet":
-                template = {"kind": "StatefulSet", "spec": {"template": obj["spec"]["template"]}}
-                if drift(template, sts) is not None:
+                asked = int(obj["spec"].get("replicas", 1))
+                if drift({"kind": "StatefulSet", "spec": obj["spec"]}, sts) is not None:
                     updated = False
     unschedulable = ""
     restarts = 0
@@ -93,7 +108,7 @@ def observe_statefulset(
         updated=updated,
         unschedulable=unschedulable,
         restarts=restarts,
-        asked_replicas=int(spec.get("replicas", 1)),
+        asked_replicas=asked,
         current_replicas=int(st.get("replicas") or 0),
     )
 
