@@ -53,6 +53,18 @@ CONNECTION_KEYS = ("url", "uri", "host", "port", "password", "type", "provider")
 REDIS_PORT = 6379
 REDIS_BUS_PORT = 16379
 REDIS_CONTAINER = "redis"
+SENTINEL_PORT = 26379
+SENTINEL_PORT_NAME = "sentinel"
+SENTINEL_CONTAINER = "sentinel"
+SENTINEL_CONF_KEY = "sentinel.conf"
+LABEL_ROLE = f"{GROUP}/role"
+"""On the Redis pods of a replication tier: ``primary`` or ``replica`` (the operator
+sets it from what a quorum of Sentinels reports)."""
+ROLE_PRIMARY = "primary"
+ROLE_REPLICA = "replica"
+SENTINEL_APP_NAME = "cachetier-sentinel"
+CONNECTION_SENTINELS_KEY = "sentinels"
+CONNECTION_MASTER_NAME_KEY = "masterName"
 
 # Keys of <tier>-auth besides AUTH_PASSWORD_KEY, and of <tier>-config.
 OPERATOR_PASSWORD_KEY = "operator-password"
@@ -79,6 +91,7 @@ pods of that namespace only."""
 
 # Values of LABEL_COMPONENT.
 COMPONENT_REDIS = "redis"
+COMPONENT_SENTINEL = "sentinel"
 COMPONENT_AUTH = "auth"
 COMPONENT_CONNECTION = "connection"
 COMPONENT_CONFIG = "config"
@@ -131,6 +144,41 @@ def pdb(tier: str) -> str:
 def network_policy(tier: str) -> str:
     """Name of the NetworkPolicy guarding the Redis port."""
     return tier
+
+
+def sentinel_statefulset(tier: str) -> str:
+    """StatefulSet of a replication tier's Sentinels."""
+    return f"{tier}-sentinel"
+
+
+def sentinel_service(tier: str) -> str:
+    """Service of a replication tier's Sentinels (for Sentinel-aware clients)."""
+    return f"{tier}-sentinel"
+
+
+def sentinel_pdb(tier: str) -> str:
+    """PodDisruptionBudget of a replication tier's Sentinels."""
+    return f"{tier}-sentinel"
+
+
+def sentinel_network_policy(tier: str) -> str:
+    """NetworkPolicy of a replication tier's Sentinels."""
+    return f"{tier}-sentinel"
+
+
+def replicas_service(tier: str) -> str:
+    """Service of a replication tier's replicas (reads)."""
+    return f"{tier}-replicas"
+
+
+def sentinel_master(tier: str) -> str:
+    """The name the Sentinels know the tier's primary by (``masterName``)."""
+    return tier
+
+
+def sentinel_selector_labels(tier: str) -> dict[str, str]:
+    """Labels that select a replication tier's Sentinel pods (never its Redis pods)."""
+    return {LABEL_NAME: SENTINEL_APP_NAME, LABEL_INSTANCE: tier}
 
 
 def data_volume() -> str:

@@ -230,3 +230,102 @@ class ClusterAdmin(Protocol):
     ) -> ConvergeResult:
         """Observe, plan and execute until converged, blocked or out of time."""
         ...
+
+
+# -- Redis: replication with Sentinel -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """What one Redis pod of a replication tier says (``INFO replication``)."""
+
+    pod: str
+    host: str
+    up: bool
+    role: str = ""
+    """``primary`` or ``replica`` (Redis says master/slave)."""
+    master_host: str | None = None
+    link_up: bool = False
+    offset: int = 0
+    connected_replicas: int = 0
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class SentinelState:
+    """What one Sentinel says of the tier's primary (``SENTINEL MASTER``)."""
+
+    pod: str
+    host: str
+    up: bool
+    monitoring: bool = False
+    master_host: str | None = None
+    master_down: bool = False
+    failover: bool = False
+    sentinels: int = 0
+    """Sentinels it knows, itself included."""
+    quorum: int = 0
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class ReplicationObservation:
+    """Every Redis pod and every Sentinel of a replication tier."""
+
+    nodes: tuple[NodeState, ...] = ()
+    sentinels: tuple[SentinelState, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReplicaOf:
+    """``REPLICAOF primary`` on the pod at ``host`` (a pod Sentinel cannot reach)."""
+
+    host: str
+    primary_host: str
+
+
+@dataclass(frozen=True)
+class Monitor:
+    """``SENTINEL MONITOR`` (with its settings) on the Sentinel at ``host``."""
+
+    host: str
+    master: str
+    primary_host: str
+    quorum: int
+    down_after_ms: int
+    failover_timeout_ms: int
+
+
+ReplicationAction = ReplicaOf | Monitor
+"""What the operator may send a replication tier (never FLUSHALL, REPLICAOF NO ONE or
+SENTINEL FAILOVER)."""
+
+
+class ReplicationAdmin(Protocol):
+    """Observes and instructs the Redis pods and Sentinels of a replication tier."""
+
+    def observe(
+        self,
+        nodes: Sequence[tuple[str, str]],
+        sentinels: Sequence[tuple[str, str]],
+        *,
+        master: str,
+        username: str,
+        password: str | None,
+        redis_port: int,
+        sentinel_port: int,
+    ) -> ReplicationObservation:
+        """(pod, host) of every Redis pod and every Sentinel, asked in parallel."""
+        ...
+
+    def execute(
+        self,
+        action: ReplicationAction,
+        *,
+        username: str,
+        password: str | None,
+        redis_port: int,
+        sentinel_port: int,
+    ) -> None:
+        """Carry out one action."""
+        ...

@@ -29,6 +29,7 @@ from cachetier.reconcile.observed import may_request_rollback
 from cachetier.reconcile.tier import TemporaryError, TierReconciler
 from cachetier.redis.cluster import converge
 from cachetier.redis.probe import RedisProber
+from cachetier.redis.replication import RedisReplicationAdmin
 
 log = logging.getLogger("cachetier.handlers")
 
@@ -39,7 +40,10 @@ class Runtime:
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
         self.reconciler = TierReconciler(
-            kube, event=lambda b, t, r, m: post_event(kube, b, t, r, m), converge=converge
+            kube,
+            event=lambda b, t, r, m: post_event(kube, b, t, r, m),
+            converge=converge,
+            replication=RedisReplicationAdmin(),
         )
         self.reconciler.wake = lambda ns, name: self._schedule((ns, name), 0.1)
         self.prober = HealthProber(

@@ -155,7 +155,7 @@ def test_constraints_are_carried() -> None:
     assert "pattern" in rollout["stepInterval"]
     assert auto["maxLatencyMs"]["exclusiveMinimum"] is True
     assert auto["maxLatencyMs"]["minimum"] == 0
-    assert spec["mode"]["enum"] == ["standalone", "cluster", "external"]
+    assert spec["mode"]["enum"] == ["standalone", "replication", "cluster", "external"]
     assert len(redis["maxmemoryPolicy"]["enum"]) == 8
     assert redis["maxmemory"]["pattern"].startswith("^")
     assert redis["disabledCommands"]["items"]["type"] == "string"

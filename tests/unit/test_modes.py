@@ -17,7 +17,7 @@ MODE_NAMES = set(typing.get_args(CacheTierSpec.model_fields["mode"].annotation))
 
 
 def test_every_mode_of_the_schema_has_a_profile_and_a_strategy() -> None:
-    assert {"standalone", "cluster", "external"} == MODE_NAMES
+    assert {"standalone", "replication", "cluster", "external"} == MODE_NAMES
     assert set(PROFILES) == MODE_NAMES
     assert set(modes.MODES) == MODE_NAMES
 

@@ -37,7 +37,7 @@ DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # the controller-revision-hash label value must stay within 63 characters.
 MAX_NAME_LENGTH = 52
 
-Mode = Literal["standalone", "cluster", "external"]
+Mode = Literal["standalone", "replication", "cluster", "external"]
 EvictionPolicy = Literal[
     "noeviction",
     "allkeys-lru",
@@ -280,6 +280,77 @@ class ClusterSpec(_Model):
         le=5,
         description="Replicas of each master.",
     )
+
+
+class ReplicationSpec(_Model):
+    """A primary with replicas, failover by Redis Sentinel (mode: replication)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.sentinels % 2 == 1",
+                    "replication.sentinels must be odd (3, 5 or 7): an even count adds no "
+                    "failure tolerance and can split its vote",
+                    ".sentinels",
+                ),
+                _cel(
+                    "!has(self.quorum) || self.quorum <= self.sentinels",
+                    "replication.quorum must be at most replication.sentinels",
+                    ".quorum",
+                ),
+                _cel(
+                    "self.minReplicasToWrite <= self.replicas",
+                    "replication.minReplicasToWrite must be at most replication.replicas",
+                    ".minReplicasToWrite",
+                ),
+            ]
+        }
+    )
+
+    replicas: int = Field(
+        default=2, ge=1, le=5, description="Replicas of the primary (pods: 1 + replicas)."
+    )
+    sentinels: int = Field(
+        default=3,
+        ge=3,
+        le=7,
+        description="Redis Sentinel processes that watch the primary and fail over (odd).",
+    )
+    quorum: int | None = Field(
+        default=None,
+        ge=1,
+        le=7,
+        description=(
+            "Sentinels that must agree the primary is down before a failover "
+            "(default: a majority of sentinels)."
+        ),
+    )
+    down_after_milliseconds: int = Field(
+        default=5000,
+        ge=1000,
+        le=600000,
+        description="How long the primary may not answer before a Sentinel considers it down.",
+    )
+    failover_timeout: int = Field(
+        default=60000,
+        ge=1000,
+        le=3600000,
+        description="Sentinel's failover-timeout in milliseconds.",
+    )
+    min_replicas_to_write: int = Field(
+        default=0,
+        ge=0,
+        le=5,
+        description=(
+            "The primary refuses writes unless this many replicas are connected and "
+            "in sync (redis.conf min-replicas-to-write; 0 = always accept)."
+        ),
+    )
+
+    def effective_quorum(self) -> int:
+        """``quorum``, or a majority of the sentinels."""
+        return self.quorum if self.quorum is not None else self.sentinels // 2 + 1
 
 
 class ExternalSpec(_Model):
@@ -528,6 +599,17 @@ class CacheTierSpec(_Model):
                 # The defaults fill spec.cluster on every tier, so only settings that
                 # differ from them can be told apart from "not set".
                 _cel(
+                    "self.mode == 'replication' || !has(self.replication) || "
+                    "(self.replication.replicas == 2 && self.replication.sentinels == 3 && "
+                    "!has(self.replication.quorum) && "
+                    "self.replication.downAfterMilliseconds == 5000 && "
+                    "self.replication.failoverTimeout == 60000 && "
+                    "self.replication.minReplicasToWrite == 0)",
+                    "replication settings apply only to mode: replication (this tier's mode "
+                    "would ignore them)",
+                    ".replication",
+                ),
+                _cel(
                     "self.mode == 'cluster' || !has(self.cluster) || "
                     "(self.cluster.shards == 3 && self.cluster.replicasPerShard == 1)",
                     "cluster settings apply only to mode: cluster (this tier's mode would "
@@ -541,8 +623,9 @@ class CacheTierSpec(_Model):
     mode: Mode = Field(
         default="standalone",
         description=(
-            "standalone: one Redis pod; cluster: a Redis Cluster of shards x (1 + replicas); "
-            "external: a Redis the operator does not run. Immutable."
+            "standalone: one Redis pod; replication: a primary and replicas behind one "
+            "URL, failover by Redis Sentinel; cluster: a Redis Cluster of shards x "
+            "(1 + replicas); external: a Redis the operator does not run. Immutable."
         ),
     )
     image: str = Field(
@@ -554,6 +637,10 @@ class CacheTierSpec(_Model):
     redis: RedisSpec = Field(default_factory=RedisSpec, description="redis.conf settings.")
     auth: AuthSpec = Field(default_factory=AuthSpec, description="Password authentication.")
     tls: TLSSpec = Field(default_factory=TLSSpec, description="TLS for clients.")
+    replication: ReplicationSpec = Field(
+        default_factory=ReplicationSpec,
+        description="Primary, replicas and Sentinels (mode: replication).",
+    )
     cluster: ClusterSpec = Field(
         default_factory=ClusterSpec, description="Cluster layout (mode: cluster)."
     )
@@ -683,6 +770,35 @@ class HealthStatus(_Status):
     checked_at: str | None = Field(default=None, description="When the probe ran (RFC 3339).")
 
 
+class ReplicaStatus(_Status):
+    """One replica of a replication tier."""
+
+    pod: str = Field(description="Pod name.")
+    link_up: bool = Field(default=False, description="master_link_status is up.")
+    lag_bytes: int = Field(default=0, description="Replication offset behind the primary.")
+
+
+class SentinelsStatus(_Status):
+    """The Sentinels of a replication tier."""
+
+    ready: int = Field(default=0, description="Sentinel pods ready.")
+    monitoring: int = Field(default=0, description="Sentinels that watch the current primary.")
+    quorum: int = Field(default=0, description="Sentinels needed to agree on a failover.")
+
+
+class ReplicationStatus(_Status):
+    """Observed primary, replicas and Sentinels (mode: replication)."""
+
+    primary: str = Field(default="", description="The pod a quorum of Sentinels names primary.")
+    replicas: list[ReplicaStatus] = Field(default_factory=list, description="Each replica.")
+    sentinels: SentinelsStatus = Field(
+        default_factory=SentinelsStatus, description="The Sentinels."
+    )
+    last_failover: str | None = Field(
+        default=None, description="When the primary last changed (RFC 3339)."
+    )
+
+
 class ClusterStatus(_Status):
     """Observed Redis Cluster state."""
 
@@ -719,6 +835,9 @@ class CacheTierStatus(_Status):
     consumers: ConsumersStatus | None = Field(default=None, description="Consumer workloads.")
     health: HealthStatus | None = Field(default=None, description="Last health probe.")
     cluster: ClusterStatus | None = Field(default=None, description="Redis Cluster state.")
+    replication: ReplicationStatus | None = Field(
+        default=None, description="Primary, replicas and Sentinels (mode: replication)."
+    )
 
 
 def parse_spec(raw: dict[str, Any]) -> CacheTierSpec:

@@ -26,6 +26,8 @@ class ModeProfile:
     """Redis Cluster: cluster-enabled, the bus port, announced names, slots."""
     takes_url: bool
     """The connection comes from the user's URL Secret (``spec.external``)."""
+    sentinel: bool
+    """A primary with replicas, watched by Redis Sentinel (``spec.replication``)."""
     pods: Callable[[CacheTierSpec], int]
     """How many Redis pods the spec asks for."""
 
@@ -36,13 +38,23 @@ PROFILES: dict[str, ModeProfile] = {
         runs_redis=True,
         cluster_protocol=False,
         takes_url=False,
+        sentinel=False,
         pods=lambda spec: 1,
+    ),
+    "replication": ModeProfile(
+        name="replication",
+        runs_redis=True,
+        cluster_protocol=False,
+        takes_url=False,
+        sentinel=True,
+        pods=lambda spec: 1 + spec.replication.replicas,
     ),
     "cluster": ModeProfile(
         name="cluster",
         runs_redis=True,
         cluster_protocol=True,
         takes_url=False,
+        sentinel=False,
         pods=lambda spec: spec.cluster.shards * (1 + spec.cluster.replicas_per_shard),
     ),
     "external": ModeProfile(
@@ -50,6 +62,7 @@ PROFILES: dict[str, ModeProfile] = {
         runs_redis=False,
         cluster_protocol=False,
         takes_url=True,
+        sentinel=False,
         pods=lambda spec: 0,
     ),
 }

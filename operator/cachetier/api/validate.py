@@ -231,6 +231,22 @@ def _external(spec: CacheTierSpec) -> Iterator[Problem]:
         yield Problem("spec.external.urlSecretRef", "is only valid when mode is external")
 
 
+def _replication_settings(spec: CacheTierSpec) -> Iterator[Problem]:
+    """Mirror of the CRD rules of spec.replication."""
+    rs = spec.replication
+    if not profile(spec).sentinel and rs != CacheTierSpec().replication:
+        yield Problem(
+            "spec.replication",
+            "replication settings apply only to mode: replication (this mode ignores them)",
+        )
+    if rs.sentinels % 2 == 0:
+        yield Problem("spec.replication.sentinels", "must be odd (3, 5 or 7)")
+    if rs.quorum is not None and rs.quorum > rs.sentinels:
+        yield Problem("spec.replication.quorum", "must be at most replication.sentinels")
+    if rs.min_replicas_to_write > rs.replicas:
+        yield Problem("spec.replication.minReplicasToWrite", "must be at most replication.replicas")
+
+
 def _cluster_settings(spec: CacheTierSpec) -> Iterator[Problem]:
     """Mirror of the CRD rule: cluster settings other than the defaults need mode cluster."""
     if not profile(spec).cluster_protocol and spec.cluster != CacheTierSpec().cluster:
@@ -275,6 +291,7 @@ _CHECKS: tuple[Callable[[CacheTierSpec], Iterator[Problem]], ...] = (
     _tls,
     _external,
     _cluster_settings,
+    _replication_settings,
     _auth,
     _consumers,
 )

@@ -25,9 +25,10 @@ from cachetier import names
 from cachetier.api.errors import SpecError
 from cachetier.api.models import CacheTierSpec, CacheTierStatus
 from cachetier.api.modes import profile
+from cachetier.ports import ReplicationAction
 from cachetier.reconcile import conditions as cond
 from cachetier.reconcile.consumer_plan import ConsumerPlan, plan_consumers
-from cachetier.reconcile.modes import MODES, ConvergeRequest, Inputs, Judgement
+from cachetier.reconcile.modes import MODES, ConvergeRequest, Inputs, Judgement, LabelChange
 from cachetier.reconcile.observed import (
     DependencyMissing,
     Key,
@@ -99,6 +100,10 @@ class Decision:
     applies: tuple[dict[str, Any], ...] = ()
     """Children to apply (server-side apply), in order."""
     converge: ConvergeRequest | None = None
+    redis_actions: tuple[ReplicationAction, ...] = ()
+    """Replication mode: REPLICAOF / SENTINEL MONITOR, in order."""
+    labels: tuple[LabelChange, ...] = ()
+    """Replication mode: pod role labels, demotions first."""
     consumers: ConsumerStep | None = None
     status: CacheTierStatus = field(default_factory=CacheTierStatus)
     events: tuple[Event, ...] = ()
@@ -118,8 +123,14 @@ class Decision:
             self.add_finalizer
             or self.seed
             or self.applies
+            or self.labels
             or (plan and (plan.injects or plan.releases or plan.pod_patches))
         )
+
+    @property
+    def acts_nothing(self) -> bool:
+        """No write and no Redis action (a converge request is idempotent: not counted)."""
+        return self.writes_nothing and not self.redis_actions
 
 
 # -- the decision ------------------------------------------------------------------------
@@ -148,7 +159,7 @@ def decide(obs: Observed, now: datetime) -> Decision:
             events += secret_events
             if blocked is not None:
                 raise blocked
-        inputs = Inputs(obs, spec, secrets, tls_ca)
+        inputs = Inputs(obs, spec, secrets, tls_ca, format_time(now) or "")
         desired = mode.desired(inputs)
         applies, written, apply_events = _plan_applies(obs, desired)
         events += apply_events
@@ -174,6 +185,8 @@ def decide(obs: Observed, now: datetime) -> Decision:
         consumers_first=rollback_first,
         applies=tuple(applies),
         converge=judgement.converge if judgement is not None else None,
+        redis_actions=judgement.replication_actions if judgement is not None else (),
+        labels=judgement.labels if judgement is not None else (),
         consumers=rollout.consumers,
         base_events=tuple(events) + rollout.events,
         requeue=requeue,
@@ -222,6 +235,8 @@ def refused(obs: Observed, decision: Decision, message: str, now: datetime) -> D
         decision,
         applies=(),
         converge=None,
+        redis_actions=(),
+        labels=(),
         verdict=verdict,
         judgement=None,
         rollout=rollout,
@@ -540,6 +555,7 @@ def settle(
         "endpoint": old.get("endpoint"),
         "connectionSecret": old.get("connectionSecret"),
         "cluster": old.get("cluster"),
+        "replication": old.get("replication"),
         "rollout": old.get("rollout"),
         "consumers": old.get("consumers"),
         # The prober's: status.health is its record, read here as observed.
@@ -552,6 +568,13 @@ def settle(
             body["connectionSecret"] = judgement.connection_secret
         if judgement.cluster is not None:
             body["cluster"] = judgement.cluster
+        if judgement.replication is not None:
+            body["replication"] = judgement.replication
+        if judgement.failover is not None:
+            before, after = judgement.failover
+            events.append(
+                Event("Warning", "Failover", f"Sentinel moved the primary from {before} to {after}")
+            )
     if rollout is not None:
         plan = rollout.consumers.plan
         done = outcome or ConsumerOutcome()

@@ -104,8 +104,14 @@ class HealthProber:
         if spec.tls.enabled and spec.tls.secret_name:
             ca = _decode(self.kube.get("Secret", ns, spec.tls.secret_name), "ca.crt")
         selector = ",".join(f"{k}={v}" for k, v in names.selector_labels(name).items())
+        # A replication tier's primary first: the probe (and auto-rollback) goes
+        # through the pod the clients' Service selects.
         pods = sorted(
-            self.kube.list_objects("Pod", ns, selector), key=lambda p: p["metadata"]["name"]
+            self.kube.list_objects("Pod", ns, selector),
+            key=lambda p: (
+                (p["metadata"].get("labels") or {}).get(names.LABEL_ROLE) != names.ROLE_PRIMARY,
+                p["metadata"]["name"],
+            ),
         )
         return [
             Target(

@@ -13,6 +13,7 @@ from typing import Any
 
 from cachetier import names
 from cachetier.api.models import CacheTierSpec
+from cachetier.ports import ReplicationObservation
 from cachetier.render import TierRef
 
 Key = tuple[str, str]
@@ -114,6 +115,8 @@ class Observed:
     """The namespace's pods, at pod granularity only."""
     cluster: ClusterView | None = None
     """The converge worker's last view (cluster mode)."""
+    replication: ReplicationObservation | None = None
+    """What the Redis pods and the Sentinels said (replication mode)."""
     fresh_passwords: tuple[str, str] = ("", "")
     """Entropy for passwords, used only if every copy of the auth Secret is gone."""
     operator_namespace: str = names.OPERATOR_NAMESPACE

@@ -18,6 +18,7 @@ in-memory fakes of ``tests/fakes`` as well as against a control plane.
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import secrets as pysecrets
@@ -37,6 +38,8 @@ from cachetier.ports import (
     ConvergeResult,
     EventSink,
     KubeApi,
+    ReplicationAdmin,
+    ReplicationObservation,
     TlsOptions,
 )
 from cachetier.reconcile.cluster import ClusterManager
@@ -108,6 +111,7 @@ class TierReconciler:
         event: EventSink | None = None,
         *,
         converge: ClusterAdmin | None = None,
+        replication: ReplicationAdmin | None = None,
         clock: Clock | None = None,
         passwords: Callable[[], str] = _new_password,
     ) -> None:
@@ -122,6 +126,8 @@ class TierReconciler:
             kube, self.consumers, ConsumerReconciler(kube, shared_pool=False)
         )
         self.clusters = ClusterManager(converge or _no_cluster)
+        self.replication = replication
+        """The Redis side of replication mode (None: such tiers are observed as empty)."""
         self.wake: Callable[[str, str], None] = lambda namespace, name: None
         self.operator_namespace = OPERATOR_NAMESPACE
 
@@ -173,9 +179,31 @@ class TierReconciler:
                     (ref.namespace, ref.name), profile(spec).pods(spec), nodes
                 ),
             )
+        if profile(spec).sentinel:
+            obs = replace(obs, replication=self._observe_replication(obs))
         if profile(spec).runs_redis and read.get(names.auth_secret(ref.name)) is None:
             obs = replace(obs, fresh_passwords=(self.passwords(), self.passwords()))
         return obs
+
+    def _observe_replication(self, obs: Observed) -> ReplicationObservation:
+        """Ask every Redis pod and every Sentinel of a replication tier (in parallel)."""
+        ref = obs.ref
+        password = _decode(
+            obs.secrets.get(names.auth_secret(ref.name)), names.OPERATOR_PASSWORD_KEY
+        )
+        if self.replication is None or password is None:
+            return ReplicationObservation()
+        selector = ",".join(f"{k}={v}" for k, v in names.sentinel_selector_labels(ref.name).items())
+        sentinels = self.kube.list_objects("Pod", ref.namespace, selector)
+        return self.replication.observe(
+            _addresses(obs.pods or ()),
+            _addresses(sentinels),
+            master=names.sentinel_master(ref.name),
+            username=names.OPERATOR_USER,
+            password=password,
+            redis_port=names.REDIS_PORT,
+            sentinel_port=names.SENTINEL_PORT,
+        )
 
     def act(self, obs: Observed, decision: Decision) -> Result:
         """Carry the decision out, in order; status and Events last."""
@@ -214,6 +242,7 @@ class TierReconciler:
                 on_done=lambda: self.wake(*key),
                 tls=TlsOptions(ca_data=request.ca_data) if request.tls else None,
             )
+        self._act_replication(obs, decision)
         if not decision.consumers_first and decision.consumers is not None:
             report = self.lanes.run(body, ref, decision.consumers)
         if report is not None and decision.consumers is not None:
@@ -233,6 +262,30 @@ class TierReconciler:
                 log.info("%s/%s: %s", ref.namespace, ref.name, event.message)
             self._event(body, event.type, event.reason, event.message)
         return Result(requeue_after=decision.requeue)
+
+    def _act_replication(self, obs: Observed, decision: Decision) -> None:
+        """Role labels (demotions first: never two primaries), then the Redis actions."""
+        for change in decision.labels:
+            self.kube.merge_patch(
+                "Pod",
+                obs.ref.namespace,
+                change.pod,
+                {"metadata": {"labels": {names.LABEL_ROLE: change.role}}},
+            )
+        if not decision.redis_actions or self.replication is None:
+            return
+        password = _decode(
+            obs.secrets.get(names.auth_secret(obs.ref.name)), names.OPERATOR_PASSWORD_KEY
+        )
+        for action in decision.redis_actions:
+            log.info("%s/%s: %s", obs.ref.namespace, obs.ref.name, action)
+            self.replication.execute(
+                action,
+                username=names.OPERATOR_USER,
+                password=password,
+                redis_port=names.REDIS_PORT,
+                sentinel_port=names.SENTINEL_PORT,
+            )
 
     def _export(self, obs: Observed, decision: Decision) -> None:
         ns, name = obs.ref.namespace, obs.ref.name
@@ -312,6 +365,21 @@ class TierReconciler:
             names.KIND, meta["namespace"], meta["name"], {"status": patch}, subresource="status"
         )
         return True
+
+
+def _decode(secret: dict[str, Any] | None, key: str) -> str | None:
+    raw = ((secret or {}).get("data") or {}).get(key)
+    return None if raw is None else base64.b64decode(raw).decode()
+
+
+def _addresses(pods: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(pod name, pod IP) of the pods that have an address."""
+    out = []
+    for pod in pods:
+        ip = (pod.get("status") or {}).get("podIP")
+        if ip and not pod["metadata"].get("deletionTimestamp"):
+            out.append((str(pod["metadata"]["name"]), str(ip)))
+    return sorted(out)
 
 
 def _merge_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

@@ -30,7 +30,7 @@ NODES_CONF_PATH = f"{DATA_DIR}/nodes.conf"
 # Milliseconds a cluster node may be unreachable before it is considered failing.
 CLUSTER_NODE_TIMEOUT_MS = 5000
 
-_HEADER = "# Rendered by cachetier-operator from the CacheTier spec; edits are overwritten."
+HEADER = "# Rendered by cachetier-operator from the CacheTier spec; edits are overwritten."
 
 # Tokens made only of these characters are written bare; anything else is
 # double-quoted, because redis.conf splits lines on whitespace and gives quotes
@@ -55,7 +55,7 @@ def quote_conf(token: str) -> str:
 
 def render_redis_conf(spec: CacheTierSpec) -> str:
     """redis.conf for ``spec`` (the ConfigMap key names.REDIS_CONF_KEY). No secrets."""
-    lines = [_HEADER, "", "# Network"]
+    lines = [HEADER, "", "# Network"]
     lines.append("bind * -::*")
     if spec.tls.enabled:
         lines += [
@@ -83,6 +83,13 @@ def render_redis_conf(spec: CacheTierSpec) -> str:
     lines += ["", "# Persistence"]
     lines += _persistence_lines(spec)
     lines.append(f"dir {DATA_DIR}")
+
+    if profile(spec).sentinel:
+        lines += ["", "# Replication (the operator and Sentinel set the primary at run time)"]
+        lines.append("replica-read-only yes")
+        if spec.replication.min_replicas_to_write:
+            lines.append(f"min-replicas-to-write {spec.replication.min_replicas_to_write}")
+            lines.append("min-replicas-max-lag 10")
 
     lines += ["", "# Logging (stdout)"]
     lines.append(f"loglevel {spec.redis.log_level}")
@@ -189,13 +196,17 @@ def render_auth_conf(spec: CacheTierSpec, secrets: TierSecrets) -> str:
         "+@all",
     ]
     lines = [
-        _HEADER,
+        HEADER,
         "",
         "# The application's user: no administrative command, none of the disabled ones.",
         " ".join(default_user),
         "# The operator's own user: health probes, cluster formation and healing.",
         " ".join(operator_user),
-        "# Replicas (cluster mode) authenticate to their master as the operator's user.",
+        # (The text of this comment is in every auth.conf hash: changing it would
+        # restart every tier's pods on upgrade.)
+        "# Replicas (cluster mode) authenticate to their master as the operator's user."
+        if not profile(spec).sentinel
+        else "# Replicas authenticate to their primary as the operator's user.",
         f"masteruser {names.OPERATOR_USER}",
         f"masterauth {quote_conf(secrets.operator_password)}",
     ]

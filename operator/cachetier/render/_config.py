@@ -10,9 +10,11 @@ from typing import Any
 
 from cachetier import names
 from cachetier.api.models import CacheTierSpec
+from cachetier.api.modes import profile
 
 from ._conf import render_auth_conf, render_redis_conf
 from ._meta import object_meta, secret_data, stamp
+from ._replication import render_sentinel_conf
 from ._types import TierRef, TierSecrets
 
 
@@ -43,6 +45,8 @@ def build_auth_secret(ref: TierRef, spec: CacheTierSpec, secrets: TierSecrets) -
         values[names.AUTH_PASSWORD_KEY] = secrets.app_password
     values[names.OPERATOR_PASSWORD_KEY] = secrets.operator_password
     values[names.AUTH_CONF_KEY] = render_auth_conf(spec, secrets)
+    if profile(spec).sentinel:
+        values[names.SENTINEL_CONF_KEY] = render_sentinel_conf(spec, secrets)
     return stamp(
         {
             "apiVersion": "v1",

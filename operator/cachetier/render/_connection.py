@@ -44,6 +44,7 @@ def build_connection_secret(
     password: str | None,
     mode: str = "standalone",
     username: str | None = None,
+    extra: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The <tier>-connection Secret, stamped with its spec hash.
 
@@ -58,6 +59,7 @@ def build_connection_secret(
     values["type"] = names.CONNECTION_TYPE
     values["provider"] = names.CONNECTION_PROVIDER
     values[names.CONNECTION_MODE_KEY] = mode
+    values.update(extra or {})
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",

@@ -37,7 +37,11 @@ def _service_ports(spec: CacheTierSpec, *, bus: bool) -> list[dict[str, Any]]:
 
 
 def build_client_service(ref: TierRef, spec: CacheTierSpec) -> dict[str, Any]:
-    """<tier>: the ClusterIP Service clients connect to (a seed node in cluster mode)."""
+    """<tier>: the ClusterIP Service clients connect to (a seed node in cluster mode;
+    the pod labelled primary in replication mode, so it follows every failover)."""
+    selector = names.selector_labels(ref.name)
+    if profile(spec).sentinel:
+        selector = {**selector, names.LABEL_ROLE: names.ROLE_PRIMARY}
     return stamp(
         {
             "apiVersion": "v1",
@@ -45,7 +49,7 @@ def build_client_service(ref: TierRef, spec: CacheTierSpec) -> dict[str, Any]:
             "metadata": object_meta(ref, names.client_service(ref.name), names.COMPONENT_REDIS),
             "spec": {
                 "type": "ClusterIP",
-                "selector": names.selector_labels(ref.name),
+                "selector": selector,
                 "ports": _service_ports(spec, bus=False),
             },
         }
@@ -118,6 +122,11 @@ def build_network_policy(
                     "podSelector": {"matchLabels": names.operator_pod_labels()},
                 },
                 own_pods(),
+                *(
+                    [{"podSelector": {"matchLabels": names.sentinel_selector_labels(ref.name)}}]
+                    if profile(spec).sentinel
+                    else []
+                ),
             ],
             "ports": [{"protocol": "TCP", "port": names.REDIS_PORT}],
         }

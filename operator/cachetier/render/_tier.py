@@ -25,6 +25,14 @@ from ._network import (
     build_network_policy,
     build_pdb,
 )
+from ._replication import (
+    build_replicas_service,
+    build_sentinel_network_policy,
+    build_sentinel_pdb,
+    build_sentinel_service,
+    build_sentinel_statefulset,
+    render_sentinel_conf,
+)
 from ._statefulset import build_statefulset
 from ._types import TierRef, TierSecrets
 
@@ -39,7 +47,9 @@ def render_tier(
 
     Order: Secrets (auth, its recovery copy, connection), ConfigMap, Services,
     StatefulSet, PodDisruptionBudget,
-    NetworkPolicy (what each one references exists before it). Each object carries
+    NetworkPolicy (what each one references exists before it); mode replication adds
+    the replicas' Service and the Sentinels' Service, StatefulSet, PDB and
+    NetworkPolicy. Each object carries
     the common labels, a controller ownerReference to the CacheTier and the
     names.ANNOTATION_SPEC_HASH annotation. mode external returns [] (the I/O layer
     builds its connection Secret with build_external_connection_secret).
@@ -51,7 +61,7 @@ def render_tier(
     password = secrets.app_password if spec.auth.enabled else None
     redis_conf = render_redis_conf(spec)
     auth_conf = render_auth_conf(spec, secrets)
-    return [
+    objects = [
         build_auth_secret(ref, spec, secrets),
         build_auth_recovery_secret(ref, spec, secrets),
         build_connection_secret(
@@ -61,6 +71,7 @@ def render_tier(
             port=names.REDIS_PORT,
             password=password,
             mode=spec.mode,
+            extra=_sentinel_keys(ref, spec),
         ),
         build_config_map(ref, spec),
         build_client_service(ref, spec),
@@ -69,3 +80,24 @@ def render_tier(
         build_pdb(ref),
         build_network_policy(ref, spec, operator_namespace),
     ]
+    if profile(spec).sentinel:
+        sentinel_conf = render_sentinel_conf(spec, secrets)
+        objects += [
+            build_replicas_service(ref),
+            build_sentinel_service(ref),
+            build_sentinel_statefulset(ref, spec, config_hash(sentinel_conf, "")),
+            build_sentinel_pdb(ref),
+            build_sentinel_network_policy(ref, operator_namespace),
+        ]
+    return objects
+
+
+def _sentinel_keys(ref: TierRef, spec: CacheTierSpec) -> dict[str, str]:
+    """Connection Secret keys for Sentinel-aware clients (mode replication)."""
+    if not profile(spec).sentinel:
+        return {}
+    host = f"{names.sentinel_service(ref.name)}.{ref.namespace}.svc"
+    return {
+        names.CONNECTION_SENTINELS_KEY: f"{host}:{names.SENTINEL_PORT}",
+        names.CONNECTION_MASTER_NAME_KEY: names.sentinel_master(ref.name),
+    }

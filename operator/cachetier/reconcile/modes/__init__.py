@@ -13,15 +13,17 @@ A new mode is a new module here implementing :class:`Mode`, an entry in
 
 from __future__ import annotations
 
-from cachetier.reconcile.modes.base import ConvergeRequest, Inputs, Judgement, Mode
+from cachetier.reconcile.modes.base import ConvergeRequest, Inputs, Judgement, LabelChange, Mode
 from cachetier.reconcile.modes.cluster import ClusterMode
 from cachetier.reconcile.modes.external import ExternalMode
+from cachetier.reconcile.modes.replication import ReplicationMode
 from cachetier.reconcile.modes.standalone import StandaloneMode
 
-__all__ = ["MODES", "ConvergeRequest", "Inputs", "Judgement", "Mode"]
+__all__ = ["MODES", "ConvergeRequest", "Inputs", "Judgement", "LabelChange", "Mode"]
 
 MODES: dict[str, Mode] = {
     "standalone": StandaloneMode(),
+    "replication": ReplicationMode(),
     "cluster": ClusterMode(),
     "external": ExternalMode(),
 }

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cachetier.api.models import CacheTierSpec
+from cachetier.ports import ReplicationAction
 from cachetier.reconcile import conditions as cond
 from cachetier.reconcile.observed import Key, Observed
 from cachetier.render import TierRef, TierSecrets
@@ -37,6 +38,14 @@ class ConvergeRequest:
 
 
 @dataclass(frozen=True)
+class LabelChange:
+    """Set a Redis pod's ``cachetier.io/role`` label (replication mode)."""
+
+    pod: str
+    role: str
+
+
+@dataclass(frozen=True)
 class Judgement:
     """A strategy's verdict on the observed tier."""
 
@@ -50,6 +59,14 @@ class Judgement:
     """Look again after this many seconds besides events (None: on the next event)."""
     converge: ConvergeRequest | None = None
     """A Redis action: hand the cluster's nodes to the converge worker."""
+    replication: dict[str, Any] | None = None
+    """``status.replication`` (replication mode)."""
+    replication_actions: tuple[ReplicationAction, ...] = ()
+    """Redis actions of replication mode (REPLICAOF, SENTINEL MONITOR), in order."""
+    labels: tuple[LabelChange, ...] = ()
+    """Pod role labels to set, demotions first (replication mode)."""
+    failover: tuple[str, str] | None = None
+    """(old, new) primary pod when the Sentinels moved the primary since the last pass."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +79,8 @@ class Inputs:
     """The tier's passwords (None for a mode that runs no Redis)."""
     tls_ca: str | None
     """A TLS tier's CA (PEM), for the operator's own Redis connections."""
+    now_text: str = ""
+    """The pass's time as status writes it (RFC 3339)."""
 
 
 class Mode(Protocol):

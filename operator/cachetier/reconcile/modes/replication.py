@@ -1,0 +1,226 @@
+"""``mode: replication``: a primary and replicas behind one URL, failover by Sentinel.
+
+Pure. The operator forms the first topology (the pod with the most data — pod 0 on a
+fresh tier — is the primary, the others ``REPLICAOF`` it, every Sentinel
+``MONITOR``s it) and after that never elects a primary: failover is Sentinel's. It
+follows Sentinel: the pod a quorum of Sentinels names is labelled
+``cachetier.io/role: primary`` (the old primary's label goes first, so no two pods
+carry it at any instant), every other Redis pod ``replica``; ``<tier>`` selects the
+primary, so ``REDIS_URL`` stays the same across failovers. It heals only what
+Sentinel cannot: a replaced pod (a new address Sentinel never saw, or an empty
+volume that came up alone as a primary) is made a replica of Sentinel's primary, a
+replaced Sentinel is given the primary again. Never ``FLUSHALL``, never ``REPLICAOF
+NO ONE``, never ``SENTINEL FAILOVER``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import replace
+from typing import Any
+
+from cachetier import names
+from cachetier.api.models import CacheTierSpec
+from cachetier.ports import (
+    Monitor,
+    NodeState,
+    ReplicaOf,
+    ReplicationAction,
+    ReplicationObservation,
+)
+from cachetier.reconcile import conditions as cond
+from cachetier.reconcile.modes import _operated
+from cachetier.reconcile.modes.base import Inputs, Judgement, LabelChange
+from cachetier.reconcile.observed import Key, Observed
+from cachetier.render import TierRef
+
+FOLLOW_SECONDS = 2.0
+"""A replication tier is looked at this often: Sentinel's failovers send no watch event."""
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    st = pod.get("status") or {}
+    return bool(st.get("podIP")) and any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions") or []
+    )
+
+
+def _ordinal(pod: dict[str, Any]) -> int:
+    tail = str(pod["metadata"]["name"]).rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 1_000_000
+
+
+def sentinel_primary(observation: ReplicationObservation, quorum: int) -> str | None:
+    """The address a quorum of the Sentinels names as primary (None: no such agreement)."""
+    votes = Counter(
+        s.master_host for s in observation.sentinels if s.up and s.monitoring and s.master_host
+    )
+    for host, count in votes.most_common(1):
+        if count >= quorum:
+            return host
+    return None
+
+
+def bootstrap_primary(nodes: list[NodeState]) -> NodeState | None:
+    """Whom to make primary when no Sentinel knows one: never a pod that could lose data.
+
+    A primary that already has replicas (the Sentinels were replaced, the topology
+    lives on), else the replicas' common master, else the pod with the largest
+    replication offset (the most data), pod 0 on a tie (a fresh tier).
+    """
+    up = [n for n in nodes if n.up]
+    if not up:
+        return None
+    led = [n for n in up if n.role == "primary" and n.connected_replicas > 0]
+    if led:
+        return max(led, key=lambda n: n.connected_replicas)
+    masters = Counter(n.master_host for n in up if n.role == "replica" and n.master_host)
+    for host, _ in masters.most_common(1):
+        for n in up:
+            if n.host == host and n.role == "primary":
+                return n
+    return max(up, key=lambda n: (n.offset, -up.index(n)))
+
+
+class ReplicationMode:
+    """Primary + replicas + Sentinels: the operated path plus following Sentinel."""
+
+    def child_keys(self, ref: TierRef, spec: CacheTierSpec) -> list[Key]:
+        return _operated.operated_keys(ref, spec)
+
+    def wants_pods(self, obs: Observed, spec: CacheTierSpec) -> bool:
+        return obs.child("StatefulSet", names.statefulset(obs.ref.name)) is not None
+
+    def desired(self, inputs: Inputs) -> list[dict[str, Any]]:
+        return _operated.operated_desired(inputs)
+
+    def judge(self, inputs: Inputs, desired: list[dict[str, Any]], written: set[Key]) -> Judgement:
+        workload, base = _operated.operated_judge(inputs, desired, written)
+        obs, spec = inputs.obs, inputs.spec
+        rs = spec.replication
+        quorum = rs.effective_quorum()
+        previous = obs.status.get("replication") or {}
+        pods = sorted((p for p in obs.pods or () if _ready(p)), key=_ordinal)
+        by_host = {p["status"]["podIP"]: p for p in pods}
+        observation = obs.replication or ReplicationObservation()
+        nodes = [n for n in observation.nodes if n.host in by_host]
+        sentinel_sts = obs.child("StatefulSet", names.sentinel_statefulset(obs.ref.name))
+        sentinels_ready = int(((sentinel_sts or {}).get("status") or {}).get("readyReplicas") or 0)
+        failing_over = any(s.failover for s in observation.sentinels if s.up)
+
+        actions: list[ReplicationAction] = []
+        primary_host = sentinel_primary(observation, quorum)
+        agreed = primary_host is not None
+        if primary_host is None and all(not s.monitoring for s in observation.sentinels if s.up):
+            # Nobody watches a primary yet (a new tier, or every Sentinel replaced): form
+            # the topology once every Redis pod and a quorum of Sentinels are up.
+            up_sentinels = [s for s in observation.sentinels if s.up]
+            if len(nodes) >= workload.desired_replicas and len(up_sentinels) >= quorum:
+                chosen = bootstrap_primary(nodes)
+                if chosen is not None:
+                    primary_host = chosen.host
+        if primary_host is not None and primary_host in by_host and not failing_over:
+            for s in observation.sentinels:
+                if s.up and (not s.monitoring or (agreed and s.master_host != primary_host)):
+                    actions.append(
+                        Monitor(
+                            host=s.host,
+                            master=names.sentinel_master(obs.ref.name),
+                            primary_host=primary_host,
+                            quorum=quorum,
+                            down_after_ms=rs.down_after_milliseconds,
+                            failover_timeout_ms=rs.failover_timeout,
+                        )
+                    )
+            for n in nodes:
+                if n.host == primary_host:
+                    continue
+                stray = n.role == "primary" or (n.master_host not in by_host)
+                if stray or (not agreed and n.master_host != primary_host):
+                    actions.append(ReplicaOf(host=n.host, primary_host=primary_host))
+
+        # Labels follow the Sentinels' agreement (or the topology just formed).
+        primary_pod = by_host[primary_host]["metadata"]["name"] if primary_host in by_host else None
+        labels: list[LabelChange] = []
+        if primary_pod is not None:
+            for p in obs.pods or ():
+                name = p["metadata"]["name"]
+                have = (p["metadata"].get("labels") or {}).get(names.LABEL_ROLE)
+                want = names.ROLE_PRIMARY if name == primary_pod else names.ROLE_REPLICA
+                if have != want:
+                    labels.append(LabelChange(pod=name, role=want))
+            # Demotions first: at no instant do two pods carry role=primary.
+            labels.sort(key=lambda c: c.role == names.ROLE_PRIMARY)
+
+        replicas = [
+            {
+                "pod": by_host[n.host]["metadata"]["name"],
+                "linkUp": n.link_up,
+                "lagBytes": max(0, _offset(nodes, primary_host) - n.offset),
+            }
+            for n in nodes
+            if n.host != primary_host
+        ]
+        monitoring = sum(
+            1
+            for s in observation.sentinels
+            if s.up and s.monitoring and s.master_host == primary_host
+        )
+        status: dict[str, Any] = {
+            "primary": primary_pod or "",
+            "replicas": replicas,
+            "sentinels": {"ready": sentinels_ready, "monitoring": monitoring, "quorum": quorum},
+        }
+        last = previous.get("lastFailover")
+        if last:
+            status["lastFailover"] = last
+        failover = None
+        old_primary = previous.get("primary")
+        if primary_pod and old_primary and old_primary != primary_pod and agreed:
+            failover = (old_primary, primary_pod)
+            status["lastFailover"] = inputs.now_text
+        problems = []
+        if primary_pod is None:
+            problems.append("no primary agreed by a quorum of Sentinels yet")
+        if sentinels_ready < rs.sentinels:
+            problems.append(f"{sentinels_ready}/{rs.sentinels} Sentinels ready")
+        if monitoring < quorum:
+            problems.append(f"{monitoring}/{quorum} Sentinels watch the primary")
+        down = [r["pod"] for r in replicas if not r["linkUp"]]
+        if down:
+            problems.append("replication link down: " + ", ".join(down))
+        if len(replicas) < rs.replicas:
+            problems.append(f"{len(replicas)}/{rs.replicas} replicas")
+        judged = replace(
+            base,
+            replication=status,
+            replication_actions=tuple(actions),
+            labels=tuple(labels),
+            failover=failover,
+            requeue=FOLLOW_SECONDS,
+        )
+        if base.verdict.phase != "Ready" or not problems:
+            return judged
+        message = "replication: " + "; ".join(problems)
+        if obs.status.get("phase") in ("Ready", "Degraded", "RolledBack") and primary_pod:
+            verdict = cond.Verdict(
+                phase="Degraded",
+                ready=("False", "ReplicationDegraded", message),
+                progressing=("True", "ReplicationHealing", message),
+                degraded=("True", "ReplicationDegraded", message),
+            )
+        else:
+            verdict = cond.Verdict(
+                phase="Provisioning",
+                ready=("False", "ReplicationForming", message),
+                progressing=("True", "ReplicationForming", message),
+                degraded=("False", "ReplicationForming", ""),
+            )
+        return replace(judged, verdict=verdict)
+
+
+def _offset(nodes: list[NodeState], host: str | None) -> int:
+    for n in nodes:
+        if n.host == host:
+            return n.offset
+    return 0

@@ -1,0 +1,169 @@
+"""Replication mode I/O: what the Redis pods and the Sentinels say, and the few
+commands the operator sends them (through redis-py).
+
+The decisions are the pure ``cachetier.reconcile.modes.replication``; this module
+observes (``INFO replication``, ``SENTINEL MASTER``) and carries out
+``REPLICAOF`` (a pod that is not the Sentinels' primary's replica) and
+``SENTINEL MONITOR``/``SET``/``RESET``. It never sends ``FLUSHALL``,
+``REPLICAOF NO ONE`` or ``SENTINEL FAILOVER``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import redis
+
+from cachetier.ports import (
+    Monitor,
+    NodeState,
+    ReplicaOf,
+    ReplicationAction,
+    ReplicationObservation,
+    SentinelState,
+)
+from cachetier.redis.options import quiet_handshake
+
+__all__ = ["RedisReplicationAdmin"]
+
+TIMEOUT = 1.0
+
+
+def _send(target: Any, *args: Any) -> Any:
+    """``execute_command`` (redis-py leaves it untyped)."""
+    return target.execute_command(*args)
+
+
+def _client(host: str, port: int, username: str | None, password: str | None) -> redis.Redis:
+    return redis.Redis(
+        host=host,
+        port=port,
+        username=username,
+        password=password,
+        socket_timeout=TIMEOUT,
+        socket_connect_timeout=TIMEOUT,
+        decode_responses=True,
+        **quiet_handshake(),
+    )
+
+
+def _node(pod: str, host: str, port: int, username: str, password: str | None) -> NodeState:
+    client = _client(host, port, username, password)
+    try:
+        info: dict[str, Any] = client.info("replication")
+    except redis.RedisError as exc:
+        return NodeState(pod=pod, host=host, up=False, error=f"{type(exc).__name__}: {exc}")
+    finally:
+        client.close()
+    role = str(info.get("role") or "")
+    return NodeState(
+        pod=pod,
+        host=host,
+        up=True,
+        role="primary" if role == "master" else "replica",
+        master_host=str(info.get("master_host") or "") or None,
+        link_up=info.get("master_link_status") == "up",
+        offset=int(info.get("master_repl_offset") or 0),
+        connected_replicas=int(info.get("connected_slaves") or 0),
+    )
+
+
+def _sentinel(
+    pod: str, host: str, port: int, master: str, username: str, password: str | None
+) -> SentinelState:
+    client = _client(host, port, username, password)
+    try:
+        try:
+            state: dict[str, Any] = _send(client, "SENTINEL", "MASTER", master)
+        except redis.ResponseError:
+            return SentinelState(pod=pod, host=host, up=True, monitoring=False)
+        if isinstance(state, list):  # RESP2: a flat key/value list
+            state = dict(zip(state[::2], state[1::2], strict=False))
+        flags = str(state.get("flags") or "")
+        return SentinelState(
+            pod=pod,
+            host=host,
+            up=True,
+            monitoring=True,
+            master_host=str(state.get("ip") or "") or None,
+            master_down="s_down" in flags or "o_down" in flags,
+            failover="failover_in_progress" in flags,
+            sentinels=int(state.get("num-other-sentinels") or 0) + 1,
+            quorum=int(state.get("quorum") or 0),
+        )
+    except redis.RedisError as exc:
+        return SentinelState(pod=pod, host=host, up=False, error=f"{type(exc).__name__}: {exc}")
+    finally:
+        client.close()
+
+
+class RedisReplicationAdmin:
+    """:class:`cachetier.ports.ReplicationAdmin` over redis-py."""
+
+    def observe(
+        self,
+        nodes: Sequence[tuple[str, str]],
+        sentinels: Sequence[tuple[str, str]],
+        *,
+        master: str,
+        username: str,
+        password: str | None,
+        redis_port: int,
+        sentinel_port: int,
+    ) -> ReplicationObservation:
+        jobs = len(nodes) + len(sentinels)
+        if not jobs:
+            return ReplicationObservation()
+        with ThreadPoolExecutor(min(jobs, 8)) as pool:
+            node_futures = [
+                pool.submit(_node, pod, host, redis_port, username, password) for pod, host in nodes
+            ]
+            sentinel_futures = [
+                pool.submit(_sentinel, pod, host, sentinel_port, master, username, password)
+                for pod, host in sentinels
+            ]
+            return ReplicationObservation(
+                nodes=tuple(f.result() for f in node_futures),
+                sentinels=tuple(f.result() for f in sentinel_futures),
+            )
+
+    def execute(
+        self,
+        action: ReplicationAction,
+        *,
+        username: str,
+        password: str | None,
+        redis_port: int,
+        sentinel_port: int,
+    ) -> None:
+        if isinstance(action, ReplicaOf):
+            client = _client(action.host, redis_port, username, password)
+            try:
+                _send(client, "REPLICAOF", action.primary_host, str(redis_port))
+            finally:
+                client.close()
+        elif isinstance(action, Monitor):
+            client = _client(action.host, sentinel_port, username, password)
+            try:
+                with contextlib.suppress(redis.ResponseError):  # not monitored yet
+                    _send(client, "SENTINEL", "REMOVE", action.master)
+                _send(client,
+                    "SENTINEL", "MONITOR", action.master, action.primary_host, str(redis_port),
+                    str(action.quorum),
+                )  # fmt: skip
+                settings = {
+                    "auth-user": username,
+                    "auth-pass": password or "",
+                    "down-after-milliseconds": str(action.down_after_ms),
+                    "failover-timeout": str(action.failover_timeout_ms),
+                    "parallel-syncs": "1",
+                }
+                for key, value in settings.items():
+                    if key == "auth-pass" and not password:
+                        continue
+                    _send(client, "SENTINEL", "SET", action.master, key, value)
+            finally:
+                client.close()

@@ -1,0 +1,260 @@
+"""mode replication as data: what is rendered, and how the decision follows Sentinel.
+
+The snapshot is gathered from the in-memory API (tests/fakes) by the real gather step,
+with the Redis side (what the pods and Sentinels say) given as data; the real thing
+runs in tests/e2e/test_replication.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from cachetier import names
+from cachetier.api import validate
+from cachetier.ports import Monitor, NodeState, ReplicaOf, ReplicationObservation, SentinelState
+from cachetier.reconcile.decide import Decision, decide
+from cachetier.reconcile.modes.replication import bootstrap_primary, sentinel_primary
+from tests.unit.test_decide import NS, World
+
+SPEC: dict[str, Any] = {
+    "mode": "replication",
+    "replication": {"replicas": 2, "sentinels": 3},
+    "redis": {"maxmemory": "32mb", "persistence": {"mode": "none"}},
+    "consumers": {"selector": {"matchLabels": {"cache": "on"}}},
+    "rollout": {"enabled": True, "percent": 100},
+}
+IPS = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+SENTINEL_IPS = ["10.0.1.1", "10.0.1.2", "10.0.1.3"]
+
+
+def pod(i: int) -> str:
+    return f"{names.statefulset('cache')}-{i}"
+
+
+def node(i: int, role: str, master: int | None = None, offset: int = 100) -> NodeState:
+    return NodeState(
+        pod=pod(i),
+        host=IPS[i],
+        up=True,
+        role=role,
+        master_host=IPS[master] if master is not None else None,
+        link_up=master is not None,
+        offset=offset,
+        connected_replicas=0 if role == "replica" else 2,
+    )
+
+
+def sentinel(i: int, master: int | None, *, failover: bool = False) -> SentinelState:
+    return SentinelState(
+        pod=f"cache-sentinel-{i}",
+        host=SENTINEL_IPS[i],
+        up=True,
+        monitoring=master is not None,
+        master_host=IPS[master] if master is not None else None,
+        failover=failover,
+        sentinels=3,
+        quorum=2,
+    )
+
+
+class ReplWorld(World):
+    def __init__(self) -> None:
+        super().__init__("standalone", copy.deepcopy(SPEC))
+        self.mode = "replication"
+        self.observation = ReplicationObservation()
+
+    def ready(self) -> None:
+        self.pods_ready()
+        sts = self.kube.objects[("StatefulSet", NS, names.sentinel_statefulset("cache"))]
+        sts["status"] = {"observedGeneration": 1, "replicas": 3, "readyReplicas": 3}
+
+    def decide_with(self, observation: ReplicationObservation) -> Decision:
+        self.observation = observation
+        return decide(replace(self.observe(), replication=observation), self.now)
+
+    def act_with(self, observation: ReplicationObservation) -> Decision:
+        obs = replace(self.observe(), replication=observation)
+        decision = decide(obs, self.now)
+        self.reconciler.act(obs, decision)
+        return decision
+
+    def roles(self) -> dict[str, str | None]:
+        return {
+            p["metadata"]["name"]: (p["metadata"].get("labels") or {}).get(names.LABEL_ROLE)
+            for p in self.kube.of_kind("Pod")
+            if p["metadata"]["name"].startswith(names.statefulset("cache") + "-")
+        }
+
+
+FRESH = ReplicationObservation(
+    nodes=tuple(node(i, "primary", offset=0) for i in range(3)),
+    sentinels=tuple(sentinel(i, None) for i in range(3)),
+)
+FORMED = ReplicationObservation(
+    nodes=(node(0, "primary"), node(1, "replica", 0), node(2, "replica", 0)),
+    sentinels=tuple(sentinel(i, 0) for i in range(3)),
+)
+
+
+def formed_world() -> ReplWorld:
+    w = ReplWorld()
+    w.step()
+    w.ready()
+    w.act_with(FRESH)
+    for _ in range(3):
+        w.act_with(FORMED)
+    return w
+
+
+def test_renders_redis_pods_sentinels_and_role_selecting_services() -> None:
+    w = ReplWorld()
+    d = w.decide()
+    kinds = {(o["kind"], o["metadata"]["name"]) for o in d.applies}
+    assert ("StatefulSet", "cache") in kinds and ("StatefulSet", "cache-sentinel") in kinds
+    by = {(o["kind"], o["metadata"]["name"]): o for o in d.applies}
+    assert by[("StatefulSet", "cache")]["spec"]["replicas"] == 3
+    assert by[("StatefulSet", "cache-sentinel")]["spec"]["replicas"] == 3
+    sentinel_labels = by[("StatefulSet", "cache-sentinel")]["spec"]["template"]["metadata"][
+        "labels"
+    ]
+    redis_selector = by[("StatefulSet", "cache")]["spec"]["selector"]["matchLabels"]
+    assert not all(sentinel_labels.get(k) == v for k, v in redis_selector.items())
+    assert by[("Service", "cache")]["spec"]["selector"][names.LABEL_ROLE] == "primary"
+    assert by[("Service", "cache-replicas")]["spec"]["selector"][names.LABEL_ROLE] == "replica"
+    assert by[("Service", "cache-sentinel")]["spec"]["ports"][0]["port"] == 26379
+    data = by[("Secret", names.connection_secret("cache"))]["data"]
+    decoded = {k: base64.b64decode(v).decode() for k, v in data.items()}
+    assert decoded["mode"] == "replication"
+    assert decoded["sentinels"] == f"cache-sentinel.{NS}.svc:26379"
+    assert decoded["masterName"] == "cache"
+    assert decoded["url"].endswith(f"@cache.{NS}.svc:6379/0")
+    auth = by[("Secret", names.auth_secret("cache"))]["data"]
+    assert "sentinel.conf" in auth  # the Sentinels' passwords live in the Secret only
+    policies = {o["metadata"]["name"] for o in d.applies if o["kind"] == "NetworkPolicy"}
+    assert policies == {"cache", "cache-sentinel"}
+
+
+def test_bootstrap_makes_pod_0_primary_replicas_follow_sentinels_monitor() -> None:
+    w = ReplWorld()
+    w.step()
+    w.ready()
+    d = w.decide_with(FRESH)
+    replica_of = [a for a in d.redis_actions if isinstance(a, ReplicaOf)]
+    monitors = [a for a in d.redis_actions if isinstance(a, Monitor)]
+    assert {(a.host, a.primary_host) for a in replica_of} == {(IPS[1], IPS[0]), (IPS[2], IPS[0])}
+    assert {a.host for a in monitors} == set(SENTINEL_IPS)
+    assert all(a.primary_host == IPS[0] and a.quorum == 2 for a in monitors)
+    assert [(c.pod, c.role) for c in d.labels][-1] == (pod(0), "primary")
+    assert d.status.phase != "Ready"  # the Sentinels do not watch it yet
+
+
+def test_a_formed_topology_is_ready_and_costs_no_action() -> None:
+    w = formed_world()
+    assert w.roles() == {pod(0): "primary", pod(1): "replica", pod(2): "replica"}
+    d = w.decide_with(FORMED)
+    assert d.acts_nothing, (d.redis_actions, d.labels, d.applies)
+    assert d.status.phase == "Ready", d.status.conditions
+    assert d.status.replication is not None
+    assert d.status.replication.primary == pod(0)
+    assert d.status.replication.sentinels.monitoring == 3
+    assert [r.pod for r in d.status.replication.replicas] == [pod(1), pod(2)]
+
+
+def test_after_sentinels_fail_over_the_labels_follow_demotion_first() -> None:
+    w = formed_world()
+    moved = ReplicationObservation(
+        nodes=(node(0, "replica", 1), node(1, "primary"), node(2, "replica", 1)),
+        sentinels=tuple(sentinel(i, 1) for i in range(3)),
+    )
+    d = w.act_with(moved)
+    assert [(c.pod, c.role) for c in d.labels] == [(pod(0), "replica"), (pod(1), "primary")]
+    assert d.redis_actions == ()  # Sentinel did the work; the operator does not fight it
+    assert any(e.reason == "Failover" and pod(0) in e.message for e in d.events)
+    assert w.roles() == {pod(0): "replica", pod(1): "primary", pod(2): "replica"}
+    assert d.status.replication is not None and d.status.replication.last_failover
+
+
+def test_a_pod_back_alone_as_primary_is_made_a_replica_of_sentinels_primary() -> None:
+    w = formed_world()
+    # pod 0 was replaced: empty, standing alone as a primary at the same address,
+    # while the Sentinels elected pod 1.
+    alone = ReplicationObservation(
+        nodes=(node(0, "primary", offset=0), node(1, "primary"), node(2, "replica", 1)),
+        sentinels=tuple(sentinel(i, 1) for i in range(3)),
+    )
+    d = w.decide_with(alone)
+    assert ReplicaOf(host=IPS[0], primary_host=IPS[1]) in d.redis_actions
+    assert not any(isinstance(a, ReplicaOf) and a.host == IPS[1] for a in d.redis_actions)
+
+
+@pytest.mark.parametrize(
+    "observation",
+    [
+        # Sentinels disagree, no quorum: wait.
+        ReplicationObservation(
+            nodes=FORMED.nodes, sentinels=(sentinel(0, 0), sentinel(1, 1), sentinel(2, None))
+        ),
+        # A failover is under way: wait.
+        ReplicationObservation(
+            nodes=FORMED.nodes,
+            sentinels=tuple(sentinel(i, 0, failover=i == 0) for i in range(3)),
+        ),
+    ],
+)
+def test_without_a_quorum_or_during_a_failover_nothing_is_done(
+    observation: ReplicationObservation,
+) -> None:
+    w = formed_world()
+    d = w.decide_with(observation)
+    assert not any(isinstance(a, ReplicaOf) for a in d.redis_actions)
+    assert not any(c.role == "primary" and c.pod != pod(0) for c in d.labels)
+
+
+def test_a_replaced_sentinel_is_given_the_primary_again() -> None:
+    w = formed_world()
+    observation = ReplicationObservation(
+        nodes=FORMED.nodes, sentinels=(sentinel(0, 0), sentinel(1, 0), sentinel(2, None))
+    )
+    d = w.decide_with(observation)
+    assert d.redis_actions == (Monitor(SENTINEL_IPS[2], "cache", IPS[0], 2, 5000, 60000),)
+
+
+def test_bootstrap_never_picks_an_empty_pod_over_one_with_data() -> None:
+    nodes = [node(0, "primary", offset=0), node(1, "primary", offset=500), node(2, "primary", 0)]
+    nodes = [replace(n, connected_replicas=0) for n in nodes]
+    chosen = bootstrap_primary(nodes)
+    assert chosen is not None and chosen.pod == pod(1)
+    fresh = [replace(n, connected_replicas=0) for n in FRESH.nodes]
+    assert (bootstrap_primary(fresh) or fresh[1]).pod == pod(0)
+
+
+def test_quorum_counts_agreeing_sentinels() -> None:
+    assert sentinel_primary(FORMED, 2) == IPS[0]
+    split = ReplicationObservation(sentinels=(sentinel(0, 0), sentinel(1, 1), sentinel(2, None)))
+    assert sentinel_primary(split, 2) is None
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"replication": {"sentinels": 4}}, "spec.replication.sentinels"),
+        ({"replication": {"sentinels": 3, "quorum": 5}}, "spec.replication.quorum"),
+        ({"replication": {"replicas": 1, "minReplicasToWrite": 2}}, "minReplicasToWrite"),
+    ],
+)
+def test_bad_replication_settings_are_refused_naming_the_field(
+    change: dict[str, Any], field: str
+) -> None:
+    spec = {**copy.deepcopy(SPEC), **change}
+    _, problems = validate.check_spec(spec)
+    assert any(field in str(p) for p in problems), problems
+
+
+def test_replication_settings_on_another_mode_are_refused() -> None:
+    _, problems = validate.check_spec({"replication": {"replicas": 3}})
+    assert any("spec.replication" in str(p) for p in problems), problems
