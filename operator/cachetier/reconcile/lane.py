@@ -68,6 +68,15 @@ class ConsumerLanes:
             self.fences.pop(key, None)
             self.turns.pop(key, None)
 
+    def gather(
+        self, key: tuple[str, str], spec: CacheTierSpec
+    ) -> tuple[tuple[dict[str, Any], ...], tuple[dict[str, Any], ...] | None]:
+        """The consumers' listing for a full pass, read in the tier's turn: a rollback
+        the lane is writing finishes first, so the pass plans from what it left (and
+        its LIST does not compete with the lane's writes)."""
+        with self.turn(key):
+            return self.consumers.gather(key[0], spec)
+
     def rollback_now(self, body: dict[str, Any], spec: CacheTierSpec) -> ConsumerReport | None:
         """The fast lane: if the tier asks for a rollback, switch its consumers off now.
 
