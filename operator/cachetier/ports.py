@@ -296,6 +296,11 @@ class Monitor:
     failover_timeout_ms: int
 
 
+class RedisUnavailable(Exception):
+    """A Redis or Sentinel did not answer an action (down, frozen, restarting): the
+    next pass looks again."""
+
+
 ReplicationAction = ReplicaOf | Monitor
 """What the operator may send a replication tier (never FLUSHALL, REPLICAOF NO ONE or
 SENTINEL FAILOVER)."""
@@ -327,5 +332,5 @@ class ReplicationAdmin(Protocol):
         redis_port: int,
         sentinel_port: int,
     ) -> None:
-        """Carry out one action."""
+        """Carry out one action; raises :class:`RedisUnavailable` when it cannot."""
         ...

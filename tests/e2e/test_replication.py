@@ -2,16 +2,22 @@
 
 One tier (1 primary + 2 replicas + 3 Sentinels) serves a plain ``redis.from_url``
 client on the connection Secret's URL and a Sentinel-aware client on its
-``sentinels``/``masterName``; then its primary pod is deleted while a writer loops on
-the same URL: Sentinel elects a new primary, the operator moves the role label
-(demotion first), the client Service follows, writes resume on the unchanged URL and
-the old primary's replacement rejoins as a replica.
+``sentinels``/``masterName``. Then, while a writer loops on the same URL: the primary's
+process is frozen (SIGSTOP, a hung machine) until the Sentinels elect a new primary —
+the operator moves the role label (demotion first), the client Service follows,
+writes resume on the unchanged URL, and the old primary, woken, rejoins as a replica;
+then the new primary's pod is deleted and the tier settles again with one primary.
+Lost acknowledged writes and the seconds without a write are printed (asynchronous
+replication may lose the last ones).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
+import signal
+import subprocess
 import threading
 import time
 from typing import Any
@@ -26,7 +32,7 @@ metadata: {{name: sessions, namespace: {ns}}}
 spec:
   mode: replication
   replication: {{replicas: 2, sentinels: 3, downAfterMilliseconds: 2000, failoverTimeout: 10000}}
-  redis: {{maxmemory: 32mb, persistence: {{mode: none}}}}
+  redis: {{maxmemory: 32mb, persistence: {{mode: aof, size: 64Mi}}}}
 """
 
 
@@ -98,7 +104,10 @@ def test_replication_serves_one_url_and_follows_sentinel_through_a_failover(
 
     ns = namespace
     kubectl_apply(kube_cluster, TIER.format(ns=ns))
-    status = wait_for(lambda: _ready(kube_cluster, ns), timeout=240, what="the tier Ready")
+    try:
+        status = wait_for(lambda: _ready(kube_cluster, ns), timeout=240, what="the tier Ready")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; status: {json.dumps(_status(kube_cluster, ns))}") from None
     primary = status["replication"]["primary"]
     assert _roles(kube_cluster, ns) == {
         f"sessions-{i}": ("primary" if f"sessions-{i}" == primary else "replica") for i in range(3)
@@ -120,6 +129,7 @@ def test_replication_serves_one_url_and_follows_sentinel_through_a_failover(
     master = sentinel.master_for(conn["masterName"], password=conn["password"], socket_timeout=2)
     assert master.get("greeting") == b"hello"
     primary_ip = (get_json(kube_cluster, "pod", ns, primary) or {})["status"]["podIP"]
+    operator_pw = _secret(kube_cluster, ns, "sessions-auth")["operator-password"]
     assert sentinel.discover_master(conn["masterName"])[0] == primary_ip
     # The application's Sentinel user may discover, not steer.
     try:
@@ -128,56 +138,104 @@ def test_replication_serves_one_url_and_follows_sentinel_through_a_failover(
     except redis.ResponseError as exc:
         assert "NOPERM" in str(exc) or "no permissions" in str(exc).lower(), exc
 
-    # -- the primary pod is deleted while a writer loops on the unchanged URL ---------
+    # -- the primary freezes (SIGSTOP: a hung machine) while a writer loops on the URL --
     writer = Writer(conn["url"])
     writer.start()
     wait_for(lambda: len(writer.acked) > 50, timeout=30, what="the writer going")
-    kube_cluster.run_kubectl("delete", "pod", primary, "-n", ns, "--wait=false")
-    deleted_at = time.monotonic()
-    new = wait_for(
-        lambda: (
-            (p := (_status(kube_cluster, ns).get("replication") or {}).get("primary"))
-            and p != primary
-            and p
-        ),
-        timeout=120,
-        what="a new primary",
+    pid = _redis_pid(primary_ip)
+    os.kill(pid, signal.SIGSTOP)
+    stopped_at = time.monotonic()
+    try:
+        new = wait_for(
+            lambda: (
+                (p := (_status(kube_cluster, ns).get("replication") or {}).get("primary"))
+                and p != primary
+                and p
+            ),
+            timeout=90,
+            what="a new primary elected by the Sentinels",
+        )
+        before = len(writer.acked)
+        wait_for(lambda: len(writer.acked) > before + 50, timeout=60, what="writes resumed")
+        resumed_at = time.monotonic()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    # The old primary wakes up, is turned into a replica; one primary label at the end.
+    want = {f"sessions-{i}": "replica" for i in range(3)} | {new: "primary"}
+    wait_for(lambda: _roles(kube_cluster, ns) == want, timeout=60, what="the roles relabelled")
+    wait_for(lambda: _ready(kube_cluster, ns), timeout=120, what="Ready again")
+    wait_for(
+        lambda: _role_of(primary_ip, operator_pw) == "slave",
+        timeout=60,
+        what="the old primary rejoined as a replica",
     )
+    assert any(primary in m and new in m for m in event_messages(kube_cluster, ns, "Failover"))
+    frozen = _lost(conn["url"], writer, stopped_at, resumed_at)
+
+    # -- the new primary's pod is deleted: writes resume on the same URL ------------------
+    writer = Writer(conn["url"])
+    writer.start()
+    wait_for(lambda: len(writer.acked) > 50, timeout=30, what="the writer going")
+    kube_cluster.run_kubectl("delete", "pod", new, "-n", ns, "--wait=false")
+    deleted_at = time.monotonic()
     before = len(writer.acked)
-    wait_for(lambda: len(writer.acked) > before + 50, timeout=60, what="writes resumed")
+    wait_for(
+        lambda: len(writer.acked) > before + 200, timeout=120, what="writes on after the delete"
+    )
     writer.stop.set()
     writer.join(timeout=10)
-    outage = max((t - deleted_at for t in writer.failures), default=0.0)
-    # The replacement of the old primary rejoins as a replica; one primary label at the end.
-    want = {f"sessions-{i}": "replica" for i in range(3)} | {new: "primary"}
-    wait_for(
-        lambda: _roles(kube_cluster, ns) == want,
-        timeout=120,
-        what="every pod labelled, the old primary's pod a replica",
-    )
-    wait_for(lambda: _ready(kube_cluster, ns), timeout=120, what="Ready again")
-    with redis.from_url(conn["url"], socket_timeout=5) as client:
-        assert client.info("replication")["role"] == "master"
-        acked = writer.acked
-        present = client.mget([f"k{i}" for i in acked])
-        lost = sum(1 for v in present if v is None)
-        assert client.get("greeting") == b"hello"  # what was replicated before survives
-    old = wait_for(
-        lambda: (get_json(kube_cluster, "pod", ns, primary) or {}).get("status", {}).get("podIP"),
-        timeout=60,
-        what="the old primary's replacement",
-    )
-    with redis.Redis(host=old, port=6379, username=names.OPERATOR_USER,
-                     password=_secret(kube_cluster, ns, "sessions-auth")["operator-password"],
-                     socket_timeout=5) as replica:  # fmt: skip
-        assert replica.info("replication")["role"] == "slave"
-    assert any(primary in m and new in m for m in event_messages(kube_cluster, ns, "Failover"))
-    print(
-        json.dumps(
-            {
-                "acked_writes": len(acked),
-                "lost_acked_writes": lost,
-                "seconds_until_last_failed_write": round(outage, 2),
-            }
+
+    def settled() -> bool:
+        roles = _roles(kube_cluster, ns)
+        primaries = [p for p, r in roles.items() if r == "primary"]
+        st = _ready(kube_cluster, ns)
+        return (
+            len(roles) == 3
+            and len(primaries) == 1
+            and None not in roles.values()
+            and bool(st and st["replication"]["primary"] == primaries[0])
         )
-    )
+
+    wait_for(settled, timeout=180, what="one primary, every pod labelled, Ready")
+    deleted = _lost(conn["url"], writer, deleted_at, time.monotonic())
+    with redis.from_url(conn["url"], socket_timeout=5) as client:
+        assert client.get("greeting") == b"hello"  # replicated before both faults
+    print(json.dumps({"sigstop_of_the_primary": frozen, "delete_of_the_primary_pod": deleted}))
+
+
+def _redis_pid(ip: str) -> int:
+    """The redis-server process the node agent runs for the pod at ``ip`` (Redis sets
+    its process title to ``redis-server <bind>:<port>``)."""
+    out = subprocess.run(
+        ["pgrep", "-f", f"redis-server {ip}:6379"], capture_output=True, text=True, check=False
+    ).stdout.split()
+    assert len(out) == 1, out
+    return int(out[0])
+
+
+def _role_of(ip: str, password: str) -> str | None:
+    import redis
+
+    try:
+        with redis.Redis(host=ip, port=6379, username=names.OPERATOR_USER, password=password,
+                         socket_timeout=2) as node:  # fmt: skip
+            return str(node.info("replication")["role"])
+    except redis.RedisError:
+        return None
+
+
+def _lost(url: str, writer: Writer, fault_at: float, resumed_at: float) -> dict[str, Any]:
+    """Acknowledged writes missing now, and the writer's longest time without a write."""
+    import redis
+
+    writer.stop.set()
+    writer.join(timeout=10)
+    with redis.from_url(url, socket_timeout=5) as client:
+        values = client.mget([f"k{i}" for i in writer.acked]) if writer.acked else []
+    failed = [t for t in writer.failures if t >= fault_at]
+    return {
+        "acked_writes": len(writer.acked),
+        "lost_acked_writes": sum(1 for v in values if v is None),
+        "seconds_without_a_write": round((max(failed) - fault_at) if failed else 0.0, 2),
+        "seconds_until_resumed": round(resumed_at - fault_at, 2),
+    }

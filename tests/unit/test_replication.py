@@ -24,7 +24,7 @@ from tests.unit.test_decide import NS, World
 SPEC: dict[str, Any] = {
     "mode": "replication",
     "replication": {"replicas": 2, "sentinels": 3},
-    "redis": {"maxmemory": "32mb", "persistence": {"mode": "none"}},
+    "redis": {"maxmemory": "32mb", "persistence": {"mode": "aof", "size": "64Mi"}},
     "consumers": {"selector": {"matchLabels": {"cache": "on"}}},
     "rollout": {"enabled": True, "percent": 100},
 }
@@ -253,6 +253,13 @@ def test_bad_replication_settings_are_refused_naming_the_field(
     spec = {**copy.deepcopy(SPEC), **change}
     _, problems = validate.check_spec(spec)
     assert any(field in str(p) for p in problems), problems
+
+
+def test_replication_without_persistence_is_refused() -> None:
+    spec = copy.deepcopy(SPEC)
+    spec["redis"]["persistence"] = {"mode": "none"}
+    _, problems = validate.check_spec(spec)
+    assert any("spec.redis.persistence.mode" in str(p) for p in problems), problems
 
 
 def test_replication_settings_on_another_mode_are_refused() -> None:

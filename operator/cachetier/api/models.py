@@ -599,6 +599,13 @@ class CacheTierSpec(_Model):
                 # The defaults fill spec.cluster on every tier, so only settings that
                 # differ from them can be told apart from "not set".
                 _cel(
+                    "self.mode != 'replication' || !has(self.redis) || "
+                    "!has(self.redis.persistence) || self.redis.persistence.mode != 'none'",
+                    "mode replication needs redis.persistence aof or rdb: a primary that "
+                    "restarts empty would otherwise empty its replicas when they resync",
+                    ".redis.persistence.mode",
+                ),
+                _cel(
                     "self.mode == 'replication' || !has(self.replication) || "
                     "(self.replication.replicas == 2 && self.replication.sentinels == 3 && "
                     "!has(self.replication.quorum) && "

@@ -234,6 +234,12 @@ def _external(spec: CacheTierSpec) -> Iterator[Problem]:
 def _replication_settings(spec: CacheTierSpec) -> Iterator[Problem]:
     """Mirror of the CRD rules of spec.replication."""
     rs = spec.replication
+    if profile(spec).sentinel and spec.redis.persistence.mode == "none":
+        yield Problem(
+            "spec.redis.persistence.mode",
+            "mode replication needs aof or rdb: a primary that restarts empty would "
+            "otherwise empty its replicas when they resync",
+        )
     if not profile(spec).sentinel and rs != CacheTierSpec().replication:
         yield Problem(
             "spec.replication",

@@ -38,6 +38,7 @@ from cachetier.ports import (
     ConvergeResult,
     EventSink,
     KubeApi,
+    RedisUnavailable,
     ReplicationAdmin,
     ReplicationObservation,
     TlsOptions,
@@ -285,13 +286,17 @@ class TierReconciler:
         )
         for action in decision.redis_actions:
             log.info("%s/%s: %s", obs.ref.namespace, obs.ref.name, action)
-            self.replication.execute(
-                action,
-                username=names.OPERATOR_USER,
-                password=password,
-                redis_port=names.REDIS_PORT,
-                sentinel_port=names.SENTINEL_PORT,
-            )
+            try:
+                self.replication.execute(
+                    action,
+                    username=names.OPERATOR_USER,
+                    password=password,
+                    redis_port=names.REDIS_PORT,
+                    sentinel_port=names.SENTINEL_PORT,
+                )
+            except RedisUnavailable as exc:
+                # Down, frozen or restarting: the next pass (2 s) observes again.
+                log.warning("%s/%s: %s", obs.ref.namespace, obs.ref.name, exc)
 
     def _export(self, obs: Observed, decision: Decision) -> None:
         ns, name = obs.ref.namespace, obs.ref.name

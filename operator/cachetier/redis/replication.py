@@ -20,6 +20,7 @@ import redis
 from cachetier.ports import (
     Monitor,
     NodeState,
+    RedisUnavailable,
     ReplicaOf,
     ReplicationAction,
     ReplicationObservation,
@@ -134,6 +135,19 @@ class RedisReplicationAdmin:
         self,
         action: ReplicationAction,
         *,
+        username: str,
+        password: str | None,
+        redis_port: int,
+        sentinel_port: int,
+    ) -> None:
+        try:
+            self._execute(action, username, password, redis_port, sentinel_port)
+        except redis.RedisError as exc:
+            raise RedisUnavailable(f"{action}: {type(exc).__name__}: {exc}") from exc
+
+    def _execute(
+        self,
+        action: ReplicationAction,
         username: str,
         password: str | None,
         redis_port: int,

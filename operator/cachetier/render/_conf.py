@@ -87,6 +87,9 @@ def render_redis_conf(spec: CacheTierSpec) -> str:
     if profile(spec).sentinel:
         lines += ["", "# Replication (the operator and Sentinel set the primary at run time)"]
         lines.append("replica-read-only yes")
+        # The full sync of a new replica starts at once (not after 5 s of waiting for
+        # more replicas to share the snapshot).
+        lines.append("repl-diskless-sync-delay 1")
         if spec.replication.min_replicas_to_write:
             lines.append(f"min-replicas-to-write {spec.replication.min_replicas_to_write}")
             lines.append("min-replicas-max-lag 10")

@@ -30,7 +30,6 @@ SENTINEL_APP_RULES = (
     "+role",
     "+client|setname",
     "+client|getname",
-    "+client|setinfo",
     "+client|id",
     "+subscribe",
     "+psubscribe",
@@ -81,8 +80,11 @@ def render_sentinel_conf(spec: CacheTierSpec, secrets: TierSecrets) -> str:
 
 
 SENTINEL_START = (
-    # Sentinel rewrites its config file: it runs from a copy on its own volume.
-    f"cp {SENTINEL_CONF_PATH} {SENTINEL_RUN_CONF} && "
+    # Sentinel rewrites its config file: it runs from a copy on its own volume, made
+    # once per pod (a restarted container keeps what it learnt). It announces its pod
+    # address to the other Sentinels, not whatever address its connections leave from.
+    f"[ -f {SENTINEL_RUN_CONF} ] || {{ cp {SENTINEL_CONF_PATH} {SENTINEL_RUN_CONF} && "
+    f'echo "sentinel announce-ip $POD_IP" >> {SENTINEL_RUN_CONF}; }} && '
     f"exec redis-server {SENTINEL_RUN_CONF} --sentinel"
 )
 

@@ -79,6 +79,10 @@ def _container(ref: TierRef, spec: CacheTierSpec) -> dict[str, Any]:
             "--cluster-announce-hostname",
             f"$(POD_NAME).{names.headless_service(ref.name)}.{ref.namespace}.svc",
         ]
+    if profile(spec).sentinel:
+        # Replicas are known to the primary and the Sentinels by the address they
+        # announce: the pod's, not the one their connection happens to leave from.
+        container["args"] = ["--replica-announce-ip", "$(POD_IP)"]
     container["env"] = [
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         *(
