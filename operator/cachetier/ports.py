@@ -264,6 +264,8 @@ class SentinelState:
     failover: bool = False
     sentinels: int = 0
     """Sentinels it knows, itself included."""
+    replicas: int = 0
+    """Replicas of the primary it knows (``num-slaves``): it can fail over only to these."""
     quorum: int = 0
     error: str = ""
 

@@ -18,6 +18,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -200,7 +201,8 @@ def test_replication_serves_one_url_and_follows_sentinel_through_a_failover(
     deleted = _lost(conn["url"], writer, deleted_at, time.monotonic())
     with redis.from_url(conn["url"], socket_timeout=5) as client:
         assert client.get("greeting") == b"hello"  # replicated before both faults
-    print(json.dumps({"sigstop_of_the_primary": frozen, "delete_of_the_primary_pod": deleted}))
+    result = json.dumps({"sigstop_of_the_primary": frozen, "delete_of_the_primary_pod": deleted})
+    print(result, file=sys.__stdout__)
 
 
 def _redis_pid(ip: str) -> int:

@@ -112,3 +112,20 @@ def test_enforce_config_puts_back_what_was_changed_live(server: Target) -> None:
     assert enforce_config(server, wanted) == {"maxmemory": ("1048576", wanted["maxmemory"])}
     assert client.config_get("maxmemory")["maxmemory"] == wanted["maxmemory"]
     client.close()
+
+
+def test_failed_administrative_commands_are_not_application_errors(server: Target) -> None:
+    """Sentinel's CONFIG REWRITE after a failover fails on a read-only redis.conf (here:
+    no config file at all); such failures of commands the application may not run do
+    not count against the error rate that rolls consumers back."""
+    base = probe(server, None).counters
+    client = redis.Redis(host=server.host, port=server.port, password="pw", **quiet_handshake())
+    for _ in range(MIN_COMMANDS_FOR_ERROR_RATE):
+        client.get("k")
+    for _ in range(20):
+        with pytest.raises(redis.ResponseError):
+            client.execute_command("CONFIG", "REWRITE")
+    client.close()
+    after = probe(server, base)
+    assert after.error_rate == 0.0, after
+    assert not (after.error_classes or {}).get("ERR"), after.error_classes

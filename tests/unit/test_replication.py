@@ -58,6 +58,7 @@ def sentinel(i: int, master: int | None, *, failover: bool = False) -> SentinelS
         master_host=IPS[master] if master is not None else None,
         failover=failover,
         sentinels=3,
+        replicas=2 if master is not None else 0,
         quorum=2,
     )
 
@@ -213,6 +214,16 @@ def test_without_a_quorum_or_during_a_failover_nothing_is_done(
     d = w.decide_with(observation)
     assert not any(isinstance(a, ReplicaOf) for a in d.redis_actions)
     assert not any(c.role == "primary" and c.pod != pod(0) for c in d.labels)
+
+
+def test_not_ready_until_a_quorum_of_sentinels_knows_every_replica() -> None:
+    w = formed_world()
+    blind = ReplicationObservation(
+        nodes=FORMED.nodes, sentinels=tuple(replace(sentinel(i, 0), replicas=1) for i in range(3))
+    )
+    d = w.decide_with(blind)
+    assert d.status.phase == "Degraded"
+    assert "Sentinels know every replica" in d.status.conditions[0].message
 
 
 def test_a_replaced_sentinel_is_given_the_primary_again() -> None:

@@ -273,6 +273,9 @@ class TierReconciler:
     def _act_replication(self, obs: Observed, decision: Decision) -> None:
         """Role labels (demotions first: never two primaries), then the Redis actions."""
         for change in decision.labels:
+            log.info(
+                "%s/%s: pod %s is %s", obs.ref.namespace, obs.ref.name, change.pod, change.role
+            )
             self.kube.merge_patch(
                 "Pod",
                 obs.ref.namespace,

@@ -65,6 +65,7 @@ def probe(target: Target, previous: Counters | None, timeout: float = 2.0) -> Pr
         latency = sorted(samples)[len(samples) // 2]
         info = client.info()
         errorstats = client.info("errorstats")
+        commandstats = client.info("commandstats")
         # Only the NOPERM class has an ACL LOG to say which command; a user without
         # the right to read it (an external Redis) just gets no names.
         acl_log = _acl_log(client) if "errorstat_NOPERM" in errorstats else []
@@ -72,12 +73,16 @@ def probe(target: Target, previous: Counters | None, timeout: float = 2.0) -> Pr
         return ProbeResult(up=False, error=f"{type(exc).__name__}: {exc}")
     finally:
         client.close()
+    admin = _admin_failures(commandstats)
+    classes = _error_classes(errorstats)
+    if admin and "ERR" in classes:
+        classes["ERR"] = max(0, classes["ERR"] - admin)
     counters = Counters(
         commands=int(info.get("total_commands_processed", 0)),
-        errors=int(info.get("total_error_replies", 0)),
+        errors=max(0, int(info.get("total_error_replies", 0)) - admin),
         hits=int(info.get("keyspace_hits", 0)),
         misses=int(info.get("keyspace_misses", 0)),
-        error_classes=tuple(sorted(_error_classes(errorstats).items())),
+        error_classes=tuple(sorted(classes.items())),
         denials=tuple(sorted(_denials(acl_log).items())),
     )
     base = previous if previous is not None and previous.commands <= counters.commands else None
@@ -99,6 +104,23 @@ def probe(target: Target, previous: Counters | None, timeout: float = 2.0) -> Pr
         error_classes=_delta(counters.error_classes, base.error_classes if base else ()),
         denied_commands=_delta(counters.denials, base.denials if base else ()),
     )
+
+
+ADMIN_COMMANDS = frozenset(
+    {"config|rewrite", "config|set", "replicaof", "slaveof", "client|kill", "script|kill"}
+)
+"""Commands only the operator and Sentinel send (the application's user may not): their
+failures — Sentinel's CONFIG REWRITE of a read-only redis.conf after every failover, say —
+are not application errors and do not count in the error rate."""
+
+
+def _admin_failures(commandstats: dict[str, object]) -> int:
+    total = 0
+    for key, value in commandstats.items():
+        name = key.removeprefix("cmdstat_")
+        if name in ADMIN_COMMANDS and isinstance(value, dict):
+            total += int(value.get("failed_calls", 0)) + int(value.get("rejected_calls", 0))
+    return total
 
 
 def _acl_log(client: redis.Redis) -> list[dict[str, object]]:

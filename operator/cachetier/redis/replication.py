@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from cachetier.ports import (
     Monitor,
@@ -46,6 +48,9 @@ def _client(host: str, port: int, username: str | None, password: str | None) ->
         password=password,
         socket_timeout=TIMEOUT,
         socket_connect_timeout=TIMEOUT,
+        # No retries: a frozen node must cost one timeout, not redis-py's default
+        # retries with back-off (14 s measured), while the tier waits for its pass.
+        retry=Retry(NoBackoff(), 0),
         decode_responses=True,
         **quiet_handshake(),
     )
@@ -93,6 +98,7 @@ def _sentinel(
             master_down="s_down" in flags or "o_down" in flags,
             failover="failover_in_progress" in flags,
             sentinels=int(state.get("num-other-sentinels") or 0) + 1,
+            replicas=int(state.get("num-slaves") or 0),
             quorum=int(state.get("quorum") or 0),
         )
     except redis.RedisError as exc:

@@ -133,8 +133,8 @@ class ReplicationMode:
                         )
                     )
             for n in nodes:
-                if n.host == primary_host:
-                    continue
+                if n.host == primary_host or not n.up:
+                    continue  # a node that does not answer is Sentinel's to judge
                 stray = n.role == "primary" or (n.master_host not in by_host)
                 if stray or (not agreed and n.master_host != primary_host):
                     actions.append(ReplicaOf(host=n.host, primary_host=primary_host))
@@ -161,11 +161,15 @@ class ReplicationMode:
             for n in nodes
             if n.host != primary_host
         ]
-        monitoring = sum(
-            1
+        watching = [
+            s
             for s in observation.sentinels
             if s.up and s.monitoring and s.master_host == primary_host
-        )
+        ]
+        monitoring = len(watching)
+        # A Sentinel can fail over only to replicas it has discovered (from the primary's
+        # INFO, every 10 s): until a quorum knows them all, the tier is not ready for one.
+        informed = sum(1 for s in watching if s.replicas >= len(replicas))
         status: dict[str, Any] = {
             "primary": primary_pod or "",
             "replicas": replicas,
@@ -186,6 +190,8 @@ class ReplicationMode:
             problems.append(f"{sentinels_ready}/{rs.sentinels} Sentinels ready")
         if monitoring < quorum:
             problems.append(f"{monitoring}/{quorum} Sentinels watch the primary")
+        elif informed < quorum:
+            problems.append(f"{informed}/{quorum} Sentinels know every replica")
         down = [r["pod"] for r in replicas if not r["linkUp"]]
         if down:
             problems.append("replication link down: " + ", ".join(down))
