@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 from cachetier import names
+from cachetier.redis.options import quiet_handshake
 from tests.e2e.helpers import Operator, event_messages, get_json, kubectl_apply, wait_for
 
 TIER = """
@@ -81,7 +82,15 @@ class Writer(threading.Thread):
     def run(self) -> None:
         import redis
 
-        client = redis.from_url(self.url, socket_timeout=1, socket_connect_timeout=1)
+        # No CLIENT SETINFO greeting: the Redis 7.0 here answers it with an error reply,
+        # and a writer that reconnects through a failover would send dozens, enough for
+        # the probe to roll the tier back (Redis >= 7.2 knows the command).
+        def connect() -> redis.Redis:
+            return redis.from_url(
+                self.url, socket_timeout=1, socket_connect_timeout=1, **quiet_handshake()
+            )
+
+        client = connect()
         i = 0
         while not self.stop.is_set():
             try:
@@ -91,7 +100,7 @@ class Writer(threading.Thread):
             except redis.RedisError:
                 self.failures.append(time.monotonic())
                 client.close()
-                client = redis.from_url(self.url, socket_timeout=1, socket_connect_timeout=1)
+                client = connect()
                 time.sleep(0.05)
             time.sleep(0.01)
         client.close()
@@ -197,7 +206,13 @@ def test_replication_serves_one_url_and_follows_sentinel_through_a_failover(
             and bool(st and st["replication"]["primary"] == primaries[0])
         )
 
-    wait_for(settled, timeout=180, what="one primary, every pod labelled, Ready")
+    try:
+        wait_for(settled, timeout=180, what="one primary, every pod labelled, Ready")
+    except AssertionError as exc:
+        raise AssertionError(
+            f"{exc}; status {json.dumps(_status(kube_cluster, ns))[:2000]}; "
+            f"errors {_errors(kube_cluster, ns, operator_pw)}"
+        ) from None
     deleted = _lost(conn["url"], writer, deleted_at, time.monotonic())
     with redis.from_url(conn["url"], socket_timeout=5) as client:
         assert client.get("greeting") == b"hello"  # replicated before both faults
@@ -213,6 +228,26 @@ def _redis_pid(ip: str) -> int:
     ).stdout.split()
     assert len(out) == 1, out
     return int(out[0])
+
+
+def _errors(cluster: Any, ns: str, password: str) -> dict[str, Any]:
+    """Per pod: error replies by class and the commands that failed (diagnostics)."""
+    import redis
+
+    out: dict[str, Any] = {}
+    for pod in _roles(cluster, ns):
+        ip = ((get_json(cluster, "pod", ns, pod) or {}).get("status") or {}).get("podIP")
+        try:
+            with redis.Redis(host=ip, port=6379, username=names.OPERATOR_USER,
+                             password=password, socket_timeout=2) as node:  # fmt: skip
+                failed = {
+                    k: v for k, v in node.info("commandstats").items()
+                    if isinstance(v, dict) and (v.get("failed_calls") or v.get("rejected_calls"))
+                }  # fmt: skip
+                out[pod] = {"errorstats": node.info("errorstats"), "failed": failed}
+        except redis.RedisError as exc:
+            out[pod] = str(exc)
+    return out
 
 
 def _role_of(ip: str, password: str) -> str | None:
