@@ -142,6 +142,26 @@ def workload_verdict(obs: WorkloadObservation, previous_phase: str | None) -> Ve
     )
 
 
+def serving_or_forming(
+    previous_phase: str | None, message: str, *, degraded: str, healing: str, forming: str
+) -> Verdict:
+    """A workload that is up but whose Redis topology is not right yet: Degraded (and
+    healing) for a tier that was serving, Provisioning (forming) for a new one."""
+    if previous_phase in ("Ready", "Degraded", "RolledBack"):
+        return Verdict(
+            phase="Degraded",
+            ready=("False", degraded, message),
+            progressing=("True", healing, message),
+            degraded=("True", degraded, message),
+        )
+    return Verdict(
+        phase="Provisioning",
+        ready=("False", forming, message),
+        progressing=("True", forming, message),
+        degraded=("False", forming, ""),
+    )
+
+
 def external_verdict(ok: bool, message: str) -> Verdict:
     """An external tier is ready once its connection Secret is built."""
     if ok:

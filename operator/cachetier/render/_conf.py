@@ -165,6 +165,12 @@ def acl_denied(spec: CacheTierSpec) -> list[str]:
     return [f"-{command}" for command in seen]
 
 
+def operator_acl_user(secrets: TierSecrets) -> str:
+    """The ACL line of the operator's own user (every command), in redis.conf syntax."""
+    password = quote_conf(">" + secrets.operator_password)
+    return " ".join(["user", names.OPERATOR_USER, "on", password, "~*", "&*", "+@all"])
+
+
 def render_auth_conf(spec: CacheTierSpec, secrets: TierSecrets) -> str:
     """auth.conf: the ACL users and replication credentials (the Secret key names.AUTH_CONF_KEY).
 
@@ -189,22 +195,13 @@ def render_auth_conf(spec: CacheTierSpec, secrets: TierSecrets) -> str:
         *APP_USER_RULES,
         *acl_denied(spec),
     ]
-    operator_user = [
-        "user",
-        names.OPERATOR_USER,
-        "on",
-        quote_conf(">" + secrets.operator_password),
-        "~*",
-        "&*",
-        "+@all",
-    ]
     lines = [
         HEADER,
         "",
         "# The application's user: no administrative command, none of the disabled ones.",
         " ".join(default_user),
         "# The operator's own user: health probes, cluster formation and healing.",
-        " ".join(operator_user),
+        operator_acl_user(secrets),
         # (The text of this comment is in every auth.conf hash: changing it would
         # restart every tier's pods on upgrade.)
         "# Replicas (cluster mode) authenticate to their master as the operator's user."

@@ -97,6 +97,21 @@ def build_pdb(ref: TierRef) -> dict[str, Any]:
     )
 
 
+def clients_and_operator(ref: TierRef, operator_namespace: str) -> list[dict[str, Any]]:
+    """NetworkPolicy peers every port of a tier admits: its consumers (the pods carrying
+    names.client_label(tier)) and the operator (its namespace *and* its pod label: a
+    label alone is one anybody may set on a pod in any namespace)."""
+    return [
+        {"podSelector": {"matchLabels": {names.client_label(ref.name): "true"}}},
+        {
+            "namespaceSelector": {
+                "matchLabels": {"kubernetes.io/metadata.name": operator_namespace}
+            },
+            "podSelector": {"matchLabels": names.operator_pod_labels()},
+        },
+    ]
+
+
 def build_network_policy(
     ref: TierRef, spec: CacheTierSpec, operator_namespace: str = names.OPERATOR_NAMESPACE
 ) -> dict[str, Any]:
@@ -114,13 +129,7 @@ def build_network_policy(
     rules: list[dict[str, Any]] = [
         {
             "from": [
-                {"podSelector": {"matchLabels": {names.client_label(ref.name): "true"}}},
-                {
-                    "namespaceSelector": {
-                        "matchLabels": {"kubernetes.io/metadata.name": operator_namespace}
-                    },
-                    "podSelector": {"matchLabels": names.operator_pod_labels()},
-                },
+                *clients_and_operator(ref, operator_namespace),
                 own_pods(),
                 *(
                     [{"podSelector": {"matchLabels": names.sentinel_selector_labels(ref.name)}}]

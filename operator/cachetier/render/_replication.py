@@ -13,8 +13,9 @@ from typing import Any
 from cachetier import names
 from cachetier.api.models import CacheTierSpec
 
-from ._conf import AUTH_DIR, DATA_DIR, HEADER, TMP_DIR, quote_conf
+from ._conf import AUTH_DIR, DATA_DIR, HEADER, TMP_DIR, operator_acl_user, quote_conf
 from ._meta import object_meta, stamp
+from ._network import clients_and_operator
 from ._statefulset import REDIS_UID, SECRET_FILE_MODE
 from ._types import TierRef, TierSecrets
 
@@ -54,15 +55,6 @@ def render_sentinel_conf(spec: CacheTierSpec, secrets: TierSecrets) -> str:
     app = "nopass"
     if spec.auth.enabled and secrets.app_password:
         app = quote_conf(">" + secrets.app_password)
-    operator_user = [
-        "user",
-        names.OPERATOR_USER,
-        "on",
-        quote_conf(">" + secrets.operator_password),
-        "~*",
-        "&*",
-        "+@all",
-    ]
     lines = [
         HEADER,
         f"port {names.SENTINEL_PORT}",
@@ -72,7 +64,7 @@ def render_sentinel_conf(spec: CacheTierSpec, secrets: TierSecrets) -> str:
         "# Applications: discovery only.",
         " ".join(["user", "default", "on", app, *SENTINEL_APP_RULES]),
         "# The operator (and the Sentinels among themselves): everything.",
-        " ".join(operator_user),
+        operator_acl_user(secrets),
         f"sentinel sentinel-user {names.OPERATOR_USER}",
         f"sentinel sentinel-pass {quote_conf(secrets.operator_password)}",
     ]
@@ -305,19 +297,7 @@ def build_sentinel_network_policy(
                 "ingress": [
                     {
                         "from": [
-                            {
-                                "podSelector": {
-                                    "matchLabels": {names.client_label(ref.name): "true"}
-                                }
-                            },
-                            {
-                                "namespaceSelector": {
-                                    "matchLabels": {
-                                        "kubernetes.io/metadata.name": operator_namespace
-                                    }
-                                },
-                                "podSelector": {"matchLabels": names.operator_pod_labels()},
-                            },
+                            *clients_and_operator(ref, operator_namespace),
                             {"podSelector": {"matchLabels": names.selector_labels(ref.name)}},
                             {
                                 "podSelector": {

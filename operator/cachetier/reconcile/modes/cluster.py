@@ -94,18 +94,11 @@ class ClusterMode:
         if view.converged:
             return base
         message = f"Redis Cluster: {view.message}"
-        if previous_phase in ("Ready", "Degraded", "RolledBack"):
-            verdict = cond.Verdict(
-                phase="Degraded",
-                ready=("False", "ClusterNotOk", message),
-                progressing=("True", "ClusterConverging", message),
-                degraded=("True", "ClusterNotOk", message),
-            )
-        else:
-            verdict = cond.Verdict(
-                phase="Provisioning",
-                ready=("False", "ClusterForming", message),
-                progressing=("True", "ClusterForming", message),
-                degraded=("False", "ClusterForming", ""),
-            )
+        verdict = cond.serving_or_forming(
+            previous_phase,
+            message,
+            degraded="ClusterNotOk",
+            healing="ClusterConverging",
+            forming="ClusterForming",
+        )
         return replace(base, verdict=verdict, requeue=_operated.NOT_READY_RECHECK)

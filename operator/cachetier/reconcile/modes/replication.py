@@ -208,20 +208,15 @@ class ReplicationMode:
         if base.verdict.phase != "Ready" or not problems:
             return judged
         message = "replication: " + "; ".join(problems)
-        if obs.status.get("phase") in ("Ready", "Degraded", "RolledBack") and primary_pod:
-            verdict = cond.Verdict(
-                phase="Degraded",
-                ready=("False", "ReplicationDegraded", message),
-                progressing=("True", "ReplicationHealing", message),
-                degraded=("True", "ReplicationDegraded", message),
-            )
-        else:
-            verdict = cond.Verdict(
-                phase="Provisioning",
-                ready=("False", "ReplicationForming", message),
-                progressing=("True", "ReplicationForming", message),
-                degraded=("False", "ReplicationForming", ""),
-            )
+        # Without an agreed primary a tier is forming, whatever it was before.
+        prior_phase = obs.status.get("phase") if primary_pod else None
+        verdict = cond.serving_or_forming(
+            prior_phase,
+            message,
+            degraded="ReplicationDegraded",
+            healing="ReplicationHealing",
+            forming="ReplicationForming",
+        )
         return replace(judged, verdict=verdict)
 
 
