@@ -53,8 +53,6 @@ class Event:
     type: str
     reason: str
     message: str
-    phase_change: bool = False
-    """The Event that reports a new ``status.phase``."""
 
 
 @dataclass(frozen=True)
@@ -113,9 +111,6 @@ class Decision:
     base_events: tuple[Event, ...] = ()
     """The Events decided before the consumer writes (passwords, children, re-arm)."""
     requeue: float | None = None
-    status_deferred: bool = False
-    """This pass creates the Redis StatefulSet: status waits for the pass its
-    controller's first update wakes (one status write for a new tier, not two)."""
     verdict: cond.Verdict | None = None
     judgement: Judgement | None = None
     rollout: RolloutPart | None = None
@@ -151,7 +146,6 @@ def decide(obs: Observed, now: datetime) -> Decision:
     rollback_first = not spec.rollout.enabled or spec.rollout.percent == 0
 
     events: list[Event] = []
-    deferred = False
     seed: dict[str, Any] | None = None
     applies: list[dict[str, Any]] = []
     judgement: Judgement | None = None
@@ -168,10 +162,6 @@ def decide(obs: Observed, now: datetime) -> Decision:
         inputs = Inputs(obs, spec, secrets, tls_ca, format_time(now) or "")
         desired = mode.desired(inputs)
         applies, written, apply_events = _plan_applies(obs, desired)
-        deferred = any(
-            kind == "StatefulSet" and obs.children.get((kind, name)) is None
-            for kind, name in written
-        )
         events += apply_events
         judgement = mode.judge(inputs, desired, written)
         verdict, requeue = judgement.verdict, judgement.requeue
@@ -200,7 +190,6 @@ def decide(obs: Observed, now: datetime) -> Decision:
         consumers=rollout.consumers,
         base_events=tuple(events) + rollout.events,
         requeue=requeue,
-        status_deferred=deferred,
         verdict=verdict,
         judgement=judgement,
         rollout=rollout,
@@ -253,7 +242,6 @@ def refused(obs: Observed, decision: Decision, message: str, now: datetime) -> D
         rollout=rollout,
         consumers=rollout.consumers if rollout else None,
         base_events=kept,
-        status_deferred=False,
     )
     return settle(obs, draft, planned_outcome(draft), now)
 
@@ -625,8 +613,7 @@ def settle(
     status = CacheTierStatus.model_validate({k: v for k, v in body.items() if v is not None})
     if old.get("phase") != phase:
         etype = "Normal" if verdict.phase in ("Ready", "Provisioning", "Pending") else "Warning"
-        message = f"phase {phase}: {verdict.ready[2]}"
-        events.append(Event(etype, verdict.ready[1], message, phase_change=True))
+        events.append(Event(etype, verdict.ready[1], f"phase {phase}: {verdict.ready[2]}"))
     return replace(decision, status=status, events=tuple(events), requeue=requeue)
 
 

@@ -257,14 +257,8 @@ class TierReconciler:
             if report.errors:
                 log.warning("consumer errors for %s/%s: %s", *key, report.errors)
         self._export(obs, decision)
-        events = decision.events
-        if decision.status_deferred:
-            # The StatefulSet was just created: its controller's first word on it is one
-            # watch event away, and the pass it wakes writes status once with that.
-            events = tuple(e for e in events if not e.phase_change)
-        else:
-            self.write_status(body, obs.status, status_dict(decision))
-        for event in events:
+        self.write_status(body, obs.status, status_dict(decision))
+        for event in decision.events:
             if event.reason == "DriftRepaired":
                 log.info("%s/%s: %s", ref.namespace, ref.name, event.message)
             self._event(body, event.type, event.reason, event.message)
