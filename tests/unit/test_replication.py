@@ -180,6 +180,21 @@ def test_after_sentinels_fail_over_the_labels_follow_demotion_first() -> None:
     assert d.status.replication is not None and d.status.replication.last_failover
 
 
+def test_a_failover_seen_through_a_moment_without_agreement_is_still_reported() -> None:
+    w = formed_world()
+    split = ReplicationObservation(
+        nodes=FORMED.nodes, sentinels=(sentinel(0, 1), sentinel(1, None), sentinel(2, None))
+    )
+    d = w.act_with(split)  # no quorum for a moment: the last primary stands
+    assert d.status.replication is not None and d.status.replication.primary == pod(0)
+    moved = ReplicationObservation(
+        nodes=(node(0, "replica", 1), node(1, "primary"), node(2, "replica", 1)),
+        sentinels=tuple(sentinel(i, 1) for i in range(3)),
+    )
+    d = w.act_with(moved)
+    assert any(e.reason == "Failover" and pod(0) in e.message for e in d.events)
+
+
 def test_a_pod_back_alone_as_primary_is_made_a_replica_of_sentinels_primary() -> None:
     w = formed_world()
     # pod 0 was replaced: empty, standing alone as a primary at the same address,

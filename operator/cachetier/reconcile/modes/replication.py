@@ -171,7 +171,9 @@ class ReplicationMode:
         # INFO, every 10 s): until a quorum knows them all, the tier is not ready for one.
         informed = sum(1 for s in watching if s.replicas >= len(replicas))
         status: dict[str, Any] = {
-            "primary": primary_pod or "",
+            # The last agreed primary stands while the Sentinels do not agree (mid
+            # failover), as its label does: the next agreement is compared with it.
+            "primary": primary_pod or str(previous.get("primary") or ""),
             "replicas": replicas,
             "sentinels": {"ready": sentinels_ready, "monitoring": monitoring, "quorum": quorum},
         }
