@@ -10,12 +10,14 @@ switching consumers back on from its outdated view.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from cachetier import names
 from cachetier.api.models import CacheTierSpec
 from cachetier.ports import KubeApi
+from cachetier.reconcile.consumer_plan import ConsumerPlan
 from cachetier.reconcile.consumers import PARALLEL_WRITES, ConsumerReconciler, ConsumerReport
 from cachetier.reconcile.decide import ConsumerStep
 from cachetier.reconcile.observed import auto_rolled_back, rollback_requested
@@ -132,8 +134,19 @@ class ConsumerLanes:
             self.fences[key] = Fence(meta["uid"], generation, rearm, list(report.changed))
         return report
 
-    def run(self, body: dict[str, Any], ref: TierRef, step: ConsumerStep) -> ConsumerReport:
-        """A full pass's consumer writes, fenced against a newer rollback."""
+    def run(
+        self,
+        body: dict[str, Any],
+        ref: TierRef,
+        step: ConsumerStep,
+        refresh: Callable[[ConsumerPlan], ConsumerPlan] | None = None,
+    ) -> ConsumerReport:
+        """A full pass's consumer writes, fenced against a newer rollback.
+
+        ``refresh`` (pod granularity) re-plans under the tier's turn, right before the
+        writes, from pods listed then: pods come and go by the second during a rollout,
+        and flags planned from the pass's first listing could switch on one pod too many.
+        """
         key = (ref.namespace, ref.name)
         generation, rearm = _mark(body)
         with self.turn(key):
@@ -146,7 +159,7 @@ class ConsumerLanes:
                     f"a rollback of generation {fence.generation} ran after this view"
                     f" (generation {generation}) was read"
                 )
-            plan = step.plan
+            plan = step.plan if refresh is None else refresh(step.plan)
             if same and fence is not None and fence.changed:
                 # The plan was made from a listing read before the lane's writes:
                 # what the lane already switched is not written twice.

@@ -44,6 +44,7 @@ from cachetier.ports import (
     TlsOptions,
 )
 from cachetier.reconcile.cluster import ClusterManager
+from cachetier.reconcile.consumer_plan import ConsumerPlan, plan_consumers
 from cachetier.reconcile.consumers import ConsumerReconciler, ConsumerReport
 from cachetier.reconcile.decide import (
     ConsumerOutcome,
@@ -216,7 +217,7 @@ class TierReconciler:
         report: ConsumerReport | None = None
         if decision.consumers_first and decision.consumers is not None:
             # Instant rollback: consumers are switched off before any other work.
-            report = self.lanes.run(body, ref, decision.consumers)
+            report, decision = self._consumer_pass(obs, decision)
         if decision.seed is not None:
             try:
                 # Create-only: if two passes race, the loser re-reads, so a password
@@ -245,7 +246,7 @@ class TierReconciler:
             )
         self._act_replication(obs, decision)
         if not decision.consumers_first and decision.consumers is not None:
-            report = self.lanes.run(body, ref, decision.consumers)
+            report, decision = self._consumer_pass(obs, decision)
         if report is not None and decision.consumers is not None:
             own = len(decision.consumers.plan.conflicts)
             outcome = ConsumerOutcome(
@@ -263,6 +264,41 @@ class TierReconciler:
                 log.info("%s/%s: %s", ref.namespace, ref.name, event.message)
             self._event(body, event.type, event.reason, event.message)
         return Result(requeue_after=decision.requeue)
+
+    def _consumer_pass(self, obs: Observed, decision: Decision) -> tuple[ConsumerReport, Decision]:
+        """The consumer writes; at pod granularity re-planned from pods listed in the
+        tier's turn (the decision then carries the plan that was carried out)."""
+        step = decision.consumers
+        assert step is not None and obs.spec is not None
+        spec = obs.spec
+        used: list[ConsumerPlan] = []
+
+        def refresh(plan: ConsumerPlan) -> ConsumerPlan:
+            pods = tuple(self.kube.list_objects("Pod", obs.ref.namespace))
+            fresh = plan_consumers(
+                obs.ref.name,
+                obs.ref.namespace,
+                spec,
+                obs.workloads,
+                pods,
+                enabled=step.enabled,
+                effective_percent=step.effective_percent,
+                connection_ready=step.connection_ready,
+            )
+            plan = replace(plan, enabled=fresh.enabled, pod_patches=fresh.pod_patches)
+            used.append(plan)
+            return plan
+
+        pod_level = obs.consumer_pods is not None
+        report = self.lanes.run(obs.tier, obs.ref, step, refresh if pod_level else None)
+        if used and decision.rollout is not None:
+            fresh_step = replace(step, plan=used[0])
+            decision = replace(
+                decision,
+                consumers=fresh_step,
+                rollout=replace(decision.rollout, consumers=fresh_step),
+            )
+        return report, decision
 
     def _act_replication(self, obs: Observed, decision: Decision) -> None:
         """Role labels (demotions first: never two primaries), then the Redis actions."""
