@@ -127,7 +127,12 @@ def test_drift_is_repaired_and_the_password_survives(
         # A managed setting changed live on the Redis itself.
         auth = get_json(kube_cluster, "secret", ns, f"{TIER}-auth") or {}
         op_pw = base64.b64decode(auth["data"]["operator-password"]).decode()
-        ip = pod_ips(kube_cluster, ns, TIER)[0]
+        # The restored template rolls the pod: wait until the new one has an address.
+        ip = wait_for(
+            lambda: (pod_ips(kube_cluster, ns, TIER) or [None])[0],
+            timeout=120,
+            what="the Redis pod's address after the roll",
+        )
         with redis.Redis(host=ip, username="cachetier-operator", password=op_pw) as admin:
             admin.config_set("maxmemory", "1mb")
             wait_for(
