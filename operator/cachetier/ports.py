@@ -298,12 +298,22 @@ class Monitor:
     failover_timeout_ms: int
 
 
+@dataclass(frozen=True)
+class Reset:
+    """``SENTINEL RESET master`` on the Sentinel at ``host``: it forgets the replicas
+    and Sentinels it knows (dead addresses among them) and rediscovers the live ones
+    from the primary and the hello channel within seconds."""
+
+    host: str
+    master: str
+
+
 class RedisUnavailable(Exception):
     """A Redis or Sentinel did not answer an action (down, frozen, restarting): the
     next pass looks again."""
 
 
-ReplicationAction = ReplicaOf | Monitor
+ReplicationAction = ReplicaOf | Monitor | Reset
 """What the operator may send a replication tier (never FLUSHALL, REPLICAOF NO ONE or
 SENTINEL FAILOVER)."""
 
@@ -335,4 +345,26 @@ class ReplicationAdmin(Protocol):
         sentinel_port: int,
     ) -> None:
         """Carry out one action; raises :class:`RedisUnavailable` when it cannot."""
+        ...
+
+
+class SentinelFollower(Protocol):
+    """Subscriptions to a replication tier's Sentinels: a failover wakes the tier."""
+
+    def follow(
+        self,
+        key: tuple[str, str],
+        hosts: Sequence[str],
+        *,
+        master: str,
+        username: str,
+        password: str | None,
+        port: int,
+        on_event: Callable[[], None],
+    ) -> None:
+        """Be subscribed to exactly the Sentinels at ``hosts`` (idempotent)."""
+        ...
+
+    def forget(self, key: tuple[str, str]) -> None:
+        """The tier is gone: stop its subscriptions."""
         ...

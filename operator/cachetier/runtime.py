@@ -30,6 +30,7 @@ from cachetier.reconcile.tier import TemporaryError, TierReconciler
 from cachetier.redis.cluster import converge
 from cachetier.redis.probe import RedisProber
 from cachetier.redis.replication import RedisReplicationAdmin
+from cachetier.redis.sentinel_watch import SentinelWatch
 
 log = logging.getLogger("cachetier.handlers")
 
@@ -39,11 +40,13 @@ class Runtime:
 
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
+        self.sentinels = SentinelWatch()
         self.reconciler = TierReconciler(
             kube,
             event=lambda b, t, r, m: post_event(kube, b, t, r, m),
             converge=converge,
             replication=RedisReplicationAdmin(),
+            follower=self.sentinels,
         )
         self.reconciler.wake = lambda ns, name: self._schedule((ns, name), 0.1)
         self.prober = HealthProber(

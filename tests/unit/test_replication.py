@@ -16,7 +16,14 @@ import pytest
 
 from cachetier import names
 from cachetier.api import validate
-from cachetier.ports import Monitor, NodeState, ReplicaOf, ReplicationObservation, SentinelState
+from cachetier.ports import (
+    Monitor,
+    NodeState,
+    ReplicaOf,
+    ReplicationObservation,
+    Reset,
+    SentinelState,
+)
 from cachetier.reconcile.decide import Decision, decide
 from cachetier.reconcile.modes.replication import bootstrap_primary, sentinel_primary
 from tests.unit.test_decide import NS, World
@@ -248,6 +255,53 @@ def test_a_replaced_sentinel_is_given_the_primary_again() -> None:
     )
     d = w.decide_with(observation)
     assert d.redis_actions == (Monitor(SENTINEL_IPS[2], "cache", IPS[0], 2, 5000, 60000),)
+
+
+def test_sentinels_remembering_dead_addresses_are_reset_one_at_a_time() -> None:
+    w = formed_world()
+    # pod 2 was replaced (new address): every Sentinel still lists the old one.
+    stale = ReplicationObservation(
+        nodes=FORMED.nodes,
+        sentinels=tuple(replace(sentinel(i, 0), replicas=3) for i in range(3)),
+    )
+    d = w.decide_with(stale)
+    assert d.redis_actions == (Reset(SENTINEL_IPS[0], "cache"),)
+    # Sentinel 0 re-learns (knows 1 of 2 replicas for now): nobody else is reset yet.
+    relearning = replace(
+        stale, sentinels=(replace(sentinel(0, 0), replicas=1), *stale.sentinels[1:])
+    )
+    assert w.decide_with(relearning).redis_actions == ()
+    # Re-learned: the next one.
+    d = w.decide_with(replace(stale, sentinels=(sentinel(0, 0), *stale.sentinels[1:])))
+    assert d.redis_actions == (Reset(SENTINEL_IPS[1], "cache"),)
+    # A dead Sentinel remembered (5 known for 3 pods) is a reason too.
+    ghosts = replace(
+        FORMED, sentinels=(replace(sentinel(0, 0), sentinels=5), *FORMED.sentinels[1:])
+    )
+    assert w.decide_with(ghosts).redis_actions == (Reset(SENTINEL_IPS[0], "cache"),)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        # a replica's link is down: a pod may still be joining
+        lambda o: replace(o, nodes=(o.nodes[0], replace(o.nodes[1], link_up=False), o.nodes[2])),
+        # a Sentinel judges the primary down: a failover may be near
+        lambda o: replace(
+            o, sentinels=(replace(o.sentinels[0], master_down=True), *o.sentinels[1:])
+        ),
+        # a Sentinel does not answer
+        lambda o: replace(o, sentinels=(replace(o.sentinels[0], up=False), *o.sentinels[1:])),
+    ],
+)
+def test_no_reset_unless_the_topology_is_whole_and_healthy(change: Any) -> None:
+    w = formed_world()
+    stale = ReplicationObservation(
+        nodes=FORMED.nodes,
+        sentinels=tuple(replace(sentinel(i, 0), replicas=3) for i in range(3)),
+    )
+    d = w.decide_with(change(stale))
+    assert not any(isinstance(a, Reset) for a in d.redis_actions), d.redis_actions
 
 
 def test_bootstrap_never_picks_an_empty_pod_over_one_with_data() -> None:

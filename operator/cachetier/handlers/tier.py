@@ -93,11 +93,14 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    """Stop the resync loop."""
+    """Stop the resync and probe loops and the Sentinel subscriptions."""
     for key in ("resync_task", "probe_task"):
         task = memo.get(key)
         if task is not None:
             task.cancel()
+    rt = memo.get("runtime")
+    if rt is not None:
+        rt.sentinels.close()
 
 
 class _Dispatcher:

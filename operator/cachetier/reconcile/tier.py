@@ -41,6 +41,7 @@ from cachetier.ports import (
     RedisUnavailable,
     ReplicationAdmin,
     ReplicationObservation,
+    SentinelFollower,
     TlsOptions,
 )
 from cachetier.reconcile.cluster import ClusterManager
@@ -114,6 +115,7 @@ class TierReconciler:
         *,
         converge: ClusterAdmin | None = None,
         replication: ReplicationAdmin | None = None,
+        follower: SentinelFollower | None = None,
         clock: Clock | None = None,
         passwords: Callable[[], str] = _new_password,
     ) -> None:
@@ -130,6 +132,8 @@ class TierReconciler:
         self.clusters = ClusterManager(converge or _no_cluster)
         self.replication = replication
         """The Redis side of replication mode (None: such tiers are observed as empty)."""
+        self.follower = follower
+        """Sentinel pub/sub: a failover wakes its tier before the next 2 s look."""
         self.wake: Callable[[str, str], None] = lambda namespace, name: None
         self.operator_namespace = OPERATOR_NAMESPACE
 
@@ -197,6 +201,16 @@ class TierReconciler:
             return ReplicationObservation()
         selector = ",".join(f"{k}={v}" for k, v in names.sentinel_selector_labels(ref.name).items())
         sentinels = self.kube.list_objects("Pod", ref.namespace, selector)
+        if self.follower is not None:
+            self.follower.follow(
+                (ref.namespace, ref.name),
+                [host for _, host in _addresses(sentinels)],
+                master=names.sentinel_master(ref.name),
+                username=names.OPERATOR_USER,
+                password=password,
+                port=names.SENTINEL_PORT,
+                on_event=lambda: self.wake(ref.namespace, ref.name),
+            )
         return self.replication.observe(
             _addresses(obs.pods or ()),
             _addresses(sentinels),
@@ -391,6 +405,8 @@ class TierReconciler:
         key = (namespace, name)
         self.clusters.forget(key)
         self.lanes.forget(key)
+        if self.follower is not None:
+            self.follower.forget(key)
 
     def write_status(
         self, body: dict[str, Any], old_status: dict[str, Any], status: dict[str, Any]

@@ -26,6 +26,7 @@ from cachetier.ports import (
     ReplicaOf,
     ReplicationAction,
     ReplicationObservation,
+    Reset,
     SentinelState,
 )
 from cachetier.redis.options import quiet_handshake
@@ -163,6 +164,12 @@ class RedisReplicationAdmin:
             client = _client(action.host, redis_port, username, password)
             try:
                 _send(client, "REPLICAOF", action.primary_host, str(redis_port))
+            finally:
+                client.close()
+        elif isinstance(action, Reset):
+            client = _client(action.host, sentinel_port, username, password)
+            try:
+                _send(client, "SENTINEL", "RESET", action.master)
             finally:
                 client.close()
         elif isinstance(action, Monitor):

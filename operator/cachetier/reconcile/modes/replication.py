@@ -27,6 +27,8 @@ from cachetier.ports import (
     ReplicaOf,
     ReplicationAction,
     ReplicationObservation,
+    Reset,
+    SentinelState,
 )
 from cachetier.reconcile import conditions as cond
 from cachetier.reconcile.modes import _operated
@@ -80,6 +82,42 @@ def bootstrap_primary(nodes: list[NodeState]) -> NodeState | None:
             if n.host == host and n.role == "primary":
                 return n
     return max(up, key=lambda n: (n.offset, -up.index(n)))
+
+
+def stale_sentinel(
+    observation: ReplicationObservation,
+    nodes: list[NodeState],
+    primary_host: str,
+    *,
+    replicas: int,
+    sentinels: int,
+    sentinels_ready: int,
+) -> SentinelState | None:
+    """The Sentinel to ``SENTINEL RESET`` now, if any: one that knows more replicas or
+    Sentinels than the tier has (addresses of replaced pods, dead for good).
+
+    Only on a whole, healthy topology — every Redis pod up and linked to the agreed
+    primary, every Sentinel pod ready, watching it and not judging it down — and one
+    at a time: not while another Sentinel is still re-learning after its own reset
+    (knows fewer than the tier has), so a quorum stays informed throughout.
+    """
+    up = [s for s in observation.sentinels if s.up]
+    whole = (
+        len(nodes) == replicas + 1
+        and all(n.up for n in nodes)
+        and all(
+            n.link_up and n.master_host == primary_host for n in nodes if n.host != primary_host
+        )
+        and sentinels_ready == sentinels
+        and len(up) == sentinels
+        and all(s.monitoring and s.master_host == primary_host and not s.master_down for s in up)
+    )
+    if not whole or any(s.replicas < replicas or s.sentinels < sentinels for s in up):
+        return None
+    for s in up:
+        if s.replicas > replicas or s.sentinels > sentinels:
+            return s
+    return None
 
 
 class ReplicationMode:
@@ -138,6 +176,18 @@ class ReplicationMode:
                 stray = n.role == "primary" or (n.master_host not in by_host)
                 if stray or (not agreed and n.master_host != primary_host):
                     actions.append(ReplicaOf(host=n.host, primary_host=primary_host))
+
+        if agreed and not failing_over and not actions and primary_host is not None:
+            stale = stale_sentinel(
+                observation,
+                nodes,
+                primary_host,
+                replicas=rs.replicas,
+                sentinels=rs.sentinels,
+                sentinels_ready=sentinels_ready,
+            )
+            if stale is not None:
+                actions.append(Reset(host=stale.host, master=names.sentinel_master(obs.ref.name)))
 
         # Labels follow the Sentinels' agreement (or the topology just formed).
         primary_pod = by_host[primary_host]["metadata"]["name"] if primary_host in by_host else None
