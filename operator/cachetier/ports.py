@@ -248,6 +248,8 @@ class NodeState:
     link_up: bool = False
     offset: int = 0
     connected_replicas: int = 0
+    priority: int = 100
+    """``replica-priority`` (0: Sentinel never promotes it)."""
     error: str = ""
 
 
@@ -267,6 +269,8 @@ class SentinelState:
     replicas: int = 0
     """Replicas of the primary it knows (``num-slaves``): it can fail over only to these."""
     quorum: int = 0
+    priorities: tuple[tuple[str, int], ...] = ()
+    """(address, replica-priority) of each replica as this Sentinel last saw it."""
     error: str = ""
 
 
@@ -308,14 +312,32 @@ class Reset:
     master: str
 
 
+@dataclass(frozen=True)
+class Priority:
+    """``CONFIG SET replica-priority`` on the replica at ``host`` (0: never promoted —
+    a pod a scale-in is about to remove)."""
+
+    host: str
+    priority: int
+
+
+@dataclass(frozen=True)
+class Switchover:
+    """``SENTINEL FAILOVER master`` on the Sentinel at ``host``: only to move the primary
+    off a pod a scale-in removes, once every such pod has priority 0."""
+
+    host: str
+    master: str
+
+
 class RedisUnavailable(Exception):
     """A Redis or Sentinel did not answer an action (down, frozen, restarting): the
     next pass looks again."""
 
 
-ReplicationAction = ReplicaOf | Monitor | Reset
-"""What the operator may send a replication tier (never FLUSHALL, REPLICAOF NO ONE or
-SENTINEL FAILOVER)."""
+ReplicationAction = ReplicaOf | Monitor | Reset | Priority | Switchover
+"""What the operator may send a replication tier (never FLUSHALL or REPLICAOF NO ONE;
+SENTINEL FAILOVER only as a scale-in's supervised switchover)."""
 
 
 class ReplicationAdmin(Protocol):

@@ -19,13 +19,19 @@ from cachetier.api import validate
 from cachetier.ports import (
     Monitor,
     NodeState,
+    Priority,
     ReplicaOf,
     ReplicationObservation,
     Reset,
     SentinelState,
+    Switchover,
 )
 from cachetier.reconcile.decide import Decision, decide
-from cachetier.reconcile.modes.replication import bootstrap_primary, sentinel_primary
+from cachetier.reconcile.modes.replication import (
+    bootstrap_primary,
+    scale_in_steps,
+    sentinel_primary,
+)
 from tests.unit.test_decide import NS, World
 
 SPEC: dict[str, Any] = {
@@ -302,6 +308,97 @@ def test_no_reset_unless_the_topology_is_whole_and_healthy(change: Any) -> None:
     )
     d = w.decide_with(change(stale))
     assert not any(isinstance(a, Reset) for a in d.redis_actions), d.redis_actions
+
+
+def _shrink_to_one_replica(w: ReplWorld) -> None:
+    body = w.tier
+    body["spec"]["replication"]["replicas"] = 1
+    body["metadata"]["generation"] = body["metadata"].get("generation", 1) + 1
+    w.kube.put(body)
+
+
+def _sts_replicas(d: Decision) -> int:
+    for obj in d.applies:
+        if obj["kind"] == "StatefulSet" and obj["metadata"]["name"] == names.statefulset("cache"):
+            return int(obj["spec"]["replicas"])
+    raise AssertionError("the Redis StatefulSet is not applied")
+
+
+def test_a_scale_in_that_keeps_the_primary_shrinks_at_once_and_demotes_nobody() -> None:
+    w = formed_world()
+    _shrink_to_one_replica(w)
+    d = w.decide_with(FORMED)  # primary is pod 0: kept
+    assert _sts_replicas(d) == 2
+    assert d.redis_actions == (Priority(IPS[2], 0),)  # the pod to go is never promoted
+    assert not any(isinstance(a, Switchover) for a in d.redis_actions)
+
+
+def test_a_scale_in_that_removes_the_primary_switches_over_first() -> None:
+    w = formed_world()
+    on_2 = ReplicationObservation(
+        nodes=(node(0, "replica", 2), node(1, "replica", 2), node(2, "primary")),
+        sentinels=tuple(sentinel(i, 2) for i in range(3)),
+    )
+    for _ in range(2):
+        w.act_with(on_2)  # Sentinel moved the primary to pod 2 earlier
+    _shrink_to_one_replica(w)
+    d = w.decide_with(on_2)
+    assert _sts_replicas(d) == 3, "the StatefulSet must wait: pod 2 is the primary"
+    assert d.redis_actions == (Switchover(SENTINEL_IPS[0], "cache"),)
+    # While it runs: nothing more, still held.
+    running = replace(on_2, sentinels=tuple(sentinel(i, 2, failover=True) for i in range(3)))
+    d = w.decide_with(running)
+    assert d.redis_actions == () and _sts_replicas(d) == 3
+    # Done (Sentinel promoted pod 0): the StatefulSet shrinks to 2.
+    moved = ReplicationObservation(
+        nodes=(node(0, "primary"), node(1, "replica", 0), node(2, "replica", 0)),
+        sentinels=tuple(sentinel(i, 0) for i in range(3)),
+    )
+    d = w.decide_with(moved)
+    assert _sts_replicas(d) == 2
+    assert d.redis_actions == (Priority(IPS[2], 0),)
+
+
+def test_the_switchover_waits_until_every_sentinel_sees_the_doomed_replicas_at_priority_0() -> None:
+    ips = [f"10.0.0.{i + 1}" for i in range(4)]
+    ordinals = {ip: i for i, ip in enumerate(ips)}
+
+    def n(i: int, role: str, priority: int = 100) -> NodeState:
+        master = None if role == "primary" else ips[3]
+        return NodeState(
+            pod=pod(i), host=ips[i], up=True, role=role, master_host=master,
+            link_up=master is not None, priority=priority,
+        )  # fmt: skip
+
+    def s(i: int, doomed_priority: int) -> SentinelState:
+        return SentinelState(
+            pod=f"s{i}", host=SENTINEL_IPS[i], up=True, monitoring=True, master_host=ips[3],
+            sentinels=3, replicas=3,
+            priorities=((ips[0], 100), (ips[1], 100), (ips[2], doomed_priority)),
+        )  # fmt: skip
+
+    def steps(nodes: tuple[NodeState, ...], sentinels: tuple[SentinelState, ...]) -> list[Any]:
+        return scale_in_steps(
+            ReplicationObservation(nodes=nodes, sentinels=sentinels), list(nodes), ips[3],
+            ordinals, keep=2, master="cache",
+        )  # fmt: skip
+
+    # 4 pods -> 2: pod 3 (the primary) and pod 2 go. Pod 2 first loses its priority.
+    nodes = (n(0, "replica"), n(1, "replica"), n(2, "replica"), n(3, "primary"))
+    assert steps(nodes, tuple(s(i, 100) for i in range(3))) == [Priority(ips[2], 0)]
+    lowered = (*nodes[:2], n(2, "replica", 0), nodes[3])
+    assert steps(lowered, (s(0, 0), s(1, 100), s(2, 0))) == []  # one Sentinel has not seen it
+    assert steps(lowered, tuple(s(i, 0) for i in range(3))) == [
+        Switchover(SENTINEL_IPS[0], "cache")
+    ]
+
+
+def test_a_kept_replica_gets_its_priority_back() -> None:
+    w = formed_world()
+    low = replace(
+        FORMED, nodes=(FORMED.nodes[0], replace(FORMED.nodes[1], priority=0), FORMED.nodes[2])
+    )
+    assert w.decide_with(low).redis_actions == (Priority(IPS[1], 100),)
 
 
 def test_bootstrap_never_picks_an_empty_pod_over_one_with_data() -> None:

@@ -4,8 +4,9 @@ commands the operator sends them (through redis-py).
 The decisions are the pure ``cachetier.reconcile.modes.replication``; this module
 observes (``INFO replication``, ``SENTINEL MASTER``) and carries out
 ``REPLICAOF`` (a pod that is not the Sentinels' primary's replica) and
-``SENTINEL MONITOR``/``SET``/``RESET``. It never sends ``FLUSHALL``,
-``REPLICAOF NO ONE`` or ``SENTINEL FAILOVER``.
+``SENTINEL MONITOR``/``SET``/``RESET``, and for a scale-in that removes the
+primary's pod ``CONFIG SET replica-priority`` and one ``SENTINEL FAILOVER``. It never
+sends ``FLUSHALL`` or ``REPLICAOF NO ONE``.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ from redis.retry import Retry
 from cachetier.ports import (
     Monitor,
     NodeState,
+    Priority,
     RedisUnavailable,
     ReplicaOf,
     ReplicationAction,
     ReplicationObservation,
     Reset,
     SentinelState,
+    Switchover,
 )
 from cachetier.redis.options import quiet_handshake
 
@@ -75,6 +78,7 @@ def _node(pod: str, host: str, port: int, username: str, password: str | None) -
         link_up=info.get("master_link_status") == "up",
         offset=int(info.get("master_repl_offset") or 0),
         connected_replicas=int(info.get("connected_slaves") or 0),
+        priority=int(info.get("slave_priority", 100)),
     )
 
 
@@ -90,6 +94,12 @@ def _sentinel(
         if isinstance(state, list):  # RESP2: a flat key/value list
             state = dict(zip(state[::2], state[1::2], strict=False))
         flags = str(state.get("flags") or "")
+        replicas = _send(client, "SENTINEL", "REPLICAS", master)
+        priorities = []
+        for entry in replicas or ():
+            if isinstance(entry, list):
+                entry = dict(zip(entry[::2], entry[1::2], strict=False))
+            priorities.append((str(entry.get("ip")), int(entry.get("slave-priority") or 0)))
         return SentinelState(
             pod=pod,
             host=host,
@@ -101,6 +111,7 @@ def _sentinel(
             sentinels=int(state.get("num-other-sentinels") or 0) + 1,
             replicas=int(state.get("num-slaves") or 0),
             quorum=int(state.get("quorum") or 0),
+            priorities=tuple(sorted(priorities)),
         )
     except redis.RedisError as exc:
         return SentinelState(pod=pod, host=host, up=False, error=f"{type(exc).__name__}: {exc}")
@@ -164,6 +175,18 @@ class RedisReplicationAdmin:
             client = _client(action.host, redis_port, username, password)
             try:
                 _send(client, "REPLICAOF", action.primary_host, str(redis_port))
+            finally:
+                client.close()
+        elif isinstance(action, Priority):
+            client = _client(action.host, redis_port, username, password)
+            try:
+                _send(client, "CONFIG", "SET", "replica-priority", str(action.priority))
+            finally:
+                client.close()
+        elif isinstance(action, Switchover):
+            client = _client(action.host, sentinel_port, username, password)
+            try:
+                _send(client, "SENTINEL", "FAILOVER", action.master)
             finally:
                 client.close()
         elif isinstance(action, Reset):

@@ -24,17 +24,19 @@ from cachetier.api.models import CacheTierSpec
 from cachetier.ports import (
     Monitor,
     NodeState,
+    Priority,
     ReplicaOf,
     ReplicationAction,
     ReplicationObservation,
     Reset,
     SentinelState,
+    Switchover,
 )
 from cachetier.reconcile import conditions as cond
 from cachetier.reconcile.modes import _operated
 from cachetier.reconcile.modes.base import Inputs, Judgement, LabelChange
 from cachetier.reconcile.observed import Key, Observed
-from cachetier.render import TierRef
+from cachetier.render import TierRef, spec_hash
 
 FOLLOW_SECONDS = 2.0
 """A replication tier is looked at this often: Sentinel's failovers send no watch event."""
@@ -84,6 +86,60 @@ def bootstrap_primary(nodes: list[NodeState]) -> NodeState | None:
     return max(up, key=lambda n: (n.offset, -up.index(n)))
 
 
+def _may_scale_in(inputs: Inputs, keep: int) -> bool:
+    """The StatefulSet may shrink to ``keep`` pods: a quorum of Sentinels agrees on a
+    primary, none is failing over, and the primary is one of the pods kept."""
+    obs = inputs.obs
+    observation = obs.replication or ReplicationObservation()
+    quorum = inputs.spec.replication.effective_quorum()
+    host = sentinel_primary(observation, quorum)
+    if host is None or any(s.failover for s in observation.sentinels if s.up):
+        return False
+    for pod in obs.pods or ():
+        if (pod.get("status") or {}).get("podIP") == host:
+            return _ordinal(pod) < keep
+    return False
+
+
+def scale_in_steps(
+    observation: ReplicationObservation,
+    nodes: list[NodeState],
+    primary_host: str,
+    ordinals: dict[str, int],
+    *,
+    keep: int,
+    master: str,
+) -> list[ReplicationAction]:
+    """Replica priorities for a scale-in, then the one switchover it may need.
+
+    The pods a scale-in removes (ordinal >= ``keep``) get ``replica-priority 0`` so that
+    no failover picks them; the kept ones the default back (a scale-in undone). When
+    the primary itself is to be removed, and every Sentinel watching sees priority 0 on
+    every doomed replica, one ``SENTINEL FAILOVER`` moves it to a kept, linked replica
+    (Sentinel picks the most up-to-date); the StatefulSet shrinks after that.
+    """
+    steps: list[ReplicationAction] = []
+    doomed = {n.host for n in nodes if ordinals.get(n.host, 0) >= keep}
+    for n in nodes:
+        if n.host == primary_host or not n.up or n.role != "replica":
+            continue
+        want = 0 if n.host in doomed else (n.priority or 100)
+        if n.priority != want:
+            steps.append(Priority(host=n.host, priority=want))
+    if steps or primary_host not in doomed:
+        return steps
+    kept_linked = [
+        n for n in nodes if n.host not in doomed and n.role == "replica" and n.link_up and n.up
+    ]
+    watching = [s for s in observation.sentinels if s.up and s.master_host == primary_host]
+    seen_doomed = all(
+        dict(s.priorities).get(host, 0) == 0 for s in watching for host in doomed - {primary_host}
+    )
+    if kept_linked and watching and seen_doomed:
+        steps.append(Switchover(host=watching[0].host, master=master))
+    return steps
+
+
 def stale_sentinel(
     observation: ReplicationObservation,
     nodes: list[NodeState],
@@ -130,7 +186,22 @@ class ReplicationMode:
         return obs.child("StatefulSet", names.statefulset(obs.ref.name)) is not None
 
     def desired(self, inputs: Inputs) -> list[dict[str, Any]]:
-        return _operated.operated_desired(inputs)
+        desired = _operated.operated_desired(inputs)
+        obs = inputs.obs
+        live = obs.child("StatefulSet", names.statefulset(obs.ref.name))
+        if live is None:
+            return desired
+        live_replicas = int((live.get("spec") or {}).get("replicas") or 0)
+        for obj in desired:
+            if obj["kind"] != "StatefulSet" or obj["metadata"]["name"] != live["metadata"]["name"]:
+                continue
+            want = int(obj["spec"]["replicas"])
+            if want < live_replicas and not _may_scale_in(inputs, want):
+                obj["spec"]["replicas"] = live_replicas
+                annotations = obj["metadata"].setdefault("annotations", {})
+                annotations.pop(names.ANNOTATION_SPEC_HASH, None)
+                annotations[names.ANNOTATION_SPEC_HASH] = spec_hash(obj)
+        return desired
 
     def judge(self, inputs: Inputs, desired: list[dict[str, Any]], written: set[Key]) -> Judgement:
         workload, base = _operated.operated_judge(inputs, desired, written)
@@ -177,6 +248,16 @@ class ReplicationMode:
                 if stray or (not agreed and n.master_host != primary_host):
                     actions.append(ReplicaOf(host=n.host, primary_host=primary_host))
 
+        keep = rs.replicas + 1
+        if agreed and not failing_over and not actions and primary_host is not None:
+            actions += scale_in_steps(
+                observation,
+                nodes,
+                primary_host,
+                {n.host: _ordinal(by_host[n.host]) for n in nodes},
+                keep=keep,
+                master=names.sentinel_master(obs.ref.name),
+            )
         if agreed and not failing_over and not actions and primary_host is not None:
             stale = stale_sentinel(
                 observation,
