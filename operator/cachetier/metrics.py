@@ -88,6 +88,26 @@ ROLLBACKS = Counter(
 )
 
 
+FAILOVERS = Counter(
+    "cachetier_failovers_total",
+    "Primary changes of a replication tier (Sentinel's failovers), as the operator saw them.",
+    ["namespace", "tier"],
+    registry=REGISTRY,
+)
+REPLICA_LAG_BYTES = _tier_gauge(
+    "cachetier_replica_lag_bytes",
+    "Replication mode: the largest lag of a replica behind the primary, in bytes of offset.",
+)
+REPLICAS_LINKED = _tier_gauge(
+    "cachetier_replicas_linked",
+    "Replication mode: replicas whose link to the primary is up.",
+)
+SENTINELS_MONITORING = _tier_gauge(
+    "cachetier_sentinels_monitoring",
+    "Replication mode: Sentinels that watch the agreed primary.",
+)
+
+
 def serve(port: int, addr: str = "0.0.0.0") -> None:
     """Expose /metrics on ``addr:port`` in a daemon thread."""
     start_http_server(port, addr=addr, registry=REGISTRY)
@@ -98,6 +118,8 @@ def forget_tier(namespace: str, tier: str) -> None:
     for gauge in TIER_GAUGES:
         with contextlib.suppress(KeyError):
             gauge.remove(namespace, tier)
+    with contextlib.suppress(KeyError):
+        FAILOVERS.remove(namespace, tier)
     for name in _ERROR_CLASSES.pop((namespace, tier), set()):
         with contextlib.suppress(KeyError):
             ERROR_REPLIES.remove(namespace, tier, name)

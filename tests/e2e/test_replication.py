@@ -14,6 +14,7 @@ replication may lose the last ones).
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -21,7 +22,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
+
+import pytest
 
 from cachetier import names
 from cachetier.redis.options import quiet_handshake
@@ -107,7 +111,7 @@ class Writer(threading.Thread):
 
 
 def test_replication_serves_one_url_and_follows_sentinel_through_a_failover(
-    kube_cluster: Any, namespace: str, operator: Operator
+    kube_cluster: Any, namespace: str, operator: Operator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import redis
     from redis.sentinel import Sentinel
@@ -216,8 +220,192 @@ def test_replication_serves_one_url_and_follows_sentinel_through_a_failover(
     deleted = _lost(conn["url"], writer, deleted_at, time.monotonic())
     with redis.from_url(conn["url"], socket_timeout=5) as client:
         assert client.get("greeting") == b"hello"  # replicated before both faults
-    result = json.dumps({"sigstop_of_the_primary": frozen, "delete_of_the_primary_pod": deleted})
+    killed = _sigkill_restarts_in_place(kube_cluster, ns, conn["url"], settled)
+    _operator_away_during_a_failover(kube_cluster, ns, conn, operator, monkeypatch, settled)
+    _scale_out_and_in_keeps_the_keys(kube_cluster, ns, conn["url"], settled, operator, monkeypatch)
+    result = json.dumps({
+        "sigstop_of_the_primary": frozen, "delete_of_the_primary_pod": deleted,
+        "sigkill_of_the_primary": killed,
+    })  # fmt: skip
     print(result, file=sys.__stdout__)
+
+
+def _primary(cluster: Any, ns: str) -> tuple[str, str]:
+    """(pod, IP) of the pod labelled primary."""
+    roles = _roles(cluster, ns)
+    (pod,) = [p for p, r in roles.items() if r == "primary"]
+    return pod, (get_json(cluster, "pod", ns, pod) or {})["status"]["podIP"]
+
+
+def _sigkill_restarts_in_place(
+    cluster: Any, ns: str, url: str, settled: Callable[[], bool]
+) -> dict[str, Any]:
+    """SIGKILL of the primary's process: the node agent restarts it at once (as the
+    kubelet would), faster than down-after-milliseconds, so Sentinel keeps it primary
+    (its AOF brings the data back); writes resume on the URL, roles unchanged."""
+    pod, ip = _primary(cluster, ns)
+    writer = Writer(url)
+    writer.start()
+    wait_for(lambda: len(writer.acked) > 50, timeout=30, what="the writer going")
+    os.kill(_redis_pid(ip), signal.SIGKILL)
+    killed_at = time.monotonic()
+    before = len(writer.acked)
+    wait_for(lambda: len(writer.acked) > before + 100, timeout=120, what="writes after SIGKILL")
+    wait_for(settled, timeout=180, what="one primary, every pod labelled, Ready")
+    result = _lost(url, writer, killed_at, time.monotonic())
+    result["primary_kept"] = _primary(cluster, ns)[0] == pod
+    return result
+
+
+def _operator_away_during_a_failover(
+    cluster: Any,
+    ns: str,
+    conn: dict[str, str],
+    operator: Operator,
+    monkeypatch: pytest.MonkeyPatch,
+    settled: Callable[[], bool],
+) -> None:
+    """The operator does nothing for the tier (its reconciles and probes skip it) while
+    the primary freezes: Sentinel fails over alone; the labels stay behind; once the
+    operator is back it relabels from what the Sentinels say and the URL works."""
+    import redis
+    from redis.sentinel import Sentinel
+
+    rt = operator.runtime()
+    away = _away(rt, ns, monkeypatch)
+    old, old_ip = _primary(cluster, ns)
+    host, port = conn["sentinels"].rsplit(":", 1)
+    sentinel = Sentinel(
+        [(host, int(port))], socket_timeout=2, sentinel_kwargs={"password": conn["password"]}
+    )
+    pid = _redis_pid(old_ip)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+
+        def elected() -> str | None:
+            try:
+                addr = sentinel.discover_master(conn["masterName"])[0]
+            except redis.RedisError:
+                return None
+            return str(addr) if addr != old_ip else None
+
+        new_ip = wait_for(elected, timeout=90, what="the Sentinels failing over on their own")
+        assert _roles(cluster, ns)[old] == "primary", "the operator was meant to be away"
+    finally:
+        away()
+        os.kill(pid, signal.SIGCONT)
+    wait_for(lambda: _primary(cluster, ns)[1] == new_ip, timeout=60, what="relabelled")
+    wait_for(settled, timeout=180, what="one primary, every pod labelled, Ready")
+    with redis.from_url(conn["url"], socket_timeout=5) as client:
+        client.set("after-the-operator-came-back", "1")
+        assert client.info("replication")["role"] == "master"
+
+
+def _away(rt: Any, ns: str, monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """Keep the operator from acting on ``ns`` (reconciles and probes skip it) until the
+    returned function is called (which also queues a reconcile of the tier)."""
+    reconcile, probe = rt.reconcile, rt.probe
+    monkeypatch.setattr(rt, "reconcile", lambda n, t: None if n == ns else reconcile(n, t))
+    monkeypatch.setattr(rt, "probe", lambda n, t: None if n == ns else probe(n, t))
+
+    def back() -> None:
+        monkeypatch.setattr(rt, "reconcile", reconcile)
+        monkeypatch.setattr(rt, "probe", probe)
+        rt.schedule((ns, "sessions"), 0.0)
+
+    return back
+
+
+def _move_primary_to(
+    cluster: Any, ns: str, pod: str, operator: Operator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the operator away, make Sentinel promote ``pod`` (the others at priority 0,
+    then SENTINEL FAILOVER, then their priority back): a test's set-up, not the operator's."""
+    import redis
+
+    password = _secret(cluster, ns, "sessions-auth")["operator-password"]
+    auth = {"username": names.OPERATOR_USER, "password": password, "socket_timeout": 2}
+    ips = {
+        p: (get_json(cluster, "pod", ns, p) or {})["status"]["podIP"] for p in _roles(cluster, ns)
+    }
+    sentinel_ip = (get_json(cluster, "pod", ns, "sessions-sentinel-0") or {})["status"]["podIP"]
+    back = _away(operator.runtime(), ns, monkeypatch)
+    try:
+        for other, ip in ips.items():
+            if other != pod:
+                with redis.Redis(host=ip, port=6379, **auth) as node:
+                    node.config_set("replica-priority", 0)
+
+        def promoted() -> bool:
+            with redis.Redis(host=sentinel_ip, port=26379, **auth) as s:
+                if s.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "sessions")[0] == (
+                    ips[pod].encode()
+                ):
+                    return True
+                with contextlib.suppress(redis.ResponseError):  # INPROG, or not seen yet
+                    s.execute_command("SENTINEL", "FAILOVER", "sessions")
+            return False
+
+        time.sleep(11)  # Sentinel reads the replicas' priority from INFO every 10 s
+        wait_for(promoted, timeout=90, what=f"Sentinel promoting {pod}", interval=3)
+    finally:
+        for ip in ips.values():
+            with (
+                contextlib.suppress(redis.RedisError),
+                redis.Redis(host=ip, port=6379, **auth) as n,
+            ):
+                n.config_set("replica-priority", 100)
+        back()
+    wait_for(lambda: _primary(cluster, ns)[0] == pod, timeout=60, what=f"{pod} labelled primary")
+
+
+def _scale_out_and_in_keeps_the_keys(
+    cluster: Any,
+    ns: str,
+    url: str,
+    settled: Callable[[], bool],
+    operator: Operator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """replicas 2 -> 3 -> 1: a fourth pod joins as a replica; then two pods go — if the
+    primary is one of them it is switched over first — and every key is still there."""
+    import redis
+
+    with redis.from_url(url, socket_timeout=5) as client:
+        client.mset({f"scale{i}": str(i) for i in range(1000)})
+
+    def scale(replicas: int) -> None:
+        cluster.run_kubectl(
+            "patch", names.PLURAL, "sessions", "-n", ns, "--type", "merge",
+            "-p", json.dumps({"spec": {"replication": {"replicas": replicas}}}),
+        )  # fmt: skip
+
+    def pods_are(count: int) -> bool:
+        return len(_roles(cluster, ns)) == count and settled_for(count)
+
+    def settled_for(count: int) -> bool:
+        roles = _roles(cluster, ns)
+        st = _ready(cluster, ns)
+        return bool(
+            st
+            and list(roles.values()).count("primary") == 1
+            and list(roles.values()).count("replica") == count - 1
+            and len(st["replication"]["replicas"]) == count - 1
+            and all(r["linkUp"] for r in st["replication"]["replicas"])
+        )
+
+    scale(3)
+    wait_for(lambda: pods_are(4), timeout=180, what="4 Redis pods, Ready")
+    # The highest pod becomes the primary: the scale-in must move it off first.
+    _move_primary_to(cluster, ns, "sessions-3", operator, monkeypatch)
+    wait_for(lambda: pods_are(4), timeout=180, what="4 Redis pods, Ready")
+    scale(1)
+    wait_for(lambda: pods_are(2), timeout=240, what="2 Redis pods, Ready")
+    assert set(_roles(cluster, ns)) == {"sessions-0", "sessions-1"}
+    with redis.from_url(url, socket_timeout=5) as client:
+        values = client.mget([f"scale{i}" for i in range(1000)])
+    assert values == [str(i).encode() for i in range(1000)]
+    assert _primary(cluster, ns)[0] in ("sessions-0", "sessions-1")
 
 
 def _redis_pid(ip: str) -> int:

@@ -38,7 +38,8 @@ def test_forget_tier_drops_every_per_tier_series() -> None:
     for gauge in metrics.TIER_GAUGES:
         gauge.labels("gone", "t").set(1)
     metrics.set_error_classes("gone", "t", {"NOPERM": 3, "OOM": 1})
+    metrics.FAILOVERS.labels("gone", "t").inc()
     assert 'class="NOPERM"' in generate_latest(metrics.REGISTRY).decode()
     metrics.forget_tier("gone", "t")
     assert 'namespace="gone"' not in generate_latest(metrics.REGISTRY).decode()
-    assert len(metrics.TIER_GAUGES) == 9
+    assert len(metrics.TIER_GAUGES) == 12

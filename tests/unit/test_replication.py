@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from cachetier import names
+from cachetier import metrics, names
 from cachetier.api import validate
 from cachetier.ports import (
     Monitor,
@@ -185,7 +185,25 @@ def test_after_sentinels_fail_over_the_labels_follow_demotion_first() -> None:
         nodes=(node(0, "replica", 1), node(1, "primary"), node(2, "replica", 1)),
         sentinels=tuple(sentinel(i, 1) for i in range(3)),
     )
+    counted = (
+        metrics.REGISTRY.get_sample_value(
+            "cachetier_failovers_total", {"namespace": NS, "tier": "cache"}
+        )
+        or 0
+    )
     d = w.act_with(moved)
+    assert (
+        metrics.REGISTRY.get_sample_value(
+            "cachetier_failovers_total", {"namespace": NS, "tier": "cache"}
+        )
+        == counted + 1
+    )
+    assert (
+        metrics.REGISTRY.get_sample_value(
+            "cachetier_replicas_linked", {"namespace": NS, "tier": "cache"}
+        )
+        == 2
+    )
     assert [(c.pod, c.role) for c in d.labels] == [(pod(0), "replica"), (pod(1), "primary")]
     assert d.redis_actions == ()  # Sentinel did the work; the operator does not fight it
     assert any(e.reason == "Failover" and pod(0) in e.message for e in d.events)

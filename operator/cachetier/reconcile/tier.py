@@ -350,6 +350,16 @@ class TierReconciler:
         reason = rollback_reason(decision)
         if reason is not None:
             metrics.ROLLBACKS.labels(ns, name, reason).inc()
+        replication = decision.status.replication
+        if replication is not None:
+            if any(e.reason == "Failover" for e in decision.events):
+                metrics.FAILOVERS.labels(ns, name).inc()
+            lags = [r.lag_bytes or 0 for r in replication.replicas]
+            metrics.REPLICA_LAG_BYTES.labels(ns, name).set(max(lags, default=0))
+            metrics.REPLICAS_LINKED.labels(ns, name).set(
+                sum(bool(r.link_up) for r in replication.replicas)
+            )
+            metrics.SENTINELS_MONITORING.labels(ns, name).set(replication.sentinels.monitoring)
         if decision.rollout is None or decision.consumers is None or obs.spec is None:
             return
         plan = decision.consumers.plan
