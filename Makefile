@@ -62,8 +62,8 @@ cluster-down: ## Stop everything cluster-up (and make demo) started
 run: bootstrap ## Run the operator in the foreground against KUBECONFIG (default .local/kubeconfig)
 	$(PY) -m cachetier.main --kubeconfig "$(KUBECONFIG)" --liveness http://127.0.0.1:8081/healthz
 
-demo: bootstrap ## Local control plane, CRD, operator, examples: watch a tier go Ready
-	bash hack/demo.sh
+demo: bootstrap ## Local control plane, CRD, operator, examples: watch a tier go Ready (FAILOVER=1: and a replication failover)
+	FAILOVER=$(FAILOVER) bash hack/demo.sh
 
 bench: bootstrap ## Run the benchmarks; JSON to stdout and bench/results/
 	@mkdir -p bench/results

@@ -92,5 +92,41 @@ if k get deployment demo-app -n ordo >/dev/null 2>&1; then
   fi
 fi
 
+if [[ ${FAILOVER:-} == 1 ]]; then
+  # A failover of a replication tier, shown with plain kubectl (README "Replication mode").
+  say "FAILOVER=1: a replication tier (examples/more/replicated-cache.yaml)"
+  k apply -f examples/more/replicated-cache.yaml
+  sel="app.kubernetes.io/name=cachetier,app.kubernetes.io/instance=profiles-cache"
+  ready=""
+  for _ in $(seq 1 180); do
+    ready="$(k get cachetier profiles-cache -n ordo -o jsonpath='{.status.phase}' 2>/dev/null || true)"
+    [[ $ready == Ready ]] && break
+    sleep 1
+  done
+  operator_alive
+  k get cachetier profiles-cache -n ordo
+  if [[ $ready != Ready ]]; then
+    echo "profiles-cache is not Ready (status above): no failover to show." >&2
+    exit 1
+  fi
+  k get pods -n ordo -l "$sel" -L cachetier.io/role
+  old="$(k get pods -n ordo -l "$sel,cachetier.io/role=primary" -o jsonpath='{.items[0].metadata.name}')"
+  say "deleting the primary pod $old: the Sentinels elect another, the label follows"
+  k delete pod -n ordo "$old" --wait=false
+  new=""
+  for _ in $(seq 1 120); do
+    new="$(k get pods -n ordo -l "$sel,cachetier.io/role=primary" -o jsonpath='{.items[*].metadata.name}' 2>/dev/null || true)"
+    [[ -n $new && $new != "$old" ]] && break
+    sleep 1
+  done
+  k get pods -n ordo -l "$sel" -L cachetier.io/role
+  k get events -n ordo --field-selector reason=Failover
+  if [[ -z $new || $new == "$old" ]]; then
+    echo "the primary label did not move within 120 s (see $LOCAL/logs/operator.log)" >&2
+    exit 1
+  fi
+  echo "primary: $old -> $new; REDIS_URL is unchanged (the profiles-cache Service follows the label)"
+fi
+
 say "done. Try: KUBECONFIG=$KUBECONFIG .venv/bin/cachetier status -n ordo"
 echo "Stop everything with: make cluster-down"

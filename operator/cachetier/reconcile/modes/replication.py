@@ -9,8 +9,11 @@ carry it at any instant), every other Redis pod ``replica``; ``<tier>`` selects 
 primary, so ``REDIS_URL`` stays the same across failovers. It heals only what
 Sentinel cannot: a replaced pod (a new address Sentinel never saw, or an empty
 volume that came up alone as a primary) is made a replica of Sentinel's primary, a
-replaced Sentinel is given the primary again. Never ``FLUSHALL``, never ``REPLICAOF
-NO ONE``, never ``SENTINEL FAILOVER``.
+replaced Sentinel is given the primary again, a Sentinel that remembers dead
+addresses is reset (one at a time). A scale-in never removes the primary's pod: the
+StatefulSet waits while one supervised ``SENTINEL FAILOVER`` moves the primary to a
+kept replica (the pods that go get priority 0 first). Never ``FLUSHALL``, never
+``REPLICAOF NO ONE``.
 """
 
 from __future__ import annotations
