@@ -423,6 +423,107 @@ class LabelSelector(_Model):
     )
 
 
+class Toleration(_Model):
+    """A Kubernetes toleration (core/v1 Toleration)."""
+
+    key: str | None = Field(default=None, description="The taint key (empty: every key).")
+    operator: Literal["Exists", "Equal"] = Field(
+        default="Equal", description="Exists or Equal (the value)."
+    )
+    value: str | None = Field(default=None, description="The taint value (operator Equal).")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="NoSchedule, PreferNoSchedule or NoExecute (empty: all)."
+    )
+    toleration_seconds: int | None = Field(
+        default=None, description="How long a NoExecute taint is tolerated (seconds)."
+    )
+
+
+class TopologySpread(_Model):
+    """A topology spread constraint (core/v1 TopologySpreadConstraint)."""
+
+    max_skew: int = Field(
+        default=1, ge=1, description="Most pods one domain may hold above another."
+    )
+    topology_key: str = Field(
+        description="Node label of the domain, e.g. topology.kubernetes.io/zone.",
+        min_length=1,
+        max_length=317,
+    )
+    when_unsatisfiable: Literal["DoNotSchedule", "ScheduleAnyway"] = Field(
+        default="ScheduleAnyway", description="DoNotSchedule or ScheduleAnyway."
+    )
+    label_selector: LabelSelector | None = Field(
+        default=None,
+        description="Pods counted in a domain. Empty: this tier's pods of the same kind.",
+    )
+    min_domains: int | None = Field(
+        default=None, ge=1, description="Minimum number of eligible domains (DoNotSchedule)."
+    )
+
+
+class SchedulingSpec(_Model):
+    """Where the tier's pods (Redis and Sentinel) may run."""
+
+    node_selector: dict[str, LabelValue] = Field(
+        default_factory=dict, description="Node labels the pods require.", max_length=32
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, description="Taints the pods tolerate.", max_length=32
+    )
+    affinity: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            "A core/v1 Affinity, as in a pod spec. Unset: the Redis pods prefer not to "
+            "share a node (pod anti-affinity, preferred)."
+        ),
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    topology_spread_constraints: list[TopologySpread] | None = Field(
+        default=None,
+        description=(
+            "Spreading of the Redis pods. Unset: across kubernetes.io/hostname and "
+            "topology.kubernetes.io/zone, maxSkew 1, ScheduleAnyway (modes with more "
+            "than one pod); [] turns spreading off."
+        ),
+        max_length=8,
+    )
+    priority_class_name: str | None = Field(
+        default=None, description="The pods' PriorityClass.", max_length=253
+    )
+
+
+class PodMetadataSpec(_Model):
+    """Extra labels and annotations of the tier's pods."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "!has(self.labels) || self.labels.all(k, !k.startsWith('cachetier.io/') "
+                    "&& !k.startsWith('app.kubernetes.io/'))",
+                    "podMetadata.labels may not use the cachetier.io/ or app.kubernetes.io/ "
+                    "prefixes: the operator's selectors and roles use them",
+                    ".labels",
+                ),
+                _cel(
+                    "!has(self.annotations) || "
+                    "self.annotations.all(k, !k.startsWith('cachetier.io/'))",
+                    "podMetadata.annotations may not use the cachetier.io/ prefix",
+                    ".annotations",
+                ),
+            ]
+        }
+    )
+
+    labels: dict[str, LabelValue] = Field(
+        default_factory=dict, description="Added to the pods' labels.", max_length=64
+    )
+    annotations: dict[str, str] = Field(
+        default_factory=dict, description="Added to the pods' annotations.", max_length=64
+    )
+
+
 _ALL_KINDS: tuple[ConsumerKind, ...] = ("Deployment", "StatefulSet")
 
 
@@ -656,6 +757,13 @@ class CacheTierSpec(_Model):
     )
     resources: ResourcesSpec = Field(
         default_factory=ResourcesSpec, description="Requests and limits of the redis container."
+    )
+    scheduling: SchedulingSpec = Field(
+        default_factory=SchedulingSpec,
+        description="Node selection, tolerations, affinity and spreading of the pods.",
+    )
+    pod_metadata: PodMetadataSpec = Field(
+        default_factory=PodMetadataSpec, description="Extra labels and annotations of the pods."
     )
     consumers: ConsumersSpec | None = Field(
         default=None,

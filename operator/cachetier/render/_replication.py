@@ -16,6 +16,7 @@ from cachetier.api.models import CacheTierSpec
 from ._conf import AUTH_DIR, DATA_DIR, HEADER, TMP_DIR, operator_acl_user, quote_conf
 from ._meta import object_meta, stamp
 from ._network import clients_and_operator
+from ._scheduling import apply_pod_metadata, apply_scheduling
 from ._statefulset import REDIS_UID, SECRET_FILE_MODE
 from ._types import TierRef, TierSecrets
 
@@ -155,19 +156,6 @@ def build_sentinel_statefulset(ref: TierRef, spec: CacheTierSpec, conf_hash: str
             "fsGroup": REDIS_UID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "affinity": {
-            "podAntiAffinity": {
-                "preferredDuringSchedulingIgnoredDuringExecution": [
-                    {
-                        "weight": 100,
-                        "podAffinityTerm": {
-                            "topologyKey": "kubernetes.io/hostname",
-                            "labelSelector": {"matchLabels": selector},
-                        },
-                    }
-                ]
-            }
-        },
         "containers": [_sentinel_container(ref, spec)],
         "volumes": [
             {
@@ -182,12 +170,18 @@ def build_sentinel_statefulset(ref: TierRef, spec: CacheTierSpec, conf_hash: str
             {"name": "tmp", "emptyDir": {}},
         ],
     }
+    apply_scheduling(pod, spec, selector, spread=False, anti_affinity=True)
     # Not the Redis pods' selector labels: the Redis StatefulSet must never count these.
     labels = {
         **names.common_labels(ref.name),
         **selector,
         names.LABEL_COMPONENT: names.COMPONENT_SENTINEL,
     }
+    template: dict[str, Any] = {
+        "metadata": {"labels": labels, "annotations": {names.ANNOTATION_CONFIG_HASH: conf_hash}},
+        "spec": pod,
+    }
+    apply_pod_metadata(template["metadata"], spec)
     return stamp(
         {
             "apiVersion": "apps/v1",
@@ -201,13 +195,7 @@ def build_sentinel_statefulset(ref: TierRef, spec: CacheTierSpec, conf_hash: str
                 "podManagementPolicy": "Parallel",
                 "selector": {"matchLabels": selector},
                 "updateStrategy": {"type": "RollingUpdate"},
-                "template": {
-                    "metadata": {
-                        "labels": labels,
-                        "annotations": {names.ANNOTATION_CONFIG_HASH: conf_hash},
-                    },
-                    "spec": pod,
-                },
+                "template": template,
             },
         }
     )

@@ -21,6 +21,7 @@ from ._conf import (
     TMP_DIR,
 )
 from ._meta import object_meta, stamp
+from ._scheduling import apply_pod_metadata, apply_scheduling
 from ._types import TierRef
 
 # uid/gid of the redis user in the official (alpine and debian) Redis images.
@@ -177,21 +178,10 @@ def _pod_spec(ref: TierRef, spec: CacheTierSpec) -> dict[str, Any]:
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
-    if profile(spec).cluster_protocol:
-        # A master and its replica on one node would fail together: spread when possible.
-        pod["affinity"] = {
-            "podAntiAffinity": {
-                "preferredDuringSchedulingIgnoredDuringExecution": [
-                    {
-                        "weight": 100,
-                        "podAffinityTerm": {
-                            "topologyKey": "kubernetes.io/hostname",
-                            "labelSelector": {"matchLabels": names.selector_labels(ref.name)},
-                        },
-                    }
-                ]
-            }
-        }
+    # A master and its replica (a primary and its replicas) on one node would fail
+    # together: spread when possible (README "Failure domains").
+    many = profile(spec).pods(spec) > 1
+    apply_scheduling(pod, spec, names.selector_labels(ref.name), spread=many, anti_affinity=many)
     if profile(spec).cluster_protocol:
         pod["initContainers"] = [_resolve_peers_container(spec)]
     pod["containers"] = [_container(ref, spec)]
@@ -282,6 +272,7 @@ def build_statefulset(ref: TierRef, spec: CacheTierSpec, config_hash: str) -> di
             "spec": _pod_spec(ref, spec),
         },
     }
+    apply_pod_metadata(sts_spec["template"]["metadata"], spec)
     persistence = spec.redis.persistence
     if persistence.mode != "none":
         sts_spec["volumeClaimTemplates"] = _claim_templates(ref, spec)
