@@ -287,8 +287,24 @@ def _consumers(spec: CacheTierSpec) -> Iterator[Problem]:
             )
 
 
+def _pod_metadata(spec: CacheTierSpec) -> Iterator[Problem]:
+    """The operator's label and annotation prefixes stay the operator's (as the CEL rule)."""
+    if any(k.startswith(("cachetier.io/", "app.kubernetes.io/")) for k in spec.pod_metadata.labels):
+        yield Problem(
+            "spec.podMetadata.labels",
+            "podMetadata.labels may not use the cachetier.io/ or app.kubernetes.io/ "
+            "prefixes: the operator's selectors and roles use them",
+        )
+    if any(k.startswith("cachetier.io/") for k in spec.pod_metadata.annotations):
+        yield Problem(
+            "spec.podMetadata.annotations",
+            "podMetadata.annotations may not use the cachetier.io/ prefix",
+        )
+
+
 _CHECKS: tuple[Callable[[CacheTierSpec], Iterator[Problem]], ...] = (
     _memory_fits,
+    _pod_metadata,
     _requests_within_limits,
     _positive_sizes,
     _rdb_schedule,
