@@ -231,10 +231,14 @@ def test_replication_serves_one_url_and_follows_sentinel_through_a_failover(
 
 
 def _primary(cluster: Any, ns: str) -> tuple[str, str]:
-    """(pod, IP) of the pod labelled primary."""
+    """(pod, IP) of the pod labelled primary; ("", "") while no single pod is (the
+    operator demotes the old primary before it labels the new one)."""
     roles = _roles(cluster, ns)
-    (pod,) = [p for p, r in roles.items() if r == "primary"]
-    return pod, (get_json(cluster, "pod", ns, pod) or {})["status"]["podIP"]
+    primaries = [p for p, r in roles.items() if r == "primary"]
+    if len(primaries) != 1:
+        return "", ""
+    pod = primaries[0]
+    return pod, ((get_json(cluster, "pod", ns, pod) or {}).get("status") or {}).get("podIP", "")
 
 
 def _sigkill_restarts_in_place(
