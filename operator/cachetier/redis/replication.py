@@ -171,28 +171,19 @@ class RedisReplicationAdmin:
         redis_port: int,
         sentinel_port: int,
     ) -> None:
+        one: tuple[int, tuple[str, ...]] | None = None
         if isinstance(action, ReplicaOf):
-            client = _client(action.host, redis_port, username, password)
-            try:
-                _send(client, "REPLICAOF", action.primary_host, str(redis_port))
-            finally:
-                client.close()
+            one = redis_port, ("REPLICAOF", action.primary_host, str(redis_port))
         elif isinstance(action, Priority):
-            client = _client(action.host, redis_port, username, password)
-            try:
-                _send(client, "CONFIG", "SET", "replica-priority", str(action.priority))
-            finally:
-                client.close()
+            one = redis_port, ("CONFIG", "SET", "replica-priority", str(action.priority))
         elif isinstance(action, Switchover):
-            client = _client(action.host, sentinel_port, username, password)
-            try:
-                _send(client, "SENTINEL", "FAILOVER", action.master)
-            finally:
-                client.close()
+            one = sentinel_port, ("SENTINEL", "FAILOVER", action.master)
         elif isinstance(action, Reset):
-            client = _client(action.host, sentinel_port, username, password)
+            one = sentinel_port, ("SENTINEL", "RESET", action.master)
+        if one is not None:  # one command on one server
+            client = _client(action.host, one[0], username, password)
             try:
-                _send(client, "SENTINEL", "RESET", action.master)
+                _send(client, *one[1])
             finally:
                 client.close()
         elif isinstance(action, Monitor):
