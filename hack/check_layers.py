@@ -159,9 +159,47 @@ def check(root: Path = ROOT) -> list[str]:
     return problems
 
 
+def import_cycles(root: Path, package: str) -> list[str]:
+    """Import cycles among the modules of ``package`` under ``root`` (``TYPE_CHECKING``
+    imports count: a cycle hidden behind one is still a tangle)."""
+    paths = {module_name(p, root): p for p in sorted((root / package).rglob("*.py"))}
+    graph: dict[str, set[str]] = {m: set() for m in paths}
+    for current, path in paths.items():
+        tree = ast.parse(path.read_text(), str(path))
+        for _, module, name in imports(tree, current, path.name == "__init__.py"):
+            target = f"{module}.{name}" if f"{module}.{name}" in paths else module
+            if target in paths and target != current and not current.startswith(target + "."):
+                graph[current].add(target)
+    problems: list[str] = []
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                loop = [*stack[stack.index(nxt) :], nxt]
+                problems.append(f"{paths[node]}: import-cycle: {' -> '.join(loop)}")
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module)
+    return problems
+
+
+DEVTOOLS = Path(__file__).resolve().parents[1] / "devtools"
+
+
 def main() -> int:
     root = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT
     problems = check(root)
+    if len(sys.argv) <= 1:
+        problems += import_cycles(ROOT, PACKAGE) + import_cycles(DEVTOOLS, "ctdev")
     for problem in problems:
         print(problem)
     if problems:

@@ -88,3 +88,24 @@ def test_a_deliberate_violation_fails(tmp_path: Path, files: dict[str, str], rul
 )
 def test_what_the_rules_allow(tmp_path: Path, files: dict[str, str]) -> None:
     assert _checker().check(_tree(tmp_path, files)) == []
+
+
+def test_no_import_cycles_in_the_operator_or_the_local_cluster() -> None:
+    checker = _checker()
+    assert checker.import_cycles(checker.ROOT, "cachetier") == []
+    assert checker.import_cycles(checker.DEVTOOLS, "ctdev") == []
+
+
+def test_an_import_cycle_is_found_even_behind_type_checking(tmp_path: Path) -> None:
+    root = _tree(
+        tmp_path,
+        {
+            "agent.py": "from cachetier.pod import Worker\n",
+            "pod.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+            "    from .agent import Agent\n",
+            "config.py": "from . import agent\n",
+        },
+    )
+    problems = _checker().import_cycles(root, "cachetier")
+    assert problems and all("import-cycle" in p for p in problems)
+    assert "cachetier.agent -> cachetier.pod -> cachetier.agent" in problems[0]

@@ -16,6 +16,7 @@ from types import FrameType
 
 from . import NODE_NAME
 from .agent import Agent, AgentConfig
+from .config import Role
 from .container import Backoff
 from .log import Log, setup
 
@@ -37,8 +38,30 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backoff-base", type=float, default=2.0, help="seconds (kubelet: 10)")
     p.add_argument("--backoff-max", type=float, default=60.0, help="seconds (kubelet: 300)")
     p.add_argument("--fast-probe", type=float, default=0.1, help="probe retry until first ok")
+    p.add_argument(
+        "--role",
+        default="all",
+        choices=["all", "node"],
+        help="all: also the cluster's Service proxy, names and storage; node: a worker",
+    )
+    p.add_argument("--zone", default="", help="topology.kubernetes.io/zone of the Node")
+    p.add_argument(
+        "--taint", action="append", default=[], help="KEY[=VALUE]:EFFECT, set at registration"
+    )
+    p.add_argument("--names-file", type=Path, help="the cluster's names (see AgentConfig)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p.parse_args(argv)
+
+
+def parse_taint(text: str) -> dict[str, str]:
+    """``KEY[=VALUE]:EFFECT`` as a Node taint."""
+    head, _, effect = text.rpartition(":")
+    key, _, value = head.partition("=")
+    if not key or effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
+        raise SystemExit(f"bad --taint {text!r}: want KEY[=VALUE]:EFFECT")
+    return (
+        {"key": key, "value": value, "effect": effect} if value else {"key": key, "effect": effect}
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.kubeconfig:
         log.error("no kubeconfig: pass --kubeconfig or set KUBECONFIG")
         return 2
+    labels = {"topology.kubernetes.io/zone": args.zone} if args.zone else {}
+    role: Role = "node" if args.role == "node" else "all"
     config = AgentConfig(
         kubeconfig=args.kubeconfig,
         state_dir=args.state_dir.resolve(),
@@ -63,6 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         backoff=Backoff(base=args.backoff_base, max=args.backoff_max),
         fast_probe=args.fast_probe,
+        role=role,
+        labels=labels,
+        taints=tuple(parse_taint(t) for t in args.taint),
+        names_file=args.names_file,
         hosts_file=Path(os.environ["CTDEV_HOSTS_FILE"])
         if os.environ.get("CTDEV_HOSTS_FILE")
         else None,

@@ -14,17 +14,15 @@ written; the process fails to resolve it and is restarted with back-off, re-reso
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
-import sys
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import NODE_NAME
 from . import names as names_mod
-from .container import Backoff
+from .config import DEVTOOLS, AgentConfig
 from .hostsfile import HostsFile, names_for
 from .informer import Handler, Informer
 from .ipam import AddressPool, default_lease_dir
@@ -34,60 +32,13 @@ from .node import NodeHeartbeat
 from .objects import Obj, meta, namespace_of, pod_ready, selector_matches, uid_of
 from .pod import PodWorker
 from .process import MARKER_ENV, kill_stale
-from .provisioner import STORAGE_CLASS, Provisioner
+from .provisioner import Provisioner
 from .shim import write_shims
 from .svcproxy import ServiceProxy
+from .volumes import VolumeLookup
 
 _log = Log("nodeagent")
-REPO_ROOT = Path(__file__).resolve().parents[3]
-DEVTOOLS = Path(__file__).resolve().parents[2]
-
-
-def _default_capacity() -> dict[str, str]:
-    return {"cpu": "2", "memory": "24Gi", "pods": "250", "ephemeral-storage": "100Gi"}
-
-
-@dataclass(frozen=True)
-class AgentConfig:
-    """Settings of one agent."""
-
-    kubeconfig: str
-    """Admin kubeconfig of the cluster."""
-    state_dir: Path
-    """Pod volumes, logs, claim directories, address assignments."""
-    node_name: str = NODE_NAME
-    """The Node to register."""
-    host_ip: str = "127.0.0.1"
-    """The node's address (status.hostIP of its pods)."""
-    pod_cidr: str = "127.10.0.0/16"
-    """Pod addresses."""
-    service_cidr: str = "127.11.0.0/16"
-    """Service proxy addresses."""
-    capacity: dict[str, str] = field(default_factory=_default_capacity)
-    """Node capacity (= allocatable)."""
-    backoff: Backoff = field(default_factory=Backoff)
-    """Container restart back-off."""
-    fast_probe: float = 0.1
-    """Probe retry interval until a readiness/startup probe first succeeds."""
-    storage_class: str = STORAGE_CLASS
-    """Name of the local StorageClass."""
-    python: str = sys.executable
-    """Interpreter for the demo app and the shims."""
-    demo_app: Path = REPO_ROOT / "examples" / "demo-app" / "app.py"
-    """The demo app's script."""
-    hosts_file: Path | None = None
-    """A hosts file to keep pod and Service names in (see ``hostsfile``); with it, pod
-    names (``<pod>.<svc>.<ns>.svc``) are resolved at run time instead of rewritten."""
-
-    @property
-    def allocatable(self) -> dict[str, str]:
-        """Allocatable resources (same as capacity)."""
-        return self.capacity
-
-    @property
-    def shim_dir(self) -> Path:
-        """Directory of the PATH shims."""
-        return self.state_dir / "shims"
+__all__ = ["Agent", "AgentConfig"]
 
 
 class Agent:
@@ -108,11 +59,20 @@ class Agent:
             lease_dir=leases,
             owner=owner,
         )
-        self.lookup = self
-        self.node = NodeHeartbeat(self.kube, config.node_name, config.host_ip, config.capacity)
+        self.lookup: VolumeLookup = self
+        self.serves_cluster = config.role == "all"
+        self.node = NodeHeartbeat(
+            self.kube,
+            config.node_name,
+            config.host_ip,
+            config.capacity,
+            labels=config.labels,
+            taints=config.taints,
+        )
         self.provisioner = Provisioner(self.kube, config.state_dir, config.storage_class)
         self.proxy = ServiceProxy(self.svc_ips, self.service_endpoints)
-        self.hosts = HostsFile(config.hosts_file) if config.hosts_file else None
+        hosts = config.hosts_file if self.serves_cluster else None
+        self.hosts = HostsFile(hosts) if hosts else None
         self._workers: dict[str, PodWorker] = {}
         self._finished: set[str] = set()
         self._lock = threading.Lock()
@@ -123,11 +83,14 @@ class Agent:
         self.services = inf("services", api_path("services"), self._on_service)
         self.claims = inf("pvcs", api_path("persistentvolumeclaims"), self._on_claim)
         self.volumes = inf("pvs", api_path("persistentvolumes"), self._on_volume)
+        mine = config.node_name
         self.pods = Informer(
             self.kube,
             api_path("pods"),
             name="pods",
-            query={"fieldSelector": f"spec.nodeName={config.node_name}"},
+            # The cluster's services (proxy endpoints, names) need every pod; a worker
+            # only its own.
+            query={} if self.serves_cluster else {"fieldSelector": f"spec.nodeName={mine}"},
             handler=self._on_pod,
         )
 
@@ -163,7 +126,8 @@ class Agent:
         while not stop.is_set():
             try:
                 self.node.register()
-                self.provisioner.ensure_storage_class()
+                if self.serves_cluster:
+                    self.provisioner.ensure_storage_class()
                 break
             except Exception as err:
                 _log.warning("registration failed; retrying", error=str(err))
@@ -172,7 +136,8 @@ class Agent:
         if stop.is_set():
             return
         self.node.start()
-        self.proxy.start()
+        if self.serves_cluster:
+            self.proxy.start()
         deps = [self.configmaps, self.secrets, self.services, self.claims, self.volumes]
         for informer in deps:
             informer.start()
@@ -209,6 +174,8 @@ class Agent:
 
     def _on_pod(self, kind: str, pod: Obj) -> None:
         self._refresh_hosts()
+        if (pod.get("spec") or {}).get("nodeName") != self.config.node_name:
+            return  # another node's pod (seen for names and endpoints only)
         uid = uid_of(pod)
         with self._lock:
             if self._stopping:
@@ -227,13 +194,13 @@ class Agent:
             self._workers[uid] = worker
         worker.start()
 
-    def worker_done(self, worker: PodWorker) -> None:
+    def worker_done(self, uid: str) -> None:
         """A pod worker ended (pod deleted, or agent stopping)."""
         with self._lock:
-            self._workers.pop(worker.uid, None)
+            self._workers.pop(uid, None)
             if not self._stopping:
-                self._finished.add(worker.uid)
-                self.pod_ips.release(worker.uid)
+                self._finished.add(uid)
+                self.pod_ips.release(uid)
 
     def _notify(self, namespace: str | None) -> None:
         with self._lock:
@@ -246,10 +213,14 @@ class Agent:
         self._notify(namespace_of(obj))
 
     def _on_claim(self, kind: str, pvc: Obj) -> None:
-        self.provisioner.on_claim(kind, pvc)
+        if self.serves_cluster:
+            self.provisioner.on_claim(kind, pvc)
         self._notify(namespace_of(pvc))
 
     def _on_volume(self, kind: str, pv: Obj) -> None:
+        if not self.serves_cluster:
+            self._notify(None)
+            return
         in_use = {
             str(((v.get("spec") or {}).get("hostPath") or {}).get("path", ""))
             for v in self.volumes.items()
@@ -259,6 +230,8 @@ class Agent:
         self._notify(None)
 
     def _on_service(self, kind: str, svc: Obj) -> None:
+        if not self.serves_cluster:
+            return
         if kind == "DELETED":
             self.proxy.remove(svc)
         else:
@@ -268,8 +241,8 @@ class Agent:
         self._refresh_hosts()
 
     def _refresh_hosts(self) -> None:
-        """Rewrite the hosts file (if any) from the pods and Services in the caches."""
-        if self.hosts is None or not self.pods.synced.is_set():
+        """Rewrite the names file and the hosts file (if any) from the caches."""
+        if not self.serves_cluster or not self.pods.synced.is_set():
             return
         entries: dict[str, str] = {}
         for pod in self.pods.items():
@@ -290,7 +263,10 @@ class Agent:
             if addr:
                 for dns in names_for(name, ns):
                     entries[dns] = addr
-        self.hosts.update(entries)
+        if self.config.names_file is not None:
+            _write_names(self.config.names_file, entries)
+        if self.hosts is not None:
+            self.hosts.update(entries)
 
     # ---- services and names
 
@@ -312,6 +288,8 @@ class Agent:
 
     def resolve_hosts(self, namespace: str, candidates: set[str]) -> dict[str, str]:
         """Addresses for the Service names among ``candidates`` (unresolvable ones omitted)."""
+        if not self.serves_cluster:
+            return self._resolve_from_names(namespace, candidates)
         out: dict[str, str] = {}
         for candidate in sorted(candidates):
             parsed = names_mod.parse(candidate, namespace)
@@ -337,6 +315,23 @@ class Agent:
                 ip = self.proxy.ensure(svc)
             if ip:
                 out[candidate] = ip
+        if out:
+            _log.info("names resolved", namespace=namespace, hosts=out)
+        return out
+
+    def _resolve_from_names(self, namespace: str, candidates: set[str]) -> dict[str, str]:
+        """A worker's lookup: the names the cluster agent published (pod names stay as
+        written when a hosts file resolves them at run time)."""
+        names = _read_names(self.config.names_file)
+        out: dict[str, str] = {}
+        for candidate in sorted(candidates):
+            parsed = names_mod.parse(candidate, namespace)
+            if parsed is None or (parsed.host and self.config.hosts_file is not None):
+                continue
+            base = f"{parsed.service}.{parsed.namespace}.svc"
+            full = f"{parsed.host}.{base}" if parsed.host else base
+            if full in names:
+                out[candidate] = names[full]
         if out:
             _log.info("names resolved", namespace=namespace, hosts=out)
         return out
@@ -404,3 +399,23 @@ def _container_port(pod: Obj, target: object) -> int:
 def _has_cluster_ip(svc: Obj) -> bool:
     spec = svc.get("spec") or {}
     return spec.get("type") != "ExternalName" and spec.get("clusterIP") not in (None, "", "None")
+
+
+def _write_names(path: Path, entries: dict[str, str]) -> None:
+    text = json.dumps(entries, indent=1, sort_keys=True) + "\n"
+    with contextlib.suppress(OSError):
+        if path.read_text() == text:
+            return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _read_names(path: Path | None) -> dict[str, str]:
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}

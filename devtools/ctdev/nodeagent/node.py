@@ -19,7 +19,13 @@ LEASE_DURATION = 40
 KUBELET_VERSION = "v1.36.3"
 
 
-def build_node(name: str, host_ip: str, capacity: dict[str, str]) -> Obj:
+def build_node(
+    name: str,
+    host_ip: str,
+    capacity: dict[str, str],
+    labels: dict[str, str] | None = None,
+    taints: tuple[dict[str, str], ...] = (),
+) -> Obj:
     """The Node object the agent registers (with status, accepted on create)."""
     arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
     return {
@@ -33,10 +39,11 @@ def build_node(name: str, host_ip: str, capacity: dict[str, str]) -> Obj:
                 "kubernetes.io/arch": arch,
                 "node.kubernetes.io/instance-type": "cachetier-local",
                 "cachetier.io/node-agent": "true",
+                **(labels or {}),
             },
             "annotations": {"node.alpha.kubernetes.io/ttl": "0"},
         },
-        "spec": {},
+        "spec": {"taints": [dict(t) for t in taints]} if taints else {},
         "status": build_node_status(name, host_ip, capacity, now_rfc3339())["status"],
     }
 
@@ -97,10 +104,14 @@ class NodeHeartbeat:
         host_ip: str,
         capacity: dict[str, str],
         *,
-        lease_interval: float = 10.0,
+        labels: dict[str, str] | None = None,
+        taints: tuple[dict[str, str], ...] = (),
+        lease_interval: float = 5.0,
         status_interval: float = 20.0,
     ) -> None:
         self._kube = kube
+        self._labels = dict(labels or {})
+        self._taints = taints
         self.name = name
         self._host_ip = host_ip
         self._capacity = capacity
@@ -115,15 +126,16 @@ class NodeHeartbeat:
         """Create the Node, or refresh its status when it exists."""
         path = api_path("nodes", name=self.name)
         try:
-            node = self._kube.create(
-                api_path("nodes"), build_node(self.name, self._host_ip, self._capacity)
-            )
+            body = build_node(self.name, self._host_ip, self._capacity, self._labels, self._taints)
+            node = self._kube.create(api_path("nodes"), body)
             _log.info("node registered", node=self.name)
         except ApiError as err:
             if err.status != 409:
                 raise
             node = self._kube.get(path) or {}
             _log.info("node exists; taking it over", node=self.name)
+            if self._labels:
+                node = self._kube.patch(path, {"metadata": {"labels": self._labels}}) or node
         self._uid = str(node.get("metadata", {}).get("uid", ""))
         self._patch_status()
         self._renew_lease()

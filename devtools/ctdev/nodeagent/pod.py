@@ -13,12 +13,12 @@ import shutil
 import signal
 import threading
 import time
-from typing import TYPE_CHECKING
 
 from . import launch as launchmod
 from .container import ContainerRunner, Launch
 from .envres import ConfigError, expand
 from .files import VolumeError
+from .host import PodHost
 from .kube import STRATEGIC, ApiError, api_path
 from .log import Log
 from .objects import Obj, name_of, namespace_of, now_rfc3339, ref, uid_of
@@ -27,9 +27,6 @@ from .probes import ProbeTarget, run_probe
 from .status import Conditions, build_pod_status
 from .volumes import PodVolumes
 
-if TYPE_CHECKING:
-    from .agent import Agent
-
 _log = Log("nodeagent.pod")
 TICK_MAX = 5.0
 
@@ -37,7 +34,7 @@ TICK_MAX = 5.0
 class PodWorker:
     """Runs one pod (identified by uid) until it is deleted or the agent stops."""
 
-    def __init__(self, agent: Agent, pod: Obj) -> None:
+    def __init__(self, agent: PodHost, pod: Obj) -> None:
         self._agent = agent
         self.uid = uid_of(pod)
         self.ns, self.name = namespace_of(pod), name_of(pod)
@@ -130,7 +127,7 @@ class PodWorker:
             _log.exception("pod worker failed", pod=self._ref)
             self._kill_all(0.0)
         finally:
-            self._agent.worker_done(self)
+            self._agent.worker_done(self.uid)
 
     def _loop(self) -> None:
         status = (self._pod.get("status") or {}).get("phase")

@@ -13,17 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from . import launch as launchmod
+from .config import AgentConfig
 from .container import ContainerRunner, Launch
 from .envres import Lookup, build_env, expand
 from .files import VolumeError
 from .objects import Obj
 from .process import MARKER_ENV
-
-if TYPE_CHECKING:
-    from .agent import AgentConfig
 
 CONFIG_FILE_LIMIT = 256 * 1024
 CONFIG_VOLUMES = ("configMap", "secret", "projected")

@@ -1,0 +1,7 @@
+"""``python -m ctdev.controlplane``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
