@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from cachetier.topology import ClusterSummary, NodeAddress, Plan
+from cachetier.topology import ClusterSummary, Domain, NodeAddress, Plan
 
 # -- the Kubernetes API ---------------------------------------------------------------
 
@@ -227,6 +227,7 @@ class ClusterAdmin(Protocol):
         username: str | None = None,
         tls: TlsOptions | None = None,
         timeout: float = 60.0,
+        domains: tuple[tuple[NodeAddress, Domain], ...] = (),
     ) -> ConvergeResult:
         """Observe, plan and execute until converged, blocked or out of time."""
         ...

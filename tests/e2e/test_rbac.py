@@ -72,7 +72,9 @@ CAN_I = [
     ("delete", "persistentvolumeclaims", [], "no"),
     ("create", "pods", [], "no"),
     ("create", "pods", ["--subresource=exec"], "no"),
-    ("get", "nodes", [], "no"),
+    ("get", "nodes", [], "yes"),  # a node's zone, for placement
+    ("list", "nodes", [], "no"),
+    ("patch", "nodes", [], "no"),
     ("create", "customresourcedefinitions.apiextensions.k8s.io", [], "no"),
     ("create", "clusterrolebindings.rbac.authorization.k8s.io", [], "no"),
     ("impersonate", "serviceaccounts", [], "no"),

@@ -89,7 +89,7 @@ def test_printer_columns() -> None:
         name for name, column in columns.items() if column.get("priority", 0) == 0
     ]  # what `kubectl get` shows without -o wide
 
-    assert default == ["MODE", "PHASE", "READY", "ROLLOUT", "CONSUMERS", "AGE"]
+    assert default == ["MODE", "PHASE", "READY", "ROLLOUT", "CONSUMERS", "PLACEMENT", "AGE"]
     assert columns["MODE"]["jsonPath"] == ".spec.mode"
     assert columns["PHASE"]["jsonPath"] == ".status.phase"
     assert columns["READY"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].status'

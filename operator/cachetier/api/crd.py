@@ -216,6 +216,12 @@ def _printer_columns() -> list[dict[str, Any]]:
             ".status.consumers.summary",
             "Consumers enabled / selected.",
         ),
+        column(
+            "Placement",
+            "string",
+            ".status.cluster.placement",
+            "Spread, or Degraded when one node's loss can take a shard's every copy.",
+        ),
         column("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
         column(
             "Target",

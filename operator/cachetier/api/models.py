@@ -914,6 +914,17 @@ class ReplicationStatus(_Status):
     )
 
 
+class ClusterMemberStatus(_Status):
+    """One Redis node of a cluster tier, and where it runs."""
+
+    address: str = Field(default="", description="host:port.")
+    role: str = Field(default="", description="master or replica.")
+    master_id: str | None = Field(default=None, description="A replica's master (node id).")
+    id: str = Field(default="", description="The Redis node id.")
+    node: str = Field(default="", description="The Kubernetes node its pod runs on.")
+    zone: str = Field(default="", description="That node's topology.kubernetes.io/zone.")
+
+
 class ClusterStatus(_Status):
     """Observed Redis Cluster state."""
 
@@ -928,6 +939,19 @@ class ClusterStatus(_Status):
     shards: int = Field(default=0, description="Masters owning slots.")
     nodes: int = Field(default=0, description="Nodes known to the cluster.")
     message: str = Field(default="", description="What the operator is doing or waiting for.")
+    members: list[ClusterMemberStatus] = Field(
+        default_factory=list, description="Each Redis node, its role, Kubernetes node and zone."
+    )
+    placement: str = Field(
+        default="",
+        description=(
+            "Spread when no shard's copies share a Kubernetes node (or, zones allowing, a "
+            "zone) and no node holds most masters; Degraded when that cannot be arranged."
+        ),
+    )
+    shared_domains: int = Field(
+        default=0, description="Shards with a replica on its master's Kubernetes node."
+    )
 
 
 class CacheTierStatus(_Status):

@@ -45,6 +45,7 @@ RESOURCES: dict[str, Resource] = {
     "Event": Resource("/api/v1", "events"),
     "PersistentVolumeClaim": Resource("/api/v1", "persistentvolumeclaims"),
     "Namespace": Resource("/api/v1", "namespaces", namespaced=False),
+    "Node": Resource("/api/v1", "nodes", namespaced=False),
     "StatefulSet": Resource("/apis/apps/v1", "statefulsets"),
     "Deployment": Resource("/apis/apps/v1", "deployments"),
     "PodDisruptionBudget": Resource("/apis/policy/v1", "poddisruptionbudgets"),

@@ -19,6 +19,7 @@ from typing import Any
 
 from cachetier.ports import ClusterAdmin, ConvergeResult, TlsOptions
 from cachetier.reconcile.observed import ClusterView
+from cachetier.topology.model import Domain
 from cachetier.topology.nodes import NodeAddress
 
 log = logging.getLogger("cachetier.cluster")
@@ -35,6 +36,7 @@ class _Job:
     thread: threading.Thread | None = None
     result: ConvergeResult | None = None
     addresses: tuple[NodeAddress, ...] = ()
+    domains: tuple[tuple[NodeAddress, Domain], ...] = ()
     error: str = ""
     view: ClusterView | None = None
     inputs: tuple[object, ...] = ()
@@ -61,6 +63,7 @@ class ClusterManager:
         replicas_per_shard: int,
         on_done: Callable[[], None] | None = None,
         tls: TlsOptions | None = None,
+        domains: tuple[tuple[NodeAddress, Domain], ...] = (),
     ) -> ClusterView:
         """Start a converge unless one runs or a recent one found nothing to do.
 
@@ -70,7 +73,7 @@ class ClusterManager:
         so a healthy cluster costs one observation per re-check, not a loop.
         """
         desired = shards * (1 + replicas_per_shard)
-        inputs = (tuple(addresses), shards, replicas_per_shard, tls)
+        inputs = (tuple(addresses), shards, replicas_per_shard, tls, domains)
         with self._lock:
             job = self._jobs.setdefault(key, _Job())
             running = job.thread is not None and job.thread.is_alive()
@@ -80,6 +83,7 @@ class ClusterManager:
             if not running and due:
                 job.inputs = inputs
                 job.addresses = tuple(addresses)
+                job.domains = domains
                 job.thread = threading.Thread(
                     target=self._work,
                     args=(key, job, password, username, shards, replicas_per_shard, on_done, tls),
@@ -112,6 +116,7 @@ class ClusterManager:
                 username=username,
                 tls=tls,
                 timeout=CONVERGE_TIMEOUT,
+                domains=job.domains,
             )
             job.error = ""
         except Exception as exc:  # a node vanished mid-way: report, retry later
@@ -159,13 +164,29 @@ def _view(
     summary = result.summary
     findings = [str(b) for b in result.plan.blocked] + list(result.plan.waiting)
     message = "; ".join(findings) or (error or ("ok" if result.converged else "converging"))
+    placement = result.plan.placement if result.converged else ()
     status = {
         "state": summary.state,
         "slotsAssigned": summary.slots_assigned,
         "shards": summary.shards,
         "nodes": len(summary.nodes),
         "message": message[:500],
+        "members": [
+            {
+                "address": n.address,
+                "role": n.role,
+                "masterId": n.master_id,
+                "id": n.node_id,
+                "node": n.k8s_node,
+                "zone": n.zone,
+            }
+            for n in summary.nodes
+        ],
+        "sharedDomains": summary.shared_domains,
     }
+    if result.converged:
+        known = any(n.k8s_node for n in summary.nodes)
+        status["placement"] = "Degraded" if placement else ("Spread" if known else "Unknown")
     drained = None
     if result.converged and live_nodes > desired_nodes:
         removable = {str(a) for a in result.plan.removable}
@@ -177,4 +198,4 @@ def _view(
         and summary.slots_assigned == 16384
         and summary.slots_served == 16384
     )
-    return ClusterView(converged, status, message, drained)
+    return ClusterView(converged, status, message, drained, placement=placement)

@@ -39,6 +39,8 @@ class ClusterView:
     """When set, nodes past this many have been drained and may be removed."""
     pending: bool = False
     """No converge has finished in this process yet (a new operator has not looked)."""
+    placement: tuple[str, ...] = ()
+    """What could not be spread over failure domains (empty: spread, or unknown)."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,9 @@ class Observed:
     secrets: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     """Secrets the tier reads, by name: auth, its recovery copy, connection, the user's."""
     pods: tuple[dict[str, Any], ...] | None = None
+    node_zones: tuple[tuple[str, str], ...] = ()
+    """``(Kubernetes node, zone)`` of the nodes the tier's pods run on (zone "" when
+    the node has no zone label or cannot be read)."""
     """The tier's Redis pods (None: not listed, because nothing needed them)."""
     workloads: tuple[dict[str, Any], ...] = ()
     """Deployments and StatefulSets of the namespace (consumer candidates)."""

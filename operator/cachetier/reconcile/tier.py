@@ -22,6 +22,7 @@ import base64
 import logging
 import os
 import secrets as pysecrets
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -105,6 +106,10 @@ def status_dict(decision: Decision) -> dict[str, Any]:
     )
 
 
+ZONE_TTL = 300.0
+ZONE_LABEL = "topology.kubernetes.io/zone"
+
+
 class TierReconciler:
     """Reconciles CacheTiers: gather -> decide -> act, through the ports."""
 
@@ -136,6 +141,7 @@ class TierReconciler:
         """Sentinel pub/sub: a failover wakes its tier before the next 2 s look."""
         self.wake: Callable[[str, str], None] = lambda namespace, name: None
         self.operator_namespace = OPERATOR_NAMESPACE
+        self._node_zones: dict[str, tuple[float, str]] = {}
 
     # -- the pipeline -----------------------------------------------------------------
 
@@ -177,6 +183,8 @@ class TierReconciler:
         if mode.wants_pods(obs, spec):
             selector = ",".join(f"{k}={v}" for k, v in names.selector_labels(ref.name).items())
             obs = replace(obs, pods=tuple(self.kube.list_objects("Pod", ref.namespace, selector)))
+            if profile(spec).cluster_protocol:
+                obs = replace(obs, node_zones=self._zones(obs.pods or ()))
         if profile(spec).cluster_protocol:
             nodes = sum(1 for _ in obs.pods or ())
             obs = replace(
@@ -190,6 +198,31 @@ class TierReconciler:
         if profile(spec).runs_redis and read.get(names.auth_secret(ref.name)) is None:
             obs = replace(obs, fresh_passwords=(self.passwords(), self.passwords()))
         return obs
+
+    def _zones(self, pods: Sequence[dict[str, Any]]) -> tuple[tuple[str, str], ...]:
+        """Zones of the nodes ``pods`` run on: one GET per node, remembered for
+        ``ZONE_TTL`` seconds (a node's zone does not change; a forbidden or missing
+        Node reads as no zone, and placement then goes by node names alone)."""
+        now = time.monotonic()
+        out: dict[str, str] = {}
+        for pod in pods:
+            node = str((pod.get("spec") or {}).get("nodeName") or "")
+            if not node or node in out:
+                continue
+            cached = self._node_zones.get(node)
+            if cached is None or now - cached[0] > ZONE_TTL:
+                try:
+                    obj = self.kube.get("Node", None, node) or {}
+                except ApiError as exc:
+                    log.warning(
+                        "cannot read Node %s (%s): placement goes by node names", node, exc.status
+                    )
+                    obj = {}
+                labels = (obj.get("metadata") or {}).get("labels") or {}
+                cached = (now, str(labels.get(ZONE_LABEL, "")))
+                self._node_zones[node] = cached
+            out[node] = cached[1]
+        return tuple(sorted(out.items()))
 
     def _observe_replication(self, obs: Observed) -> ReplicationObservation:
         """Ask every Redis pod and every Sentinel of a replication tier (in parallel)."""
@@ -257,6 +290,7 @@ class TierReconciler:
                 replicas_per_shard=request.replicas_per_shard,
                 on_done=lambda: self.wake(*key),
                 tls=TlsOptions(ca_data=request.ca_data) if request.tls else None,
+                domains=request.domains,
             )
         self._act_replication(obs, decision)
         if not decision.consumers_first and decision.consumers is not None:

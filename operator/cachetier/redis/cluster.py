@@ -28,6 +28,7 @@ from cachetier.topology import (
     AddSlots,
     ClusterSummary,
     DesiredLayout,
+    Domain,
     Failover,
     Forget,
     Meet,
@@ -464,6 +465,7 @@ def converge(
     keys_per_batch: int = 100,
     slots_per_step: int = 512,
     poll_interval: float = 0.2,
+    domains: tuple[tuple[NodeAddress, Domain], ...] = (),
 ) -> ConvergeResult:
     """Observe, plan and execute until the cluster matches the layout.
 
@@ -474,7 +476,7 @@ def converge(
     (checked between steps and between MIGRATE batches). Safe to call again
     at any time: a half-done migration is detected and finished.
     """
-    desired = DesiredLayout(shards, replicas_per_shard, tuple(nodes))
+    desired = DesiredLayout(shards, replicas_per_shard, tuple(nodes), domains)
     connection = Connection(password=password, username=username, tls=tls)
     deadline = time.monotonic() + timeout
     errors: list[str] = []

@@ -5,7 +5,7 @@ executor in `cachetier.redis.cluster` observes nodes, calls
 `plan_next_steps`, runs the steps, and repeats.
 """
 
-from cachetier.topology.model import DesiredLayout, NodeObservation, Observed
+from cachetier.topology.model import DesiredLayout, Domain, NodeObservation, Observed
 from cachetier.topology.nodes import ClusterNode, NodeAddress, parse_cluster_nodes
 from cachetier.topology.planner import DEFAULT_SLOTS_PER_STEP, plan_next_steps
 from cachetier.topology.slots import TOTAL_SLOTS, SlotRange, quotas
@@ -32,6 +32,7 @@ __all__ = [
     "ClusterSummary",
     "ClusterView",
     "DesiredLayout",
+    "Domain",
     "Failover",
     "Forget",
     "Meet",

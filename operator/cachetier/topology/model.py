@@ -12,6 +12,22 @@ from cachetier.topology.nodes import ClusterNode, NodeAddress
 
 
 @dataclass(frozen=True)
+class Domain:
+    """Where a Redis node runs: its Kubernetes node and zone (empty when unknown)."""
+
+    node: str = ""
+    zone: str = ""
+
+    def conflict(self, other: Domain) -> int:
+        """2 when both run on one Kubernetes node, 1 in one zone, 0 apart (or unknown)."""
+        if self.node and self.node == other.node:
+            return 2
+        if self.zone and self.zone == other.zone:
+            return 1
+        return 0
+
+
+@dataclass(frozen=True)
 class NodeObservation:
     """What one reachable node said about itself and the cluster it knows."""
 
@@ -85,6 +101,16 @@ class DesiredLayout:
     """Replicas for each master."""
     nodes: tuple[NodeAddress, ...]
     """Every running node address, in a stable order; surplus ones are retiring."""
+    domains: tuple[tuple[NodeAddress, Domain], ...] = ()
+    """Failure domain of each address (from its pod's node); the planner keeps a
+    shard's copies (and the masters) apart when it can."""
+
+    def domain(self, address: NodeAddress | None) -> Domain:
+        """The failure domain of `address` (unknown: `Domain()`)."""
+        for a, d in self.domains:
+            if a == address:
+                return d
+        return Domain()
 
     def __post_init__(self) -> None:
         if self.shards < 1:

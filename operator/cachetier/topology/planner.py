@@ -18,7 +18,16 @@ Phases, in order; the first phase that has work returns it:
 8. migrate slots until the masters are balanced and non-masters are empty
    (when the masters involved report cluster_state ok);
 9. REPLICATE so that each master has its replicas;
-10. FORGET drained retiring nodes, which then become removable.
+10. FORGET drained retiring nodes, which then become removable;
+11. repair placement: masters that share a failure domain hand over to an in-sync
+    replica elsewhere (CLUSTER FAILOVER, never FORCE/TAKEOVER, on a healthy cluster);
+    a replica on its master's node trades places with another shard's in-sync replica
+    (REPLICATE, then phase 9 moves the displaced one).
+
+Failure domains (`DesiredLayout.domains`: each address's Kubernetes node and zone):
+phases 6 and 9 pick masters and assign replicas to keep a shard's copies, and the
+masters, on distinct nodes and then zones; what cannot be spread is reported in
+`Plan.placement` (fewer nodes than copies, or scheduling that pins pods together).
 
 Safety rules: slots only ever move with their keys (MigrateSlots); a node is
 never reset or flushed, so a replica is never turned back into a master (a
@@ -31,10 +40,10 @@ replacement has joined.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from cachetier.topology.model import DesiredLayout, NodeObservation, Observed
+from cachetier.topology.model import DesiredLayout, Domain, NodeObservation, Observed
 from cachetier.topology.nodes import NodeAddress
 from cachetier.topology.slots import (
     TOTAL_SLOTS,
@@ -84,6 +93,12 @@ class _Planning:
 
     def addresses(self, exclude: str | None = None) -> tuple[NodeAddress, ...]:
         return tuple(m.address for m in self.alive() if m.address and m.node_id != exclude)
+
+    def domain(self, m: Member) -> Domain:
+        return self.desired.domain(m.address)
+
+    def conflict(self, a: Member, b: Member) -> int:
+        return self.domain(a).conflict(self.domain(b))
 
 
 def _classify_outsiders(p: _Planning) -> None:
@@ -257,7 +272,12 @@ def _choose_masters(p: _Planning) -> tuple[list[Member], list[Step]]:
         if failovers:
             return masters, failovers
         empty = [m for m in kept if m.is_master and not m.slots and (m.keys or 0) == 0]
-        masters += empty[: shards - len(masters)]
+        while empty and len(masters) < shards:
+            # Spread the masters: a node holding most of them takes the cluster's
+            # failover quorum with it.
+            best = min(empty, key=lambda e: (sum(p.conflict(e, x) for x in masters), e.order))
+            masters.append(best)
+            empty.remove(best)
     return masters, []
 
 
@@ -348,21 +368,127 @@ def _replicas(p: _Planning, masters: list[Member]) -> list[Step]:
                 movable.append(m)
         elif m.master_id not in chosen and not _is_heir(p, m):
             movable.append(m)
+    by_id = {m.node_id: m for m in masters}
     for mid, reps in load.items():
         if len(reps) > per_shard:
+            # Keep the best-placed (then in-sync) replicas; move the others.
+            reps.sort(key=lambda r: (p.conflict(r, by_id[mid]), not r.in_sync, r.order))
             movable.extend(reps[per_shard:])
             load[mid] = reps[:per_shard]
     order = {m.node_id: i for i, m in enumerate(masters)}
-    steps: list[Step] = []
+
+    def cost(r: Member, mid: str) -> int:
+        return p.conflict(r, by_id[mid]) + sum(p.conflict(r, o) for o in load[mid] if o is not r)
+
+    assigned: list[tuple[Member, str]] = []
     for m in sorted(movable, key=lambda m: m.order):
         open_masters = [mid for mid, reps in load.items() if len(reps) < per_shard]
         if not open_masters or m.address is None:
             continue
-        target = min(open_masters, key=lambda mid: (len(load[mid]), order[mid]))
+        target = min(open_masters, key=lambda mid: (cost(m, mid), len(load[mid]), order[mid]))
         load[target].append(m)
-        if m.master_id != target:
-            steps.append(Replicate(m.address, target))
-    return steps
+        assigned.append((m, target))
+    _improve(assigned, load, cost)
+    return [Replicate(m.address, t) for m, t in assigned if m.address and m.master_id != t]
+
+
+def _improve(
+    assigned: list[tuple[Member, str]],
+    load: dict[str, list[Member]],
+    cost: Callable[[Member, str], int],
+) -> None:
+    """Swap the targets of two planned replicas while that lowers the placement cost
+    (a greedy assignment can leave the last replica on its master's node)."""
+    improved = True
+    while improved:
+        improved = False
+        for i, (a, ta) in enumerate(assigned):
+            for j in range(i + 1, len(assigned)):
+                b, tb = assigned[j]
+                if ta == tb:
+                    continue
+                before = cost(a, ta) + cost(b, tb)
+                load[ta].remove(a)
+                load[tb].remove(b)
+                load[ta].append(b)
+                load[tb].append(a)
+                if cost(a, tb) + cost(b, ta) < before:
+                    assigned[i], assigned[j] = (a, tb), (b, ta)
+                    ta = tb
+                    improved = True
+                else:
+                    load[ta].remove(b)
+                    load[tb].remove(a)
+                    load[ta].append(a)
+                    load[tb].append(b)
+
+
+def _placement(p: _Planning, masters: list[Member]) -> list[Step]:
+    """One safe step that spreads the cluster over failure domains, if one helps.
+
+    Only on a healthy cluster (every node ok, no migration, replicas in sync): a
+    CLUSTER FAILOVER (coordinated, no FORCE) hands a master that shares a domain with
+    another master to its in-sync replica elsewhere; a replica that shares its
+    master's domain trades places with another shard's in-sync replica (REPLICATE
+    of that one first; `_replicas` then moves the displaced one to the open master).
+    Each step strictly lowers the conflicts it looks at, so repairs end.
+    """
+    if any(m.cluster_state != "ok" or m.importing or m.migrating for m in p.alive()):
+        return []
+    shards = [
+        (m, [r for r in p.view.replicas_of(m.node_id) if r.alive and r.group == "kept"])
+        for m in masters
+    ]
+    if any(not r.in_sync for _, reps in shards for r in reps):
+        return []
+    for m, reps in shards:
+        others = [x for x in masters if x is not m]
+        here = sum(p.conflict(m, x) for x in others)
+        if here == 0:
+            continue
+        for r in reps:
+            there = sum(p.conflict(r, x) for x in others)
+            if there < here and r.address is not None:
+                return [Failover(r.address, m.node_id, force=False)]
+    for m, reps in shards:
+        for r in reps:
+            if p.conflict(r, m) == 0:
+                continue
+            for m2, reps2 in shards:
+                if m2 is m:
+                    continue
+                for r2 in reps2:
+                    before = p.conflict(r, m) + p.conflict(r2, m2)
+                    after = p.conflict(r, m2) + p.conflict(r2, m)
+                    if after < before and r2.address is not None:
+                        return [Replicate(r2.address, m.node_id)]
+    return []
+
+
+def placement_report(p: _Planning, masters: list[Member]) -> tuple[str, ...]:
+    """Shards whose copies share a failure domain, and masters that share a node."""
+    zones = {p.domain(m).zone for m in p.kept_alive()} - {""}
+    copies = 1 + p.desired.replicas_per_shard
+    out: list[str] = []
+    for m in masters:
+        reps = [r for r in p.view.replicas_of(m.node_id) if r.alive and r.group == "kept"]
+        node = p.domain(m).node
+        together = [r for r in reps if p.conflict(r, m) == 2]
+        same_zone = [r for r in reps if p.conflict(r, m) == 1]
+        label = f"shard {format_ranges(m.slots) or m.node_id[:8]}"
+        if together:
+            out.append(f"{label}: master and {len(together)} replica(s) on node {node}")
+        elif same_zone and len(zones) >= copies:
+            zone = p.domain(m).zone
+            out.append(f"{label}: master and {len(same_zone)} replica(s) in zone {zone}")
+    crowded: dict[str, int] = {}
+    for m in masters:
+        if p.domain(m).node:
+            crowded[p.domain(m).node] = crowded.get(p.domain(m).node, 0) + 1
+    for node, n in sorted(crowded.items()):
+        if n > 1 and n * 2 >= len(masters):
+            out.append(f"{n} of {len(masters)} masters on node {node}")
+    return tuple(out)
 
 
 def _retire(p: _Planning) -> list[Step]:
@@ -443,8 +569,11 @@ def plan_next_steps(
     p = _Planning(view, desired, observed, slots_per_step)
     _classify_outsiders(p)
 
+    placement: tuple[str, ...] = ()
+
     def done(steps: Iterable[Step] = (), converged: bool = False) -> Plan:
         return Plan(
+            placement=placement,
             steps=tuple(steps),
             blocked=tuple(p.blocked),
             waiting=tuple(dict.fromkeys(p.waiting)),
@@ -491,4 +620,8 @@ def plan_next_steps(
         steps = _retire(p)
         if steps:
             return done(steps)
+        steps = _placement(p, masters)
+        if steps:
+            return done(steps)
+    placement = placement_report(p, masters)
     return done(converged=_check_converged(p, masters))

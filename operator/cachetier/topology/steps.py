@@ -146,3 +146,6 @@ class Plan:
     """Retiring addresses that hold no slots and the cluster has forgotten."""
     converged: bool = False
     """True when the cluster matches the desired layout and reports ok."""
+    placement: tuple[str, ...] = ()
+    """What the planner could not spread over failure domains (shards whose copies
+    share a node or zone, masters crowded on a node); reported, never blocking."""

@@ -28,6 +28,10 @@ class NodeSummary:
     """Number of slots served."""
     healthy: bool
     """Answers and is not marked failed."""
+    k8s_node: str = ""
+    """The Kubernetes node its pod runs on (empty when unknown)."""
+    zone: str = ""
+    """That node's zone (empty when unknown)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,8 @@ class ClusterSummary:
     """Masters that serve at least one slot."""
     nodes: tuple[NodeSummary, ...]
     """Every member, masters first."""
+    shared_domains: int = 0
+    """Shards with a replica on its master's Kubernetes node (one node loss takes both)."""
 
     def to_status(self) -> dict[str, object]:
         """The camelCase mapping for `status.cluster`."""
@@ -61,9 +67,12 @@ class ClusterSummary:
                     "masterId": n.master_id,
                     "slots": n.slots,
                     "healthy": n.healthy,
+                    "node": n.k8s_node,
+                    "zone": n.zone,
                 }
                 for n in self.nodes
             ],
+            "sharedDomains": self.shared_domains,
         }
 
 
@@ -82,6 +91,13 @@ def summarize(observed: Observed, desired: DesiredLayout) -> ClusterSummary:
     else:
         state = "partial" if ok * 2 > len(states) else "fail"
     served = normalize(r for r, owner in view.owners if view.members[owner].alive)
+    shared = 0
+    for m in members:
+        if m.is_master and m.slots:
+            here = desired.domain(m.address)
+            replicas = [r for r in view.replicas_of(m.node_id) if r.alive]
+            if any(desired.domain(r.address).conflict(here) == 2 for r in replicas):
+                shared += 1
     return ClusterSummary(
         state=state,
         slots_assigned=view.assigned,
@@ -95,7 +111,10 @@ def summarize(observed: Observed, desired: DesiredLayout) -> ClusterSummary:
                 master_id=m.master_id,
                 slots=count(m.slots),
                 healthy=m.alive and not m.flagged_failed,
+                k8s_node=desired.domain(m.address).node,
+                zone=desired.domain(m.address).zone,
             )
             for m in members
         ),
+        shared_domains=shared,
     )

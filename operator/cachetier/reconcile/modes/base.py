@@ -16,7 +16,7 @@ from cachetier.ports import ReplicationAction
 from cachetier.reconcile import conditions as cond
 from cachetier.reconcile.observed import Key, Observed
 from cachetier.render import TierRef, TierSecrets
-from cachetier.topology import NodeAddress
+from cachetier.topology import Domain, NodeAddress
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,8 @@ class ConvergeRequest:
     password: str | None
     tls: bool
     ca_data: str | None
+    domains: tuple[tuple[NodeAddress, Domain], ...] = ()
+    """Each address's Kubernetes node and zone (for the placement planner)."""
 
     def __repr__(self) -> str:  # never print a password
         return (

@@ -18,6 +18,7 @@ from cachetier.reconcile.modes import _operated
 from cachetier.reconcile.modes.base import ConvergeRequest, Inputs, Judgement
 from cachetier.reconcile.observed import Key, Observed
 from cachetier.render import TierRef, spec_hash
+from cachetier.topology.model import Domain
 from cachetier.topology.nodes import NodeAddress
 
 
@@ -58,6 +59,8 @@ class ClusterMode:
         obs, spec = inputs.obs, inputs.spec
         previous_phase = obs.status.get("phase")
         by_ordinal: dict[int, str] = {}
+        zones = dict(obs.node_zones)
+        domains: list[tuple[NodeAddress, Domain]] = []
         for pod in obs.pods or ():
             pst = pod.get("status") or {}
             ready = any(
@@ -67,6 +70,9 @@ class ClusterMode:
             ordinal = pod["metadata"]["name"].rsplit("-", 1)[-1]
             if ready and pst.get("podIP") and ordinal.isdigit():
                 by_ordinal[int(ordinal)] = pst["podIP"]
+                node = str((pod.get("spec") or {}).get("nodeName") or "")
+                address = NodeAddress(pst["podIP"], names.REDIS_PORT)
+                domains.append((address, Domain(node, zones.get(node, ""))))
         want = _operated.replicas_of(desired)
         if not workload.exists or len(by_ordinal) < want:
             waiting = {
@@ -83,6 +89,7 @@ class ClusterMode:
             password=inputs.secrets.operator_password if inputs.secrets else None,
             tls=spec.tls.enabled,
             ca_data=inputs.tls_ca,
+            domains=tuple(sorted(domains)),
         )
         view = obs.cluster
         base = replace(base, converge=request)
@@ -91,6 +98,12 @@ class ClusterMode:
             # stands until it has (no Ready -> "forming" -> Ready flap, no write).
             return base
         base = replace(base, cluster=view.status)
+        if view.converged and view.placement and base.verdict.ready[0] == "True":
+            # Serving, but one node's loss would take a shard's every copy (or most
+            # masters): say so, with the shards concerned; Ready stays True.
+            message = "placement: " + "; ".join(view.placement)
+            degraded = ("True", "PlacementDegraded", message[:1000])
+            return replace(base, verdict=replace(base.verdict, degraded=degraded))
         if view.converged:
             return base
         message = f"Redis Cluster: {view.message}"
