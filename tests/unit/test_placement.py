@@ -24,9 +24,7 @@ def _cluster(
 
 
 def _masters(sim: Sim, desired: DesiredLayout) -> list[str]:
-    return [
-        sim.at[a] for a in desired.nodes if sim.node_at(a).alive and sim.node_at(a).slots
-    ]
+    return [sim.at[a] for a in desired.nodes if sim.node_at(a).alive and sim.node_at(a).slots]
 
 
 def _co_located(sim: Sim, desired: DesiredLayout) -> list[str]:
