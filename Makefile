@@ -9,7 +9,7 @@ KUBECONFIG ?= $(CURDIR)/$(LOCAL)/kubeconfig
 export KUBECONFIG
 PYTEST_FLAGS ?= -q -p no:cacheprovider
 
-.PHONY: help bootstrap demo test test-unit test-redis test-e2e cluster-up cluster-down run crds crds-check lint bench golden
+.PHONY: help bootstrap demo test test-unit test-redis test-e2e cluster-up cluster-down node-stop node-start run crds crds-check lint bench golden
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -52,8 +52,15 @@ test: bootstrap lint crds-check ## Everything CI runs (.ci/run calls exactly thi
 	$(PY) -m pytest $(PYTEST_FLAGS) tests/redis
 	$(E2E)
 
-cluster-up: bootstrap ## Start the local control plane (+ node agent); writes .local/kubeconfig
-	$(PY) -m ctdev.controlplane up --dir $(LOCAL)
+NODES ?= 1
+cluster-up: bootstrap ## Start the local control plane (+ node agents; NODES=3: workers in zones a, b, c); writes .local/kubeconfig
+	$(PY) -m ctdev.controlplane up --dir $(LOCAL) --nodes $(NODES)
+
+node-stop: ## Stop node NODE the way a machine dies (make node-stop NODE=cachetier-a)
+	$(PY) -m ctdev.controlplane node stop $(NODE) --dir $(LOCAL)
+
+node-start: ## Start node NODE again
+	$(PY) -m ctdev.controlplane node start $(NODE) --dir $(LOCAL)
 
 cluster-down: ## Stop everything cluster-up (and make demo) started
 	@if [ -f $(LOCAL)/pids/operator.pid ]; then kill $$(cat $(LOCAL)/pids/operator.pid) 2>/dev/null || true; rm -f $(LOCAL)/pids/operator.pid; fi

@@ -106,6 +106,11 @@ SENTINELS_MONITORING = _tier_gauge(
     "cachetier_sentinels_monitoring",
     "Replication mode: Sentinels that watch the agreed primary.",
 )
+SHARED_DOMAINS = _tier_gauge(
+    "cachetier_placement_shared_domains",
+    "Cluster mode: shards with a replica on its master's Kubernetes node; replication "
+    "mode: replicas on the primary's node (0 when spread).",
+)
 
 
 def serve(port: int, addr: str = "0.0.0.0") -> None:

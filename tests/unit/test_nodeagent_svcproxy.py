@@ -113,6 +113,11 @@ def test_proxy_forwards_to_ready_endpoints_and_follows_changes(echo: int) -> Non
         proxy.stop()
 
 
+def test_a_proxy_never_started_stops_quietly() -> None:
+    """A worker node agent (--role node) runs no proxy but stops it at shutdown."""
+    ServiceProxy(AddressPool("127.12.1.0/24"), lambda svc, port: []).stop()
+
+
 def test_shims_rewrite_inside_shell_scripts(tmp_path: Path) -> None:
     shims = tmp_path / "shims"
     devtools = str(Path(ctdev.__file__).resolve().parent.parent)

@@ -42,4 +42,4 @@ def test_forget_tier_drops_every_per_tier_series() -> None:
     assert 'class="NOPERM"' in generate_latest(metrics.REGISTRY).decode()
     metrics.forget_tier("gone", "t")
     assert 'namespace="gone"' not in generate_latest(metrics.REGISTRY).decode()
-    assert len(metrics.TIER_GAUGES) == 12
+    assert len(metrics.TIER_GAUGES) == 13

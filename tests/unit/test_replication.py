@@ -460,3 +460,47 @@ def test_replication_without_persistence_is_refused() -> None:
 def test_replication_settings_on_another_mode_are_refused() -> None:
     _, problems = validate.check_spec({"replication": {"replicas": 3}})
     assert any("spec.replication" in str(p) for p in problems), problems
+
+
+def _place(w: ReplWorld, nodes: list[str], zones: dict[str, str]) -> None:
+    """Put pod i on Kubernetes node nodes[i] (and give the nodes zones)."""
+    for i, node_name in enumerate(nodes):
+        w.kube.objects[("Pod", NS, pod(i))].setdefault("spec", {})["nodeName"] = node_name
+    for node_name, zone in zones.items():
+        w.kube.put({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": node_name, "labels": {"topology.kubernetes.io/zone": zone}},
+        })  # fmt: skip
+
+
+def test_status_says_where_the_primary_and_each_replica_run() -> None:
+    w = formed_world()
+    _place(w, ["n1", "n2", "n3"], {"n1": "a", "n2": "b", "n3": "c"})
+    d = w.decide_with(FORMED)
+    rs = d.status.replication
+    assert rs is not None
+    assert (rs.primary_node, rs.primary_zone) == ("n1", "a")
+    assert [(r.node, r.zone) for r in rs.replicas] == [("n2", "b"), ("n3", "c")]
+    assert (rs.placement, rs.shared_domains, d.status.placement) == ("Spread", 0, "Spread")
+    conditions = {c.type: c for c in d.status.conditions}
+    assert conditions["Degraded"].status == "False"
+
+
+def test_a_replica_on_the_primarys_node_is_reported_and_ready_stays_true() -> None:
+    w = formed_world()
+    _place(w, ["n1", "n1", "n2"], {})
+    d = w.act_with(FORMED)
+    shared = {"namespace": NS, "tier": "cache"}
+    assert metrics.REGISTRY.get_sample_value("cachetier_placement_shared_domains", shared) == 1
+    rs = d.status.replication
+    assert rs is not None
+    assert (rs.placement, rs.shared_domains, d.status.placement) == ("Degraded", 1, "Degraded")
+    conditions = {c.type: c for c in d.status.conditions}
+    assert conditions["Ready"].status == "True"
+    assert conditions["Degraded"].status == "True"
+    assert conditions["Degraded"].reason == "PlacementDegraded"
+    assert pod(1) in conditions["Degraded"].message and "n1" in conditions["Degraded"].message
+    assert not d.redis_actions  # reported: the operator does not move pods
+    _place(w, ["n1", "n2", "n3"], {})
+    w.act_with(FORMED)
+    assert metrics.REGISTRY.get_sample_value("cachetier_placement_shared_domains", shared) == 0

@@ -78,7 +78,9 @@ def test_user_scheduling_reaches_every_pod_and_replaces_the_defaults() -> None:
             {"key": "dedicated", "operator": "Equal", "value": "cache", "effect": "NoSchedule"}
         ]
         assert pod["priorityClassName"] == "cache-critical"
-        assert pod["affinity"] == affinity
+        # The user's nodeAffinity is added to the default anti-affinity, not instead of it.
+        assert pod["affinity"]["nodeAffinity"] == affinity["nodeAffinity"]
+        assert pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
         assert template["metadata"]["labels"]["team"] == "checkout"
         assert template["metadata"]["annotations"]["owner"] == "sre"
         assert names.ANNOTATION_CONFIG_HASH in template["metadata"]["annotations"]
@@ -91,6 +93,18 @@ def test_user_scheduling_reaches_every_pod_and_replaces_the_defaults() -> None:
             "labelSelector": {"matchLabels": names.selector_labels("tasks-cache")},
         }
     ]
+
+
+def test_a_users_pod_anti_affinity_replaces_the_default_and_empty_turns_it_off() -> None:
+    own = {
+        "requiredDuringSchedulingIgnoredDuringExecution": [
+            {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"a": "b"}}}
+        ]
+    }
+    raw = {**REPLICATION, "scheduling": {"affinity": {"podAntiAffinity": own}}}
+    assert _pods(raw)["tasks-cache"]["spec"]["affinity"] == {"podAntiAffinity": own}
+    raw = {**REPLICATION, "scheduling": {"affinity": {"podAntiAffinity": {}}}}
+    assert "affinity" not in _pods(raw)["tasks-cache"]["spec"]
 
 
 def test_an_empty_spread_list_turns_spreading_off() -> None:

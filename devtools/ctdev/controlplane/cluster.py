@@ -493,7 +493,10 @@ class ControlPlane:
                 os.killpg(pid, signal.SIGKILL)
         kill_stale(self.agent_dir(spec))
         self._pid_path(spec.component).unlink(missing_ok=True)
-        self._procs.pop(spec.component, None)
+        proc = self._procs.pop(spec.component, None)
+        if proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)  # reaped: no zombie, no "still running" at exit
         self._log(f"node {name} stopped (agent and pod processes killed)")
 
     def start_node(self, name: str) -> None:

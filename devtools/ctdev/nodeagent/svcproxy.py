@@ -70,7 +70,10 @@ class ServiceProxy:
         self._thread.start()
 
     def stop(self) -> None:
-        """Close every listener and stop the loop."""
+        """Close every listener and stop the loop (nothing to do if never started)."""
+        if self._thread.ident is None:
+            self._loop.close()
+            return
         with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(self._close_all(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)

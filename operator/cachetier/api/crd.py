@@ -219,7 +219,7 @@ def _printer_columns() -> list[dict[str, Any]]:
         column(
             "Placement",
             "string",
-            ".status.cluster.placement",
+            ".status.placement",
             "Spread, or Degraded when one node's loss can take a shard's every copy.",
         ),
         column("Age", "date", ".metadata.creationTimestamp", "Time since creation."),

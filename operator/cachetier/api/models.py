@@ -891,6 +891,8 @@ class ReplicaStatus(_Status):
     pod: str = Field(description="Pod name.")
     link_up: bool = Field(default=False, description="master_link_status is up.")
     lag_bytes: int = Field(default=0, description="Replication offset behind the primary.")
+    node: str = Field(default="", description="The Kubernetes node its pod runs on.")
+    zone: str = Field(default="", description="That node's topology.kubernetes.io/zone.")
 
 
 class SentinelsStatus(_Status):
@@ -905,6 +907,16 @@ class ReplicationStatus(_Status):
     """Observed primary, replicas and Sentinels (mode: replication)."""
 
     primary: str = Field(default="", description="The pod a quorum of Sentinels names primary.")
+    primary_node: str = Field(default="", description="The Kubernetes node the primary runs on.")
+    primary_zone: str = Field(default="", description="That node's topology.kubernetes.io/zone.")
+    placement: str = Field(
+        default="",
+        description=(
+            "Spread when no replica shares the primary's Kubernetes node; Degraded when "
+            "scheduling put one there (losing that node would cost both copies)."
+        ),
+    )
+    shared_domains: int = Field(default=0, description="Replicas on the primary's Kubernetes node.")
     replicas: list[ReplicaStatus] = Field(default_factory=list, description="Each replica.")
     sentinels: SentinelsStatus = Field(
         default_factory=SentinelsStatus, description="The Sentinels."
@@ -923,6 +935,9 @@ class ClusterMemberStatus(_Status):
     id: str = Field(default="", description="The Redis node id.")
     node: str = Field(default="", description="The Kubernetes node its pod runs on.")
     zone: str = Field(default="", description="That node's topology.kubernetes.io/zone.")
+    healthy: bool = Field(
+        default=True, description="It answered the last look and no node marks it failed."
+    )
 
 
 class ClusterStatus(_Status):
@@ -976,6 +991,14 @@ class CacheTierStatus(_Status):
     cluster: ClusterStatus | None = Field(default=None, description="Redis Cluster state.")
     replication: ReplicationStatus | None = Field(
         default=None, description="Primary, replicas and Sentinels (mode: replication)."
+    )
+    placement: str | None = Field(
+        default=None,
+        description=(
+            "cluster and replication modes: Spread when one Kubernetes node's loss cannot "
+            "take a shard's (or the primary's) every copy, Degraded when scheduling made "
+            "that impossible (details in status.cluster / status.replication)."
+        ),
     )
 
 

@@ -179,6 +179,7 @@ def _view(
                 "id": n.node_id,
                 "node": n.k8s_node,
                 "zone": n.zone,
+                "healthy": n.healthy,
             }
             for n in summary.nodes
         ],

@@ -556,6 +556,7 @@ def settle(
         "connectionSecret": old.get("connectionSecret"),
         "cluster": old.get("cluster"),
         "replication": old.get("replication"),
+        "placement": old.get("placement"),
         "rollout": old.get("rollout"),
         "consumers": old.get("consumers"),
         # The prober's: status.health is its record, read here as observed.
@@ -570,6 +571,8 @@ def settle(
             body["cluster"] = judgement.cluster
         if judgement.replication is not None:
             body["replication"] = judgement.replication
+        placed = body["cluster"] or body["replication"] or {}
+        body["placement"] = placed.get("placement") or None
         if judgement.failover is not None:
             before, after = judgement.failover
             events.append(

@@ -183,7 +183,7 @@ class TierReconciler:
         if mode.wants_pods(obs, spec):
             selector = ",".join(f"{k}={v}" for k, v in names.selector_labels(ref.name).items())
             obs = replace(obs, pods=tuple(self.kube.list_objects("Pod", ref.namespace, selector)))
-            if profile(spec).cluster_protocol:
+            if profile(spec).cluster_protocol or profile(spec).sentinel:
                 obs = replace(obs, node_zones=self._zones(obs.pods or ()))
         if profile(spec).cluster_protocol:
             nodes = sum(1 for _ in obs.pods or ())
@@ -384,6 +384,9 @@ class TierReconciler:
         reason = rollback_reason(decision)
         if reason is not None:
             metrics.ROLLBACKS.labels(ns, name, reason).inc()
+        placed = decision.status.cluster or decision.status.replication
+        if placed is not None and placed.placement:
+            metrics.SHARED_DOMAINS.labels(ns, name).set(placed.shared_domains)
         replication = decision.status.replication
         if replication is not None:
             if any(e.reason == "Failover" for e in decision.events):

@@ -1,7 +1,9 @@
 """spec.scheduling and spec.podMetadata on a pod template, with the spreading defaults.
 
-Unset ``affinity``: the pods prefer not to share a node with another pod of the same
-kind of the tier (preferred pod anti-affinity on ``kubernetes.io/hostname``). Unset
+Unless ``affinity.podAntiAffinity`` is set: the pods prefer not to share a node with
+another pod of the same kind of the tier (preferred pod anti-affinity on
+``kubernetes.io/hostname``); a user's ``nodeAffinity`` or ``podAffinity`` is added to
+that default, ``podAntiAffinity: {}`` turns it off. Unset
 ``topologySpreadConstraints``: in modes with more than one Redis pod, the Redis pods
 spread across ``kubernetes.io/hostname`` and ``topology.kubernetes.io/zone`` (maxSkew 1,
 ``ScheduleAnyway``: a cluster with fewer nodes or no zones still schedules them). What
@@ -56,10 +58,14 @@ def apply_scheduling(
         ]
     if s.priority_class_name:
         pod["priorityClassName"] = s.priority_class_name
+    affinity = dict(_anti_affinity(selector)) if anti_affinity else {}
     if s.affinity is not None:
-        pod["affinity"] = dict(s.affinity)
-    elif anti_affinity:
-        pod["affinity"] = _anti_affinity(selector)
+        # Per kind: a nodeAffinity of the user's keeps the default podAntiAffinity; a
+        # podAntiAffinity of theirs (``{}`` too) replaces it.
+        affinity.update(s.affinity)
+        affinity = {k: v for k, v in affinity.items() if v != {}}
+    if affinity:
+        pod["affinity"] = affinity
     constraints: list[dict[str, Any]] = []
     if s.topology_spread_constraints is not None:
         for c in s.topology_spread_constraints:

@@ -75,10 +75,20 @@ class ClusterMode:
                 domains.append((address, Domain(node, zones.get(node, ""))))
         want = _operated.replicas_of(desired)
         if not workload.exists or len(by_ordinal) < want:
-            waiting = {
-                "state": "unknown",
-                "message": f"waiting for Redis pods: {len(by_ordinal)}/{want}",
-            }
+            message = f"waiting for Redis pods: {len(by_ordinal)}/{want}"
+            waiting: dict[str, Any] = {"state": "unknown", "message": message}
+            last = obs.cluster
+            if workload.exists and last is not None and not last.pending:
+                # A pod is gone or not ready (its node lost, say): the members, roles and
+                # health of the last look stand beside what is awaited.
+                kept = {k: v for k, v in last.status.items() if k != "placement"}
+                ready_ips = set(by_ordinal.values())
+                kept["members"] = [
+                    {**m, "healthy": bool(m.get("healthy"))
+                     and str(m.get("address", "")).rsplit(":", 1)[0] in ready_ips}
+                    for m in kept.get("members") or []
+                ]  # fmt: skip
+                waiting = {**kept, "message": f"{message}; {last.message}"[:500]}
             return replace(base, cluster=waiting)
         request = ConvergeRequest(
             addresses=tuple(

@@ -286,11 +286,18 @@ class ReplicationMode:
             # Demotions first: at no instant do two pods carry role=primary.
             labels.sort(key=lambda c: c.role == names.ROLE_PRIMARY)
 
+        zones = dict(obs.node_zones)
+
+        def where(host: str | None) -> dict[str, str]:
+            node = str(((by_host.get(host or "") or {}).get("spec") or {}).get("nodeName") or "")
+            return {"node": node, "zone": zones.get(node, "")} if node else {}
+
         replicas = [
             {
                 "pod": by_host[n.host]["metadata"]["name"],
                 "linkUp": n.link_up,
                 "lagBytes": max(0, _offset(nodes, primary_host) - n.offset),
+                **where(n.host),
             }
             for n in nodes
             if n.host != primary_host
@@ -311,6 +318,15 @@ class ReplicationMode:
             "replicas": replicas,
             "sentinels": {"ready": sentinels_ready, "monitoring": monitoring, "quorum": quorum},
         }
+        placed = where(primary_host) if primary_pod else {}
+        shared: list[str] = []
+        if placed:
+            status["primaryNode"] = placed["node"]
+            if placed["zone"]:
+                status["primaryZone"] = placed["zone"]
+            shared = [r["pod"] for r in replicas if r.get("node") == placed["node"]]
+            status["placement"] = "Degraded" if shared else "Spread"
+            status["sharedDomains"] = len(shared)
         last = previous.get("lastFailover")
         if last:
             status["lastFailover"] = last
@@ -341,6 +357,15 @@ class ReplicationMode:
             failover=failover,
             requeue=FOLLOW_SECONDS,
         )
+        if base.verdict.phase == "Ready" and not problems and shared:
+            # Serving, but the primary's node going down would take these replicas with
+            # it: say so (scheduling could not spread them); Ready stays True.
+            message = (
+                f"placement: replica(s) {', '.join(shared)} share node "
+                f"{placed['node']} with the primary {primary_pod}"
+            )
+            degraded = ("True", "PlacementDegraded", message[:1000])
+            return replace(judged, verdict=replace(base.verdict, degraded=degraded))
         if base.verdict.phase != "Ready" or not problems:
             return judged
         message = "replication: " + "; ".join(problems)
