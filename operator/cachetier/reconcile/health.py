@@ -110,6 +110,7 @@ class HealthProber:
             self.kube.list_objects("Pod", ns, selector),
             key=lambda p: (
                 (p["metadata"].get("labels") or {}).get(names.LABEL_ROLE) != names.ROLE_PRIMARY,
+                not _pod_ready(p),
                 p["metadata"]["name"],
             ),
         )
@@ -169,6 +170,15 @@ class HealthProber:
             if targets
             else ProbeResult(up=False, error="no Redis pod has an IP")
         )
+        if not result.up and profile(spec).cluster_protocol:
+            # A cluster client reaches the cluster through any node: one node's (or one
+            # Kubernetes node's) loss is the cluster's to fail over, not a reason to roll
+            # the consumers back while another node serves.
+            for target in targets[1:4]:
+                other = self.prober.probe(target, None)
+                if other.up:
+                    result = other
+                    break
         due = time.monotonic() - memory.config_checked >= CONFIG_CHECK_SECONDS
         if result.up and profile(spec).runs_redis and due:
             memory.config_checked = time.monotonic()
@@ -309,6 +319,11 @@ class HealthProber:
             self._event(body, "Warning", "AutoRollback", verdict.message)
             log.warning("auto-rollback of %s/%s: %s", namespace, name, verdict.message)
         return rollback
+
+
+def _pod_ready(pod: dict[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 def _has_condition(status: dict[str, Any], ctype: str) -> bool:
