@@ -18,7 +18,9 @@ shards' every copy; else a master's), as a failure may pick any node. Per round:
 seconds until every surviving node says ``cluster_state:ok`` with 16,384 slots ok
 (``null`` if not within 90 s), keys lost (read back from the masters that serve each
 key's slot; a slot nobody serves loses its keys), and once the node is started again,
-seconds until the tier is whole (for ``cachetier``: ``placement: Spread`` again).
+once the tier's status shows the loss, the node is started again: seconds until the
+tier is whole (six healthy members; for ``cachetier`` also masters on distinct nodes and
+no replica beside its master, ``placement: Spread``).
 Prints medians and the per-round figures as JSON and writes
 ``bench/results/node_loss.json``. Run from the repository root:
 ``env -u KUBECONFIG .venv/bin/python bench/bench_node_loss.py``;
@@ -193,6 +195,17 @@ def worst_node(members: list[dict[str, Any]]) -> tuple[str, int]:
     return next(iter(masters.values()))["node"], 0
 
 
+def spread(cluster: dict[str, Any]) -> bool:
+    """Masters on distinct nodes, no replica on its master's node."""
+    members = cluster.get("members") or []
+    masters = {m["id"]: m["node"] for m in members if m["role"] == "master"}
+    return len(set(masters.values())) == len(masters) and all(
+        masters.get(m.get("masterId")) not in (None, m["node"])
+        for m in members
+        if m["role"] == "replica"
+    )
+
+
 def one_round(cp: Any, api: Any, setup: str, r: int) -> dict[str, Any]:
     from kubernetes import client as k8s
 
@@ -215,7 +228,7 @@ def one_round(cp: Any, api: Any, setup: str, r: int) -> dict[str, Any]:
             and cl.get("slotsAssigned") == 16384
             and len(cl.get("members") or []) == 6
             and all(m.get("healthy") for m in cl.get("members") or [])
-            and (placement is None or st.get("placement") == placement)
+            and (placement is None or (st.get("placement") == placement and spread(cl)))
         )
         return st if ok else None
 
@@ -224,7 +237,12 @@ def one_round(cp: Any, api: Any, setup: str, r: int) -> dict[str, Any]:
         names.GROUP, names.VERSION, ns, names.PLURAL, tier_body(ns, setup)
     )
     st = wait_until("the tier whole", lambda: whole(want), 300, 1.0)
-    members = st["cluster"]["members"]
+    # Where each member runs, from the pods (the blind baseline's status does not know).
+    node_of = {p.status.pod_ip: p.spec.node_name for p in core.list_namespaced_pod(ns).items}
+    members = [
+        {**m, "node": node_of.get(m["address"].rsplit(":", 1)[0], "")}
+        for m in st["cluster"]["members"]
+    ]
     data = core.read_namespaced_secret(names.connection_secret(TIER), ns).data or {}
     password = base64.b64decode(data["password"]).decode()
     startup = [ClusterNode(*m["address"].rsplit(":", 1)) for m in members]
@@ -268,6 +286,16 @@ def one_round(cp: Any, api: Any, setup: str, r: int) -> dict[str, Any]:
             break
         time.sleep(0.2)
     lost = keys_lost(survivors, ids, password)
+
+    lost_addresses = {m["address"] for m in members if m["node"] == victim}
+
+    def loss_in_status() -> bool:
+        members = (status().get("cluster") or {}).get("members") or []
+        return any(m["address"] in lost_addresses and not m.get("healthy") for m in members)
+
+    # The node stays down until the tier's status shows the loss (as in the e2e test), so
+    # the repair measured below is a repair, not a status that never noticed.
+    wait_until("the loss in status", loss_in_status, 120, 0.5)
     started = time.monotonic()
     cp.start_node(victim)
     repaired: float | None = None

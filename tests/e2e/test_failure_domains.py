@@ -293,6 +293,18 @@ def test_cluster_tier_is_spread_and_loses_nothing_with_a_node(
             st = _tier(kube_cluster, ns, name).get("status")
             raise AssertionError(f"{exc}; status: {json.dumps(st)[:3000]}") from None
 
+        def node_marked() -> bool:
+            node = json.loads(kube_cluster.run_kubectl("get", "node", victim, "-o", "json").stdout)
+            ready = {c["type"]: c for c in node["status"].get("conditions") or []}.get("Ready")
+            taints = {t["key"] for t in node["spec"].get("taints") or []}
+            return (ready or {}).get("status") != "True" and (
+                "node.kubernetes.io/unreachable" in taints
+            )
+
+        # The machine died as far as Kubernetes can tell: no heartbeats, so the node
+        # lifecycle controller marked the Node and tainted it.
+        wait_for(node_marked, timeout=60, what=f"{victim} NotReady and tainted unreachable")
+
         client = RedisCluster(
             startup_nodes=[ClusterNode(*a.rsplit(":", 1)) for a in survivors],
             password=password, socket_timeout=5, **quiet_handshake(),
@@ -387,6 +399,8 @@ def test_replication_tier_promotes_a_replica_on_another_node(
         kube_cluster.run_kubectl("get", "pods", "-n", ns, "-l", selector, "-o", "json").stdout
     )["items"]
     sentinel_nodes = {p["spec"].get("nodeName") for p in sentinel_pods}
+    # Preferred anti-affinity (a preference: the scheduler may still pair two).
+    assert len(sentinel_pods) == 3 and len(sentinel_nodes) >= 2, sentinel_nodes
     _say(f"\nsentinels on {sorted(n or '-' for n in sentinel_nodes)}")
 
     secret = get_json(kube_cluster, "secret", ns, names.connection_secret(name)) or {}

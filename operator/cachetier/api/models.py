@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
+from cachetier.api import redis_config
+
 # A Redis memory amount: a number with an optional unit b, k, kb, m, mb, g, gb
 # (case-insensitive), as redis.conf accepts it.
 MEMORY_PATTERN = r"^[0-9]{1,19}([kKmMgG][bB]?|[bB])?$"
@@ -84,9 +86,16 @@ LabelValue = Annotated[str, Field(max_length=63)]
 StepPercent = Annotated[int, Field(ge=0, le=100)]
 
 
-def _cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Any]:
+def _cel(
+    rule: str,
+    message: str,
+    field_path: str | None = None,
+    message_expression: str | None = None,
+) -> dict[str, Any]:
     """One ``x-kubernetes-validations`` entry."""
     entry: dict[str, Any] = {"rule": rule, "message": message}
+    if message_expression is not None:
+        entry["messageExpression"] = message_expression
     if field_path is not None:
         entry["fieldPath"] = field_path
     return entry
@@ -186,8 +195,26 @@ class PersistenceSpec(_Model):
     )
 
 
+ConfigValue = Annotated[str, Field(max_length=1024, pattern=r"^[^\r\n]*$")]
+
+
 class RedisSpec(_Model):
     """redis.conf settings rendered into the `<tier>-config` ConfigMap."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                *(
+                    _cel(
+                        f"!has(self.config) || !('{n}' in self.config)",
+                        f"redis.config: {n} is set by the operator, not by redis.config",
+                        ".config",
+                    )
+                    for n in redis_config.owned_names()
+                ),
+            ]
+        }
+    )
 
     maxmemory: str = Field(
         default="2gb",
@@ -220,6 +247,18 @@ class RedisSpec(_Model):
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
     log_level: LogLevel = Field(default="notice", description="Redis loglevel.")
+    config: dict[str, ConfigValue] = Field(
+        default_factory=dict,
+        description=(
+            "Extra redis.conf directives, {name: value} (e.g. timeout: '300', "
+            "notify-keyspace-events: Ex, slowlog-log-slower-than: '5000'). Directives the "
+            "operator sets (port, bind, dir, passwords and users, persistence, logging, "
+            "maxmemory, replication roles, cluster-*, tls-* ...) are refused. Settings Redis "
+            "can change at runtime are applied live with CONFIG SET, no restart; the few it "
+            "reads only at start (databases, io-threads, tcp-backlog ...) restart the pods."
+        ),
+        max_length=64,
+    )
 
 
 class AuthSpec(_Model):

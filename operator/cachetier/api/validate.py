@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 
 import pydantic
 
+from cachetier.api import redis_config
 from cachetier.api.models import CacheTierSpec
 from cachetier.api.modes import profile
 from cachetier.api.redis_commands import is_known
@@ -196,6 +197,21 @@ def _disabled_commands(spec: CacheTierSpec) -> Iterator[Problem]:
         seen.add(command.lower())
 
 
+def _redis_config(spec: CacheTierSpec) -> Iterator[Problem]:
+    """Directives a user may set: known to Redis (an unknown one stops redis-server from
+    starting) and not the operator's (the API server refuses those first)."""
+    for name in sorted(spec.redis.config):
+        field = f"spec.redis.config.{name}"
+        if redis_config.owned(name):
+            yield Problem(field, f"{name} is set by the operator, not by redis.config")
+        elif redis_config.unknown(name):
+            yield Problem(
+                field,
+                f"{name} is not a redis.conf directive of Redis 7.0 (redis-server would "
+                "refuse to start); names are as CONFIG GET prints them",
+            )
+
+
 def _rollout(spec: CacheTierSpec) -> Iterator[Problem]:
     """Steps go strictly up to at most percent, one stepInterval (> 0) apart."""
     rollout = spec.rollout
@@ -309,6 +325,7 @@ _CHECKS: tuple[Callable[[CacheTierSpec], Iterator[Problem]], ...] = (
     _positive_sizes,
     _rdb_schedule,
     _disabled_commands,
+    _redis_config,
     _rollout,
     _tls,
     _external,

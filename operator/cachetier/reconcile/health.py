@@ -28,6 +28,7 @@ from urllib.parse import unquote, urlsplit
 import pydantic
 
 from cachetier import metrics, names
+from cachetier.api import redis_config
 from cachetier.api.models import CacheTierSpec
 from cachetier.api.modes import profile
 from cachetier.api.units import parse_redis_memory
@@ -51,6 +52,8 @@ class _Memory:
     rearm: str | None = None
     config_checked: float = float("-inf")
     """When the live Redis settings were last compared with the spec (monotonic)."""
+    config_generation: int | None = None
+    """The tier's generation at that comparison (a new spec is compared at once)."""
 
 
 CONFIG_CHECK_SECONDS = 30.0
@@ -132,17 +135,26 @@ class HealthProber:
     ) -> None:
         """Put back redis.conf settings someone changed live (CONFIG SET), on every pod."""
         wanted = {
+            # spec.redis.config's live settings: applied here, without a restart.
+            **{name: value for name, value in spec.redis.config.items() if redis_config.live(name)},
             "maxmemory": str(parse_redis_memory(spec.redis.maxmemory)),
             "maxmemory-policy": spec.redis.maxmemory_policy,
             "loglevel": spec.redis.log_level,
         }
-        repaired = []
+        repaired: list[str] = []
+        applied: list[str] = []
         for target in targets:
             for directive, (live, value) in self.prober.enforce_config(target, wanted).items():
-                repaired.append(f"{directive} {live} -> {value} on {target.host}")
+                change = f"{directive} {live} -> {value} on {target.host}"
+                (applied if directive in spec.redis.config else repaired).append(change)
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        if applied:
+            message = "applied redis.config live (CONFIG SET, no restart): " + "; ".join(applied)
+            log.info("%s/%s: %s", ns, name, message)
+            self._event(body, "Normal", "ConfigApplied", message[:1000])
         if repaired:
             message = "restored Redis settings changed live (CONFIG SET): " + "; ".join(repaired)
-            log.info("%s/%s: %s", body["metadata"]["namespace"], body["metadata"]["name"], message)
+            log.info("%s/%s: %s", ns, name, message)
             self._event(body, "Warning", "ConfigDriftRepaired", message[:1000])
 
     def probe_tier(self, namespace: str, name: str) -> bool:
@@ -179,9 +191,14 @@ class HealthProber:
                 if other.up:
                     result = other
                     break
-        due = time.monotonic() - memory.config_checked >= CONFIG_CHECK_SECONDS
+        generation = body["metadata"].get("generation")
+        due = (
+            time.monotonic() - memory.config_checked >= CONFIG_CHECK_SECONDS
+            or memory.config_generation != generation
+        )
         if result.up and profile(spec).runs_redis and due:
             memory.config_checked = time.monotonic()
+            memory.config_generation = generation
             self._repair_config(body, spec, targets)
         if result.counters is not None:
             memory.counters = result.counters

@@ -7,12 +7,15 @@ error rate is computed against the previous probe's counters (passed in).
 
 from __future__ import annotations
 
+import logging
 import time
 
 import redis
 
 from cachetier.ports import Counters, ProbeResult, Target
 from cachetier.redis.options import quiet_handshake
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "MIN_COMMANDS_FOR_ERROR_RATE",
@@ -178,8 +181,19 @@ def enforce_config(
         live = client.config_get(*wanted) if wanted else {}  # one round trip
         for directive, value in wanted.items():
             have = str(live.get(directive, ""))
-            if have != value:
+            if have == value:
+                continue
+            try:
                 client.config_set(directive, value)
+            except redis.ResponseError as exc:  # a value Redis refuses: say, go on
+                log.warning(
+                    "CONFIG SET %s %r refused on %s: %s", directive, value, target.host, exc
+                )
+                continue
+            # Redis may print a value otherwise than it was given (flags reordered,
+            # units in bytes): a set that leaves it as it was corrected nothing.
+            now = str(client.config_get(directive).get(directive, ""))
+            if now != have:
                 fixed[directive] = (have, value)
     except redis.RedisError:
         return fixed

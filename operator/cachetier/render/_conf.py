@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 from cachetier import names
+from cachetier.api import redis_config
 from cachetier.api.models import CacheTierSpec
 from cachetier.api.modes import profile
 
@@ -53,9 +54,33 @@ def quote_conf(token: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-def render_redis_conf(spec: CacheTierSpec) -> str:
-    """redis.conf for ``spec`` (the ConfigMap key names.REDIS_CONF_KEY). No secrets."""
-    lines = [HEADER, "", "# Network"]
+def user_config_lines(spec: CacheTierSpec, *, live: bool | None = None) -> list[str]:
+    """spec.redis.config as redis.conf lines, sorted by name; ``live``: only the
+    directives Redis changes at runtime (True) or only the restart-only ones (False)."""
+    lines = []
+    for name, value in sorted(spec.redis.config.items()):
+        if live is not None and redis_config.live(name) != live:
+            continue
+        if name in redis_config.MULTI_ARG and value.split():
+            args = " ".join(quote_conf(token) for token in value.split())
+        else:
+            args = quote_conf(value) if value else '""'
+        lines.append(f"{name} {args}")
+    return lines
+
+
+def render_redis_conf(spec: CacheTierSpec, *, live_user_settings: bool = True) -> str:
+    """redis.conf for ``spec`` (the ConfigMap key names.REDIS_CONF_KEY). No secrets.
+
+    spec.redis.config comes first, so the operator's own lines after it win;
+    ``live_user_settings=False`` leaves out the user's settings that are applied live
+    (what the pod-template hash covers: changing those restarts nothing).
+    """
+    lines = [HEADER]
+    extra = user_config_lines(spec, live=None if live_user_settings else False)
+    if extra:
+        lines += ["", "# spec.redis.config", *extra]
+    lines += ["", "# Network"]
     lines.append("bind * -::*")
     if spec.tls.enabled:
         lines += [

@@ -59,7 +59,6 @@ def render_tier(
     if not profile(spec).runs_redis:
         return []
     password = secrets.app_password if spec.auth.enabled else None
-    redis_conf = render_redis_conf(spec)
     auth_conf = render_auth_conf(spec, secrets)
     objects = [
         build_auth_secret(ref, spec, secrets),
@@ -76,7 +75,13 @@ def render_tier(
         build_config_map(ref, spec),
         build_client_service(ref, spec),
         build_headless_service(ref, spec),
-        build_statefulset(ref, spec, config_hash(redis_conf, auth_conf)),
+        # The hash leaves out what is applied live (CONFIG SET), so changing it
+        # restarts no pod; the ConfigMap has it for the next start.
+        build_statefulset(
+            ref,
+            spec,
+            config_hash(render_redis_conf(spec, live_user_settings=False), auth_conf),
+        ),
         build_pdb(ref),
         build_network_policy(ref, spec, operator_namespace),
     ]
