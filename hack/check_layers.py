@@ -15,7 +15,7 @@ imports inside functions; the module a ``from X import Y`` names is X):
    implementations of ``cachetier.ports`` (the API, Redis administration, the prober,
    a clock, an event sink), which ``handlers`` wires up.
 4. **The decision is pure.** ``reconcile.decide``, ``observed``, ``conditions``,
-   ``injection``, ``consumer_plan`` and every ``reconcile.modes`` module import only
+   ``injection``, ``consumer_plan``, ``volumes`` and every ``reconcile.modes`` module import only
    the pure layers, ``cachetier.ports`` and each other (no metrics, no I/O half of
    the reconcile, no third-party package but pydantic and PyYAML).
 5. **No reaching into private names.** A module imports another package's
@@ -42,6 +42,7 @@ PURE_RECONCILE = {
     "cachetier.reconcile.conditions",
     "cachetier.reconcile.injection",
     "cachetier.reconcile.consumer_plan",
+    "cachetier.reconcile.volumes",
 }
 """The pure half of the reconcile (besides every module of ``cachetier.reconcile.modes``)."""
 PORTS_ONLY = {"reconcile"}

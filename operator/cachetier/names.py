@@ -186,6 +186,11 @@ def data_volume() -> str:
     return "data"
 
 
+def claim(tier: str, ordinal: int) -> str:
+    """The PVC the StatefulSet makes for pod ``ordinal``: <template>-<statefulset>-<n>."""
+    return f"{data_volume()}-{statefulset(tier)}-{ordinal}"
+
+
 def service_host(tier: str, namespace: str) -> str:
     """In-cluster DNS name of the client Service."""
     return f"{client_service(tier)}.{namespace}.svc"

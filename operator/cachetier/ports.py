@@ -93,6 +93,12 @@ class KubeApi(Protocol):
         """An RFC 6902 JSON patch."""
         ...
 
+    def delete(
+        self, kind: str, namespace: str | None, name: str, *, propagation: str | None = None
+    ) -> None:
+        """Delete (a missing object is fine); ``propagation``: e.g. ``Orphan``."""
+        ...
+
     def scoped(self, name: str) -> AbstractContextManager[None]:
         """Attribute the writes of this thread to ``name`` (a tier) while inside."""
         ...

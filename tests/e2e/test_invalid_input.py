@@ -184,7 +184,6 @@ def test_mode_change_on_update_is_refused(kube_cluster: KubeCluster, namespace: 
     [
         ("{mode: none}", "persistence.mode cannot change between none"),
         ("{size: 512Mi}", "persistence.size cannot shrink"),
-        ("{size: 2Gi}", "persistence.size cannot grow on an existing tier yet"),
     ],
 )
 def test_volume_changes_on_update_are_refused_in_words(

@@ -67,7 +67,12 @@ CAN_I = [
     ("update", "secrets", [], "no"),
     ("create", "cachetiers.cachetier.io", [], "no"),
     ("delete", "cachetiers.cachetier.io", [], "no"),
-    ("delete", "statefulsets.apps", [], "no"),
+    ("delete", "statefulsets.apps", [], "yes"),  # volume expansion: orphan, re-create
+    ("get", "persistentvolumeclaims", [], "yes"),
+    ("patch", "persistentvolumeclaims", [], "yes"),  # volume expansion
+    ("list", "persistentvolumeclaims", [], "no"),  # read by name only
+    ("get", "storageclasses.storage.k8s.io", [], "yes"),  # allowVolumeExpansion?
+    ("list", "storageclasses.storage.k8s.io", [], "no"),
     ("create", "deployments.apps", [], "no"),
     ("delete", "persistentvolumeclaims", [], "no"),
     ("create", "pods", [], "no"),

@@ -174,6 +174,13 @@ class MemoryKube:
                     del parent[int(last) if isinstance(parent, list) else last]
             return copy.deepcopy(live)
 
+    def delete(
+        self, kind: str, namespace: str | None, name: str, *, propagation: str | None = None
+    ) -> None:
+        with self._lock:
+            self.writes.append((f"delete/{propagation or 'Background'}", kind, name))
+            self.objects.pop((kind, namespace, name), None)
+
     def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]
         with self._lock:

@@ -6,6 +6,12 @@ For every Pending claim of that class (or, when it is the default, of no class) 
 ``<state>/pv/<namespace>-<claim>`` and a hostPath PersistentVolume pre-bound to the claim
 (``claimRef`` with the claim's uid); kube-controller-manager's PV binder completes the
 binding. A Released volume of this provisioner is deleted with its directory.
+
+It is also the class's resizer (``allowVolumeExpansion: true``): a Bound claim whose
+request is above its capacity gets its volume's capacity raised and then its own
+``status.capacity`` (a directory has no size to grow; the numbers are what a real
+resizer would report after growing the disk), as an external resizer does for a CSI
+driver.
 """
 
 from __future__ import annotations
@@ -22,6 +28,21 @@ _log = Log("nodeagent.provisioner")
 PROVISIONER = "cachetier.io/local"
 STORAGE_CLASS = "cachetier-local"
 STORAGE = "storage.k8s.io/v1"
+
+
+_UNITS = {
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+    "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+}  # fmt: skip
+
+
+def to_bytes(quantity: str) -> float:
+    """A storage quantity in bytes (``1Gi``, ``500M``, ``1e9``, ``1073741824``)."""
+    text = str(quantity).strip()
+    for suffix in sorted(_UNITS, key=len, reverse=True):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * _UNITS[suffix]
+    return float(text)
 
 
 def build_storage_class(name: str, default: bool) -> Obj:
@@ -113,7 +134,10 @@ class Provisioner:
         return spec.get("storageClassName") in (self.storage_class, None)
 
     def on_claim(self, kind: str, pvc: Obj) -> None:
-        """Provision a volume for a new Pending claim of our class."""
+        """Provision a volume for a new Pending claim of our class; grow a bound one."""
+        if kind != "DELETED" and (pvc.get("status") or {}).get("phase") == "Bound":
+            self._resize(pvc)
+            return
         if kind == "DELETED" or not self._wants(pvc):
             return
         with self._lock:
@@ -132,6 +156,42 @@ class Provisioner:
                 with self._lock:
                     self._done.discard(uid_of(pvc))
                 _log.warning("provisioning failed", claim=ref(pvc), error=str(err))
+
+    def _resize(self, pvc: Obj) -> None:
+        """Raise a bound claim's capacity to its request (and its volume's first)."""
+        spec = pvc.get("spec") or {}
+        want = ((spec.get("resources") or {}).get("requests") or {}).get("storage")
+        have = ((pvc.get("status") or {}).get("capacity") or {}).get("storage")
+        volume = spec.get("volumeName")
+        if not want or not have or not volume or to_bytes(want) <= to_bytes(have):
+            return
+        try:
+            pv = self._kube.request("GET", api_path("persistentvolumes", name=volume))
+            if (meta(pv).get("annotations") or {}).get(
+                "pv.kubernetes.io/provisioned-by"
+            ) != PROVISIONER:
+                return
+            self._kube.request(
+                "PATCH",
+                api_path("persistentvolumes", name=volume),
+                body={"spec": {"capacity": {"storage": want}}},
+                content_type="application/merge-patch+json",
+            )
+            status = {"capacity": {"storage": want}, "allocatedResources": {"storage": want}}
+            self._kube.request(
+                "PATCH",
+                api_path(
+                    "persistentvolumeclaims",
+                    namespace=namespace_of(pvc),
+                    name=name_of(pvc),
+                    sub="status",
+                ),
+                body={"status": status},
+                content_type="application/merge-patch+json",
+            )
+            _log.info("volume expanded", claim=ref(pvc), size=want)
+        except ApiError as err:
+            _log.warning("volume expansion failed", claim=ref(pvc), error=str(err))
 
     def on_volume(self, kind: str, pv: Obj, in_use: set[str]) -> None:
         """Delete a Released volume of ours and its directory (unless another PV uses it)."""

@@ -149,13 +149,8 @@ class PersistenceSpec(_Model):
                 ),
                 _cel(
                     "!quantity(self.size).isLessThan(quantity(oldSelf.size))",
-                    "persistence.size cannot shrink: a volume cannot be made smaller",
-                    ".size",
-                ),
-                _cel(
-                    "!quantity(self.size).isGreaterThan(quantity(oldSelf.size))",
-                    "persistence.size cannot grow on an existing tier yet (no volume "
-                    "expansion): keep the size, or create a new CacheTier",
+                    "persistence.size cannot shrink: a volume cannot be made smaller "
+                    "(it can grow: the operator expands the volumes in place)",
                     ".size",
                 ),
             ]

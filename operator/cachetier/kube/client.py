@@ -46,6 +46,7 @@ RESOURCES: dict[str, Resource] = {
     "PersistentVolumeClaim": Resource("/api/v1", "persistentvolumeclaims"),
     "Namespace": Resource("/api/v1", "namespaces", namespaced=False),
     "Node": Resource("/api/v1", "nodes", namespaced=False),
+    "StorageClass": Resource("/apis/storage.k8s.io/v1", "storageclasses", namespaced=False),
     "StatefulSet": Resource("/apis/apps/v1", "statefulsets"),
     "Deployment": Resource("/apis/apps/v1", "deployments"),
     "PodDisruptionBudget": Resource("/apis/policy/v1", "poddisruptionbudgets"),
@@ -262,7 +263,12 @@ class Kube:
         meta = obj["metadata"]
         return self.request("POST", path(obj["kind"], meta.get("namespace")), body=obj)
 
-    def delete(self, kind: str, namespace: str | None, name: str) -> None:
-        """Delete, ignoring a missing object."""
+    def delete(
+        self, kind: str, namespace: str | None, name: str, *, propagation: str | None = None
+    ) -> None:
+        """Delete, ignoring a missing object (``propagation``: Orphan, Background ...)."""
+        body = None
+        if propagation is not None:
+            body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
         with suppress(NotFound):
-            self.request("DELETE", path(kind, namespace, name))
+            self.request("DELETE", path(kind, namespace, name), body=body)

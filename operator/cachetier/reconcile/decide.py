@@ -37,6 +37,7 @@ from cachetier.reconcile.observed import (
     format_time,
     rollback_requested,
 )
+from cachetier.reconcile.volumes import VolumePlan, plan_volumes
 from cachetier.render import TierSecrets, drift, owner_reference
 from cachetier.rollout import StepState, next_effective_percent
 
@@ -100,6 +101,10 @@ class Decision:
     applies: tuple[dict[str, Any], ...] = ()
     """Children to apply (server-side apply), in order."""
     converge: ConvergeRequest | None = None
+    resizes: tuple[tuple[str, str], ...] = ()
+    """Volume expansion: (claim, size) to patch before the applies."""
+    orphan: str | None = None
+    """Volume expansion: the StatefulSet to delete with its pods orphaned."""
     redis_actions: tuple[ReplicationAction, ...] = ()
     """Replication mode: REPLICAOF / SENTINEL MONITOR, in order."""
     labels: tuple[LabelChange, ...] = ()
@@ -123,6 +128,8 @@ class Decision:
             self.add_finalizer
             or self.seed
             or self.applies
+            or self.resizes
+            or self.orphan
             or self.labels
             or (plan and (plan.injects or plan.releases or plan.pod_patches))
         )
@@ -149,6 +156,7 @@ def decide(obs: Observed, now: datetime) -> Decision:
     seed: dict[str, Any] | None = None
     applies: list[dict[str, Any]] = []
     judgement: Judgement | None = None
+    volume: VolumePlan | None = None
     requeue: float | None = None
     try:
         secrets: TierSecrets | None = None
@@ -161,10 +169,16 @@ def decide(obs: Observed, now: datetime) -> Decision:
                 raise blocked
         inputs = Inputs(obs, spec, secrets, tls_ca, format_time(now) or "")
         desired = mode.desired(inputs)
-        applies, written, apply_events = _plan_applies(obs, desired)
+        volume = plan_volumes(obs, desired, obs.claims, obs.storage_classes)
+        held = [
+            o for o in desired if not (volume.hold_statefulset and o.get("kind") == "StatefulSet")
+        ]
+        applies, written, apply_events = _plan_applies(obs, held)
         events += apply_events
         judgement = mode.judge(inputs, desired, written)
-        verdict, requeue = judgement.verdict, judgement.requeue
+        verdict, requeue = _volume_verdict(obs, volume, judgement.verdict), judgement.requeue
+        if volume.orphan_statefulset or volume.hold_statefulset or volume.expanding:
+            requeue = _sooner(requeue, VOLUME_RECHECK)
     except DependencyMissing as exc:
         verdict, requeue = cond.blocked("DependencyMissing", str(exc)), exc.delay
     except SpecError as exc:
@@ -184,6 +198,8 @@ def decide(obs: Observed, now: datetime) -> Decision:
         seed=seed,
         consumers_first=rollback_first,
         applies=tuple(applies),
+        resizes=volume.resizes if volume is not None else (),
+        orphan=volume.orphan_statefulset if volume is not None else None,
         converge=judgement.converge if judgement is not None else None,
         redis_actions=judgement.replication_actions if judgement is not None else (),
         labels=judgement.labels if judgement is not None else (),
@@ -195,6 +211,39 @@ def decide(obs: Observed, now: datetime) -> Decision:
         rollout=rollout,
     )
     return settle(obs, draft, planned_outcome(draft), now)
+
+
+VOLUME_RECHECK = 5.0
+"""A tier whose volumes are being expanded is looked at again this often."""
+
+
+def _volume_verdict(obs: Observed, volume: VolumePlan, verdict: cond.Verdict) -> cond.Verdict:
+    """The verdict while volumes grow: the pods keep serving throughout, so a tier that
+    was Ready stays Ready (Progressing, VolumeExpanding); a class that cannot expand
+    makes it not Ready, with nothing changed."""
+    if volume.unsupported:
+        message = (
+            f"persistence.size grows but storage class {volume.unsupported} does not allow "
+            "volume expansion (allowVolumeExpansion); nothing was changed: set the size back "
+            "or use a class that can expand"
+        )
+        return cond.Verdict(
+            phase="Degraded",
+            ready=("False", "VolumeExpansionUnsupported", message),
+            progressing=("False", "VolumeExpansionUnsupported", message),
+            degraded=("True", "VolumeExpansionUnsupported", message),
+        )
+    if not volume.expanding:
+        return verdict
+    message = f"expanding volumes to persistence.size: {volume.expanding}"
+    if obs.status.get("phase") in ("Ready", "RolledBack") and verdict.phase != "Failed":
+        return cond.Verdict(
+            phase="Ready",
+            ready=("True", "Ready", message),
+            progressing=("True", "VolumeExpanding", message),
+            degraded=("False", "Ready", ""),
+        )
+    return replace(verdict, progressing=("True", "VolumeExpanding", message))
 
 
 def _invalid(obs: Observed, spec: CacheTierSpec | None, now: datetime) -> Decision:

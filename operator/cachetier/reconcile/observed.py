@@ -122,6 +122,10 @@ class Observed:
     """The converge worker's last view (cluster mode)."""
     replication: ReplicationObservation | None = None
     """What the Redis pods and the Sentinels said (replication mode)."""
+    claims: tuple[dict[str, Any], ...] = ()
+    """The tier's PersistentVolumeClaims (persistence rdb/aof)."""
+    storage_classes: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    """The StorageClasses of claims smaller than the spec asks (None: missing)."""
     fresh_passwords: tuple[str, str] = ("", "")
     """Entropy for passwords, used only if every copy of the auth Secret is gone."""
     operator_namespace: str = names.OPERATOR_NAMESPACE

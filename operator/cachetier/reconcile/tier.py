@@ -30,7 +30,9 @@ from typing import Any
 
 from cachetier import metrics, names
 from cachetier.api import validate
+from cachetier.api.models import CacheTierSpec
 from cachetier.api.modes import profile
+from cachetier.api.units import quantity_to_bytes
 from cachetier.ports import (
     ApiError,
     Clock,
@@ -45,6 +47,7 @@ from cachetier.ports import (
     SentinelFollower,
     TlsOptions,
 )
+from cachetier.reconcile import volumes
 from cachetier.reconcile.cluster import ClusterManager
 from cachetier.reconcile.consumer_plan import ConsumerPlan, plan_consumers
 from cachetier.reconcile.consumers import ConsumerReconciler, ConsumerReport
@@ -195,9 +198,32 @@ class TierReconciler:
             )
         if profile(spec).sentinel:
             obs = replace(obs, replication=self._observe_replication(obs))
+        if profile(spec).runs_redis and spec.redis.persistence.mode != "none":
+            obs = self._observe_claims(obs, spec)
         if profile(spec).runs_redis and read.get(names.auth_secret(ref.name)) is None:
             obs = replace(obs, fresh_passwords=(self.passwords(), self.passwords()))
         return obs
+
+    def _observe_claims(self, obs: Observed, spec: CacheTierSpec) -> Observed:
+        """The tier's PVCs (by name: no list of every claim) and, when one is smaller
+        than the spec asks, the StorageClasses they name (does it allow expansion?)."""
+        sts = obs.child("StatefulSet", names.statefulset(obs.ref.name))
+        if sts is None:
+            return obs
+        count = max(int((sts.get("spec") or {}).get("replicas") or 0), profile(spec).pods(spec))
+        claims = []
+        for i in range(count):
+            claim = self.kube.get(
+                "PersistentVolumeClaim", obs.ref.namespace, names.claim(obs.ref.name, i)
+            )
+            if claim is not None:
+                claims.append(claim)
+        want = quantity_to_bytes(spec.redis.persistence.size)
+        classes: dict[str, dict[str, Any] | None] = {}
+        if any(quantity_to_bytes(volumes.claim_request(c)) < want for c in claims):
+            for name in volumes.claim_classes(tuple(claims)):
+                classes[name] = self.kube.get("StorageClass", None, name)
+        return replace(obs, claims=tuple(claims), storage_classes=classes)
 
     def _zones(self, pods: Sequence[dict[str, Any]]) -> tuple[tuple[str, str], ...]:
         """Zones of the nodes ``pods`` run on: one GET per node, remembered for
@@ -273,6 +299,19 @@ class TierReconciler:
             except Conflict:
                 return self.reconcile(body)
         try:
+            # Volume expansion: the claims grow first, then the StatefulSet is orphaned
+            # (pods keep running) so that the next pass re-creates it with the new size.
+            for claim, size in decision.resizes:
+                self.kube.merge_patch(
+                    "PersistentVolumeClaim",
+                    ref.namespace,
+                    claim,
+                    {"spec": {"resources": {"requests": {"storage": size}}}},
+                )
+            if decision.orphan is not None:
+                self.kube.delete(
+                    "StatefulSet", ref.namespace, decision.orphan, propagation="Orphan"
+                )
             for obj in decision.applies:
                 self.kube.apply(obj)
         except ApiError as exc:
