@@ -234,6 +234,7 @@ class ClusterAdmin(Protocol):
         tls: TlsOptions | None = None,
         timeout: float = 60.0,
         domains: tuple[tuple[NodeAddress, Domain], ...] = (),
+        handover: tuple[NodeAddress, ...] = (),
     ) -> ConvergeResult:
         """Observe, plan and execute until converged, blocked or out of time."""
         ...

@@ -59,6 +59,7 @@ CAN_I = [
     ("patch", "statefulsets.apps", [], "yes"),
     ("patch", "cachetiers.cachetier.io", ["--subresource=status"], "yes"),
     ("watch", "pods", [], "yes"),
+    ("delete", "pods", [], "yes"),  # supervised update of a cluster tier
     ("delete", "secrets", [], "no"),
     ("list", "secrets", [], "no"),  # read by name only: not every Secret of the cluster
     ("watch", "secrets", [], "no"),

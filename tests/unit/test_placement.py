@@ -4,11 +4,14 @@ cannot spread. Driven against the Redis Cluster model of ``test_topology``."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cachetier.topology import DesiredLayout, Domain, Failover, Plan, plan_next_steps
 from cachetier.topology.nodes import NodeAddress
+from cachetier.topology.slots import subtract
 from cachetier.topology.summary import summarize
 from tests.unit.test_topology import Sim, assert_converged, drive
 
@@ -129,3 +132,31 @@ def test_unknown_domains_change_nothing() -> None:
     assert_converged(sim, plan, desired)
     assert plan.placement == ()
     assert desired.domain(NodeAddress("10.9.9.9", 6379)) == Domain()
+
+
+def test_a_master_about_to_restart_hands_over_to_an_in_sync_replica_first() -> None:
+    """The supervised update names the master whose pod is replaced next (handover):
+    one coordinated CLUSTER FAILOVER (no FORCE) to its replica, every slot served
+    throughout, and the departing node is never made master again meanwhile."""
+    placement = [(f"n{i % 3}", f"z{i % 3}") for i in range(6)]
+    sim, desired = _cluster(3, 1, placement)
+    plan, desired = drive(sim, desired)
+    sim.write_keys({s: 1 for s in range(0, 16384, 97)})
+    leaving = sim.nodes[_masters(sim, desired)[0]].address
+    desired = replace(desired, handover=(leaving,))
+    steps: list[object] = []
+    for _ in range(20):
+        plan = plan_next_steps(sim.observe(desired), desired)
+        if plan.converged:
+            break
+        for step in plan.steps:
+            steps.append(step)
+            before = sim.served()
+            sim.apply(step)
+            assert not subtract(before, sim.served()), f"{step} left slots unserved"
+            sim.check_keys()
+    assert plan.converged
+    assert [type(s).__name__ for s in steps] == ["Failover"]
+    assert all(isinstance(s, Failover) and not s.force for s in steps)
+    assert not sim.node_at(leaving).slots  # a replica now: safe to restart
+    assert len(_masters(sim, desired)) == 3

@@ -17,7 +17,7 @@ SECRETS = TierSecrets(app_password="app-pw", operator_password="op-pw", app_pass
 
 def _hash(config: dict[str, str], **extra: Any) -> str:
     spec = parse_spec({"redis": {"config": config}, **extra})
-    objects = render_tier(TierRef("ns", "cache", "uid-1"), spec, SECRETS)
+    objects = render_tier(TierRef("cache", "ns", "uid-1"), spec, SECRETS)
     sts = next(o for o in objects if o["kind"] == "StatefulSet")
     return str(sts["spec"]["template"]["metadata"]["annotations"][names.ANNOTATION_CONFIG_HASH])
 

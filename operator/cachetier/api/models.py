@@ -1003,6 +1003,18 @@ class ClusterStatus(_Status):
     )
 
 
+class UpdateStatus(_Status):
+    """A supervised rolling update of the Redis pods (cluster mode)."""
+
+    revision: str = Field(default="", description="The StatefulSet revision being rolled out.")
+    updated: int = Field(default=0, description="Redis pods running that revision.")
+    total: int = Field(default=0, description="Redis pods the tier has.")
+    current: str | None = Field(
+        default=None, description="The pod being replaced (or switched over) now."
+    )
+    since: str | None = Field(default=None, description="When that step began (RFC 3339).")
+
+
 class CacheTierStatus(_Status):
     """Observed state of a CacheTier."""
 
@@ -1025,6 +1037,10 @@ class CacheTierStatus(_Status):
     cluster: ClusterStatus | None = Field(default=None, description="Redis Cluster state.")
     replication: ReplicationStatus | None = Field(
         default=None, description="Primary, replicas and Sentinels (mode: replication)."
+    )
+    update: UpdateStatus | None = Field(
+        default=None,
+        description="Progress of a supervised rolling update (cluster mode: OnDelete).",
     )
     placement: str | None = Field(
         default=None,

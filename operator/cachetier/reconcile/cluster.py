@@ -37,6 +37,7 @@ class _Job:
     result: ConvergeResult | None = None
     addresses: tuple[NodeAddress, ...] = ()
     domains: tuple[tuple[NodeAddress, Domain], ...] = ()
+    handover: tuple[NodeAddress, ...] = ()
     error: str = ""
     view: ClusterView | None = None
     inputs: tuple[object, ...] = ()
@@ -64,6 +65,7 @@ class ClusterManager:
         on_done: Callable[[], None] | None = None,
         tls: TlsOptions | None = None,
         domains: tuple[tuple[NodeAddress, Domain], ...] = (),
+        handover: tuple[NodeAddress, ...] = (),
     ) -> ClusterView:
         """Start a converge unless one runs or a recent one found nothing to do.
 
@@ -73,7 +75,7 @@ class ClusterManager:
         so a healthy cluster costs one observation per re-check, not a loop.
         """
         desired = shards * (1 + replicas_per_shard)
-        inputs = (tuple(addresses), shards, replicas_per_shard, tls, domains)
+        inputs = (tuple(addresses), shards, replicas_per_shard, tls, domains, handover)
         with self._lock:
             job = self._jobs.setdefault(key, _Job())
             running = job.thread is not None and job.thread.is_alive()
@@ -84,6 +86,7 @@ class ClusterManager:
                 job.inputs = inputs
                 job.addresses = tuple(addresses)
                 job.domains = domains
+                job.handover = handover
                 job.thread = threading.Thread(
                     target=self._work,
                     args=(key, job, password, username, shards, replicas_per_shard, on_done, tls),
@@ -117,6 +120,7 @@ class ClusterManager:
                 tls=tls,
                 timeout=CONVERGE_TIMEOUT,
                 domains=job.domains,
+                handover=job.handover,
             )
             job.error = ""
         except Exception as exc:  # a node vanished mid-way: report, retry later

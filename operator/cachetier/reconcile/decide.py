@@ -105,6 +105,8 @@ class Decision:
     """Volume expansion: (claim, size) to patch before the applies."""
     orphan: str | None = None
     """Volume expansion: the StatefulSet to delete with its pods orphaned."""
+    pod_deletes: tuple[str, ...] = ()
+    """Supervised update: the Redis pod to replace now (its StatefulSet re-creates it)."""
     redis_actions: tuple[ReplicationAction, ...] = ()
     """Replication mode: REPLICAOF / SENTINEL MONITOR, in order."""
     labels: tuple[LabelChange, ...] = ()
@@ -130,6 +132,7 @@ class Decision:
             or self.applies
             or self.resizes
             or self.orphan
+            or self.pod_deletes
             or self.labels
             or (plan and (plan.injects or plan.releases or plan.pod_patches))
         )
@@ -200,6 +203,7 @@ def decide(obs: Observed, now: datetime) -> Decision:
         applies=tuple(applies),
         resizes=volume.resizes if volume is not None else (),
         orphan=volume.orphan_statefulset if volume is not None else None,
+        pod_deletes=judgement.pod_deletes if judgement is not None else (),
         converge=judgement.converge if judgement is not None else None,
         redis_actions=judgement.replication_actions if judgement is not None else (),
         labels=judgement.labels if judgement is not None else (),
@@ -606,6 +610,7 @@ def settle(
         "cluster": old.get("cluster"),
         "replication": old.get("replication"),
         "placement": old.get("placement"),
+        "update": old.get("update"),
         "rollout": old.get("rollout"),
         "consumers": old.get("consumers"),
         # The prober's: status.health is its record, read here as observed.
@@ -620,6 +625,8 @@ def settle(
             body["cluster"] = judgement.cluster
         if judgement.replication is not None:
             body["replication"] = judgement.replication
+        if judgement.update is not None:
+            body["update"] = judgement.update
         placed = body["cluster"] or body["replication"] or {}
         body["placement"] = placed.get("placement") or None
         if judgement.failover is not None:

@@ -330,7 +330,13 @@ class TierReconciler:
                 on_done=lambda: self.wake(*key),
                 tls=TlsOptions(ca_data=request.ca_data) if request.tls else None,
                 domains=request.domains,
+                handover=request.handover,
             )
+        for pod in decision.pod_deletes:
+            # Supervised update: the StatefulSet (OnDelete) re-creates it from the new
+            # template; the next pod waits until this one is back and in the cluster.
+            log.info("%s/%s: replacing pod %s (supervised update)", *key, pod)
+            self.kube.delete("Pod", ref.namespace, pod)
         self._act_replication(obs, decision)
         if not decision.consumers_first and decision.consumers is not None:
             report, decision = self._consumer_pass(obs, decision)

@@ -466,6 +466,7 @@ def converge(
     slots_per_step: int = 512,
     poll_interval: float = 0.2,
     domains: tuple[tuple[NodeAddress, Domain], ...] = (),
+    handover: tuple[NodeAddress, ...] = (),
 ) -> ConvergeResult:
     """Observe, plan and execute until the cluster matches the layout.
 
@@ -476,7 +477,7 @@ def converge(
     (checked between steps and between MIGRATE batches). Safe to call again
     at any time: a half-done migration is detected and finished.
     """
-    desired = DesiredLayout(shards, replicas_per_shard, tuple(nodes), domains)
+    desired = DesiredLayout(shards, replicas_per_shard, tuple(nodes), domains, handover)
     connection = Connection(password=password, username=username, tls=tls)
     deadline = time.monotonic() + timeout
     errors: list[str] = []

@@ -263,7 +263,11 @@ def build_statefulset(ref: TierRef, spec: CacheTierSpec, config_hash: str) -> di
         # Cluster nodes need every peer up to form the cluster; ordered start buys nothing.
         "podManagementPolicy": "Parallel",
         "selector": {"matchLabels": names.selector_labels(ref.name)},
-        "updateStrategy": {"type": "RollingUpdate"},
+        # Cluster mode: the operator replaces the pods itself, replicas first and each
+        # master only after a switchover (supervised update); the others roll as usual.
+        "updateStrategy": {
+            "type": "OnDelete" if profile(spec).cluster_protocol else "RollingUpdate"
+        },
         "template": {
             "metadata": {
                 "labels": names.component_labels(ref.name, names.COMPONENT_REDIS),

@@ -104,6 +104,10 @@ class DesiredLayout:
     domains: tuple[tuple[NodeAddress, Domain], ...] = ()
     """Failure domain of each address (from its pod's node); the planner keeps a
     shard's copies (and the masters) apart when it can."""
+    handover: tuple[NodeAddress, ...] = ()
+    """Nodes about to be restarted (a supervised update): a master among them hands its
+    role to an in-sync replica first (CLUSTER FAILOVER, no FORCE), and none of them is
+    made a master."""
 
     def domain(self, address: NodeAddress | None) -> Domain:
         """The failure domain of `address` (unknown: `Domain()`)."""

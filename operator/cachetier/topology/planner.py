@@ -441,7 +441,15 @@ def _placement(p: _Planning, masters: list[Member]) -> list[Step]:
     ]
     if any(not r.in_sync for _, reps in shards for r in reps):
         return []
+    leaving = set(p.desired.handover)
     for m, reps in shards:
+        # A supervised update: the master about to restart hands over first.
+        if m.address in leaving:
+            for r in reps:
+                if r.address is not None and r.address not in leaving:
+                    return [Failover(r.address, m.node_id, force=False)]
+    for m, reps in shards:
+        reps = [r for r in reps if r.address not in leaving]
         others = [x for x in masters if x is not m]
         here = sum(p.conflict(m, x) for x in others)
         if here == 0:

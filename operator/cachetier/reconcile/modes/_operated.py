@@ -79,10 +79,18 @@ def observe_statefulset(
     spec = sts.get("spec") or {}
     st = sts.get("status") or {}
     asked = int(spec.get("replicas", 1))
+    # OnDelete (a cluster tier's supervised update): the controller never advances
+    # currentRevision (it only does while it rolls pods itself), so the updated
+    # replicas say when the update is done.
+    on_delete = (spec.get("updateStrategy") or {}).get("type") == "OnDelete"
     updated = (
         st.get("observedGeneration") == sts["metadata"].get("generation")
         and int(st.get("updatedReplicas") or 0) >= want
-        and (not st.get("updateRevision") or st.get("currentRevision") == st["updateRevision"])
+        and (
+            on_delete
+            or not st.get("updateRevision")
+            or st.get("currentRevision") == st["updateRevision"]
+        )
     )
     if applying:
         for obj in desired:

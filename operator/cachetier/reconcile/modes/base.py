@@ -31,6 +31,8 @@ class ConvergeRequest:
     ca_data: str | None
     domains: tuple[tuple[NodeAddress, Domain], ...] = ()
     """Each address's Kubernetes node and zone (for the placement planner)."""
+    handover: tuple[NodeAddress, ...] = ()
+    """Addresses whose pod is replaced next (supervised update): masters hand over."""
 
     def __repr__(self) -> str:  # never print a password
         return (
@@ -69,6 +71,10 @@ class Judgement:
     """Pod role labels to set, demotions first (replication mode)."""
     failover: tuple[str, str] | None = None
     """(old, new) primary pod when the Sentinels moved the primary since the last pass."""
+    pod_deletes: tuple[str, ...] = ()
+    """Pods to delete (a supervised update replaces them one at a time)."""
+    update: dict[str, Any] | None = None
+    """``status.update`` (a supervised update's progress)."""
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ itself is :class:`cachetier.reconcile.cluster.ClusterManager`, one worker per ti
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from cachetier import names
@@ -20,6 +21,105 @@ from cachetier.reconcile.observed import Key, Observed
 from cachetier.render import TierRef, spec_hash
 from cachetier.topology.model import Domain
 from cachetier.topology.nodes import NodeAddress
+
+UPDATE_STALL_SECONDS = 300.0
+"""A pod of a supervised update not back (ready, in the cluster) after this long halts
+the update: Degraded, reason UpdateStalled; nothing else is replaced meanwhile."""
+
+REVISION_LABEL = "controller-revision-hash"
+
+
+@dataclass(frozen=True)
+class UpdateStep:
+    """The supervised rolling update's state and its next step (pure)."""
+
+    status: dict[str, Any] | None = None
+    """``status.update`` (None: no update has ever been seen)."""
+    delete: str | None = None
+    """The pod to delete now (a replica, or a master that has handed over)."""
+    handover: NodeAddress | None = None
+    """A master to switch over first (CLUSTER FAILOVER on its in-sync replica)."""
+    stalled: str = ""
+    """Why the update halted (the pod that did not come back), for Degraded."""
+
+
+def _seconds_between(earlier: str, later: str) -> float:
+    try:
+        a = datetime.fromisoformat(earlier.replace("Z", "+00:00"))
+        b = datetime.fromisoformat(later.replace("Z", "+00:00"))
+    except ValueError:
+        return 0.0
+    return (b - a).total_seconds()
+
+
+def supervise_update(
+    obs: Observed, view_members: list[dict[str, Any]], settled: bool, want: int, now: str
+) -> UpdateStep:
+    """The next step of a supervised update of the Redis pods (``updateStrategy:
+    OnDelete``): replicas first, one at a time, each only once the cluster is whole
+    again; then each master, after it has handed its role to an in-sync replica.
+
+    ``settled``: every pod ready, the cluster converged and every member healthy.
+    """
+    sts = obs.child("StatefulSet", names.statefulset(obs.ref.name))
+    st = (sts or {}).get("status") or {}
+    revision = st.get("updateRevision")
+    strategy = (((sts or {}).get("spec") or {}).get("updateStrategy") or {}).get("type")
+    if not revision or strategy != "OnDelete":
+        return UpdateStep()
+    previous = dict(obs.status.get("update") or {})
+    pods = [p for p in obs.pods or () if p["metadata"]["name"].rsplit("-", 1)[-1].isdigit()]
+    pods.sort(key=lambda p: int(p["metadata"]["name"].rsplit("-", 1)[-1]))
+    stale = [
+        p for p in pods
+        if (p["metadata"].get("labels") or {}).get(REVISION_LABEL) != revision
+    ]  # fmt: skip
+    deleting = [p["metadata"]["name"] for p in pods if p["metadata"].get("deletionTimestamp")]
+    status: dict[str, Any] = {
+        "revision": revision,
+        "updated": max(0, min(want, len(pods)) - len(stale)),
+        "total": want,
+    }
+    if not stale and not deleting and len(pods) >= want:
+        if previous.get("revision") != revision and not previous:
+            return UpdateStep()  # nothing was ever rolled: no status.update to show
+        return UpdateStep(status=status)
+    current = str(previous.get("current") or "")
+    since = str(previous.get("since") or now)
+    if previous.get("revision") != revision:
+        current, since = "", now
+    if not settled or deleting:
+        # A step is under way (a pod coming back, the cluster healing): wait, and halt
+        # the update if it does not settle in time.
+        if current:
+            status.update(current=current, since=since)
+            if _seconds_between(since, now) > UPDATE_STALL_SECONDS:
+                return UpdateStep(status=status, stalled=f"{current} not back after update")
+        return UpdateStep(status=status)
+    members = {str(m.get("address", "")): m for m in view_members}
+
+    def member(pod: dict[str, Any]) -> dict[str, Any]:
+        ip = (pod.get("status") or {}).get("podIP") or ""
+        return dict(members.get(f"{ip}:{names.REDIS_PORT}") or {})
+
+    replicas = [p for p in stale if member(p).get("role") == "replica"]
+    masters = [p for p in stale if member(p).get("role") == "master"]
+    others = [p for p in stale if p not in replicas and p not in masters]
+    for pod in [*replicas, *others]:
+        name = pod["metadata"]["name"]
+        return UpdateStep(status={**status, "current": name, "since": now}, delete=name)
+    for pod in masters:
+        name = pod["metadata"]["name"]
+        node_id = member(pod).get("id")
+        has_replica = any(m.get("masterId") == node_id for m in view_members)
+        if not has_replica:  # nobody to hand over to (replicasPerShard: 0): restart it
+            return UpdateStep(status={**status, "current": name, "since": now}, delete=name)
+        ip = (pod.get("status") or {}).get("podIP") or ""
+        return UpdateStep(
+            status={**status, "current": name, "since": now},
+            handover=NodeAddress(ip, names.REDIS_PORT),
+        )
+    return UpdateStep(status=status)
 
 
 class ClusterMode:
@@ -74,6 +174,29 @@ class ClusterMode:
                 address = NodeAddress(pst["podIP"], names.REDIS_PORT)
                 domains.append((address, Domain(node, zones.get(node, ""))))
         want = _operated.replicas_of(desired)
+        last_view = obs.cluster
+        members = list(((last_view.status if last_view else {}) or {}).get("members") or [])
+        # Settled: the converge worker has seen every pod as it is now (a replaced pod
+        # has a new address: until the worker has met it, the view is of before).
+        settled = (
+            len(by_ordinal) >= want
+            and last_view is not None
+            and last_view.converged
+            and len(members) == want
+            and all(m.get("healthy") for m in members)
+            and {str(m.get("address")) for m in members}
+            == {f"{ip}:{names.REDIS_PORT}" for ip in by_ordinal.values()}
+        )
+        step = supervise_update(obs, members, settled, want, inputs.now_text)
+        base = replace(
+            base,
+            update=step.status,
+            pod_deletes=(step.delete,) if step.delete else (),
+        )
+        if step.stalled:
+            message = f"supervised update halted: {step.stalled}"
+            stalled = ("True", "UpdateStalled", message)
+            base = replace(base, verdict=replace(base.verdict, degraded=stalled))
         if not workload.exists or len(by_ordinal) < want:
             message = f"waiting for Redis pods: {len(by_ordinal)}/{want}"
             waiting: dict[str, Any] = {"state": "unknown", "message": message}
@@ -100,6 +223,7 @@ class ClusterMode:
             tls=spec.tls.enabled,
             ca_data=inputs.tls_ca,
             domains=tuple(sorted(domains)),
+            handover=(step.handover,) if step.handover else (),
         )
         view = obs.cluster
         base = replace(base, converge=request)
