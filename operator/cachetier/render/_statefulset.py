@@ -250,6 +250,13 @@ def _claim_templates(ref: TierRef, spec: CacheTierSpec) -> list[dict[str, Any]]:
     ]
 
 
+def update_strategy(spec: CacheTierSpec) -> dict[str, str]:
+    """Cluster mode: ``OnDelete`` -- the operator replaces the pods itself, replicas
+    first and each master only after a switchover (supervised update); the others roll
+    as the StatefulSet controller does."""
+    return {"type": "OnDelete" if profile(spec).cluster_protocol else "RollingUpdate"}
+
+
 def build_statefulset(ref: TierRef, spec: CacheTierSpec, config_hash: str) -> dict[str, Any]:
     """<tier>: the Redis pods. ``config_hash`` goes on the pod template, so a change
     of redis.conf or auth.conf rolls the pods.
@@ -263,11 +270,7 @@ def build_statefulset(ref: TierRef, spec: CacheTierSpec, config_hash: str) -> di
         # Cluster nodes need every peer up to form the cluster; ordered start buys nothing.
         "podManagementPolicy": "Parallel",
         "selector": {"matchLabels": names.selector_labels(ref.name)},
-        # Cluster mode: the operator replaces the pods itself, replicas first and each
-        # master only after a switchover (supervised update); the others roll as usual.
-        "updateStrategy": {
-            "type": "OnDelete" if profile(spec).cluster_protocol else "RollingUpdate"
-        },
+        "updateStrategy": update_strategy(spec),
         "template": {
             "metadata": {
                 "labels": names.component_labels(ref.name, names.COMPONENT_REDIS),
