@@ -151,3 +151,41 @@ def start_operator() -> Iterator[Operator]:
         yield Operator()
     tier_handlers.CURRENT = None
     assert runner.exception is None, runner.exception
+
+
+class ClusterWriter(threading.Thread):
+    """SET w<i> through a Redis Cluster client in a loop: the acknowledged indexes, the
+    errors, and the longest time between two acknowledged writes."""
+
+    def __init__(self, startup: list[Any], password: str) -> None:
+        super().__init__(daemon=True)
+        self.startup, self.password = startup, password
+        self.acked: list[int] = []
+        self.errors = 0
+        self.gap = 0.0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        import redis
+        from redis.cluster import RedisCluster
+
+        from cachetier.redis.options import quiet_handshake
+
+        client = RedisCluster(
+            startup_nodes=self.startup, password=self.password, socket_timeout=1,
+            socket_connect_timeout=1, **quiet_handshake(),
+        )  # fmt: skip
+        last = time.monotonic()
+        i = 0
+        while not self.stop.is_set():
+            try:
+                client.set(f"w{i}", str(i))
+                now = time.monotonic()
+                self.gap = max(self.gap, now - last)
+                self.acked.append(i)
+                last, i = now, i + 1
+            except redis.RedisError:
+                self.errors += 1
+                time.sleep(0.05)
+            time.sleep(0.005)
+        client.close()

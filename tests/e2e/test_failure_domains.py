@@ -22,7 +22,6 @@ import base64
 import contextlib
 import json
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -33,7 +32,7 @@ from redis.cluster import ClusterNode, RedisCluster
 
 from cachetier import names
 from cachetier.redis.options import quiet_handshake
-from tests.e2e.helpers import Operator, get_json, kubectl_apply, wait_for
+from tests.e2e.helpers import ClusterWriter, Operator, get_json, kubectl_apply, wait_for
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -191,34 +190,6 @@ def _in_sync(members: list[dict[str, Any]], password: str) -> bool:
         if not slaves or any(s.get("offset") != info["master_repl_offset"] for s in slaves):
             return False
     return True
-
-
-class ClusterWriter(threading.Thread):
-    """SET w<i> through a cluster client in a loop; counts successes and errors."""
-
-    def __init__(self, startup: list[ClusterNode], password: str) -> None:
-        super().__init__(daemon=True)
-        self.startup, self.password = startup, password
-        self.acked: list[int] = []
-        self.errors = 0
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        client = RedisCluster(
-            startup_nodes=self.startup, password=self.password, socket_timeout=1,
-            socket_connect_timeout=1, **quiet_handshake(),
-        )  # fmt: skip
-        i = 0
-        while not self.stop.is_set():
-            try:
-                client.set(f"w{i}", str(i))
-                self.acked.append(i)
-                i += 1
-            except redis.RedisError:
-                self.errors += 1
-                time.sleep(0.1)
-            time.sleep(0.005)
-        client.close()
 
 
 def test_cluster_tier_is_spread_and_loses_nothing_with_a_node(

@@ -13,8 +13,6 @@ from __future__ import annotations
 import base64
 import json
 import sys
-import threading
-import time
 from typing import Any
 
 import pytest
@@ -24,7 +22,7 @@ from redis.cluster import ClusterNode, RedisCluster
 from cachetier import names
 from cachetier.handlers import tier as tier_handlers
 from cachetier.redis.options import quiet_handshake
-from tests.e2e.helpers import Operator, get_json, kubectl_apply, wait_for
+from tests.e2e.helpers import ClusterWriter, Operator, get_json, kubectl_apply, wait_for
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -55,33 +53,6 @@ def _pods(cluster: Any, ns: str) -> dict[str, dict[str, Any]]:
     return {p["metadata"]["name"]: p for p in items}
 
 
-class Writer(threading.Thread):
-    def __init__(self, startup: list[ClusterNode], password: str) -> None:
-        super().__init__(daemon=True)
-        self.startup, self.password = startup, password
-        self.errors, self.acked, self.gap = 0, 0, 0.0
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        client = RedisCluster(
-            startup_nodes=self.startup, password=self.password, socket_timeout=1,
-            socket_connect_timeout=1, **quiet_handshake(),
-        )  # fmt: skip
-        last = time.monotonic()
-        i = 0
-        while not self.stop.is_set():
-            try:
-                client.set(f"w{i}", str(i))
-                now = time.monotonic()
-                self.gap = max(self.gap, now - last)
-                last, self.acked, i = now, self.acked + 1, i + 1
-            except redis.RedisError:
-                self.errors += 1
-                time.sleep(0.05)
-            time.sleep(0.005)
-        client.close()
-
-
 def test_pods_are_replaced_replicas_first_and_masters_after_a_switchover(
     kube_cluster: Any, namespace: str, operator: Operator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -105,7 +76,7 @@ def test_pods_are_replaced_replicas_first_and_masters_after_a_switchover(
     finally:
         seed.close()
 
-    writer = Writer(startup, password)
+    writer = ClusterWriter(startup, password)
     writer.start()
     before = {name: p["metadata"]["uid"] for name, p in _pods(kube_cluster, ns).items()}
     roles_at_delete: dict[str, str] = {}
@@ -163,8 +134,8 @@ def test_pods_are_replaced_replicas_first_and_masters_after_a_switchover(
         writer.stop.set()
         writer.join(timeout=10)
     print(
-        f"\nsupervised update: roles at delete {roles_at_delete}; writer {writer.acked} acked, "
-        f"{writer.errors} errors, longest gap {writer.gap:.2f}s",
+        f"\nsupervised update: roles at delete {roles_at_delete}; writer "
+        f"{len(writer.acked)} acked, {writer.errors} errors, longest gap {writer.gap:.2f}s",
         file=sys.__stdout__,
         flush=True,
     )
