@@ -160,3 +160,15 @@ def test_a_master_about_to_restart_hands_over_to_an_in_sync_replica_first() -> N
     assert all(isinstance(s, Failover) and not s.force for s in steps)
     assert not sim.node_at(leaving).slots  # a replica now: safe to restart
     assert len(_masters(sim, desired)) == 3
+
+
+def test_a_replica_trade_is_one_plan_and_never_flips_back() -> None:
+    """Found by Hypothesis: 3 shards x 2 replicas on nodes holding 4, 1 and 4 pods (one
+    zone). Trading two replicas one REPLICATE at a time let the replica assignment send
+    the first back, for ever; the trade is now both REPLICATEs in one plan."""
+    where = [0, 0, 0, 0, 2, 1, 1, 1, 1]
+    sim, desired = _cluster(3, 2, [(f"node-{n}", "zone-0") for n in where])
+    plan, desired = drive(sim, desired)
+    assert_converged(sim, plan, desired)
+    again = plan_next_steps(sim.observe(desired), desired)
+    assert again.converged and not again.steps

@@ -429,9 +429,9 @@ def _placement(p: _Planning, masters: list[Member]) -> list[Step]:
     Only on a healthy cluster (every node ok, no migration, replicas in sync): a
     CLUSTER FAILOVER (coordinated, no FORCE) hands a master that shares a domain with
     another master to its in-sync replica elsewhere; a replica that shares its
-    master's domain trades places with another shard's in-sync replica (REPLICATE
-    of that one first; `_replicas` then moves the displaced one to the open master).
-    Each step strictly lowers the conflicts it looks at, so repairs end.
+    master's domain trades places with another shard's in-sync replica (two REPLICATEs
+    in one plan, so the replica counts stay right and nothing else re-decides them).
+    Each plan strictly lowers the sum of replica-to-master conflicts, so repairs end.
     """
     if any(m.cluster_state != "ok" or m.importing or m.migrating for m in p.alive()):
         return []
@@ -468,8 +468,11 @@ def _placement(p: _Planning, masters: list[Member]) -> list[Step]:
                 for r2 in reps2:
                     before = p.conflict(r, m) + p.conflict(r2, m2)
                     after = p.conflict(r, m2) + p.conflict(r2, m)
-                    if after < before and r2.address is not None:
-                        return [Replicate(r2.address, m.node_id)]
+                    if after < before and r2.address is not None and r.address is not None:
+                        # Both halves of the trade in one plan: were the displaced
+                        # replica left to `_replicas`, its own (sibling-aware) choice
+                        # could send the other one back, and the two would flip for ever.
+                        return [Replicate(r2.address, m.node_id), Replicate(r.address, m2.node_id)]
     return []
 
 
