@@ -11,7 +11,10 @@ those nodes:
   none of 5,000 pre-written keys is lost, the status reports the loss; the node started
   again, the planner moves the master role back (``CLUSTER FAILOVER``, no FORCE) and
   the placement is ``Spread``;
-- the same tier shape pinned by ``nodeSelector`` to one zone cannot be spread: the tier
+- a replication tier: 5,000 keys acknowledged by both replicas (WAIT), then the
+  primary's node stopped under a `REDIS_URL` writer: a replica on another node is
+  promoted, writes resume, none of the keys is lost;
+- a 3 x 1 cluster tier pinned by ``nodeSelector`` to one zone cannot be spread: it
   is Ready, ``Degraded`` with reason ``PlacementDegraded``, and ``kubectl get ct`` says
   so.
 """
@@ -376,6 +379,13 @@ def test_replication_tier_promotes_a_replica_on_another_node(
 
     secret = get_json(kube_cluster, "secret", ns, names.connection_secret(name)) or {}
     url = base64.b64decode(secret["data"]["url"]).decode()
+    # Keys every replica has acknowledged (WAIT) before the node dies: none may be lost.
+    with redis.from_url(url, socket_timeout=5, **quiet_handshake()) as client:
+        pipe = client.pipeline(transaction=False)
+        for i in range(KEYS):
+            pipe.set(f"key:{i}", str(i))
+        pipe.execute()
+        assert client.execute_command("WAIT", 2, 10000) == 2
     writer = Writer(url)
     writer.start()
     victim, old_primary = rs["primaryNode"], rs["primary"]
@@ -420,3 +430,7 @@ def test_replication_tier_promotes_a_replica_on_another_node(
     except AssertionError as exc:
         st = _tier(kube_cluster, ns, name).get("status")
         raise AssertionError(f"{exc}; status: {json.dumps(st)[:3000]}") from None
+    with redis.from_url(url, socket_timeout=5, **quiet_handshake()) as client:
+        values = client.mget([f"key:{i}" for i in range(KEYS)])
+    lost = [i for i, v in enumerate(values) if v != str(i).encode()]
+    assert lost == [], f"{len(lost)} of {KEYS} replicated keys lost"
