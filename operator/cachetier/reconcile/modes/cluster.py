@@ -229,7 +229,13 @@ class ClusterMode:
         base = replace(base, converge=request)
         if view is None or (view.pending and previous_phase in ("Ready", "RolledBack")):
             # A restarted operator has not looked at the cluster yet: what status says
-            # stands until it has (no Ready -> "forming" -> Ready flap, no write).
+            # stands until it has (no Ready -> "forming" -> Ready flap, no write) --
+            # a placement warning included.
+            said = {c.get("type"): c for c in obs.status.get("conditions") or []}
+            warned = said.get(cond.DEGRADED) or {}
+            if warned.get("reason") == "PlacementDegraded" and base.verdict.ready[0] == "True":
+                held = ("True", "PlacementDegraded", str(warned.get("message") or ""))
+                return replace(base, verdict=replace(base.verdict, degraded=held))
             return base
         base = replace(base, cluster=view.status)
         if view.converged and view.placement and base.verdict.ready[0] == "True":
