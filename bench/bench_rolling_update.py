@@ -36,6 +36,7 @@ from typing import Any
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisClusterException
 
 from _harness import REPO_ROOT, emit, install_crd, machine, private_cluster, running_operator, say
 from _harness import wait as wait_until
@@ -145,6 +146,7 @@ def one_setup(cp: Any, ns: str) -> dict[str, Any]:
     writer = Writer(startup, password)
     writer.start()
     wait_until("the writer going", lambda: writer.acked > 50, 30)
+    initial = (get("statefulset", TIER).get("status") or {}).get("updateRevision")
     started = time.monotonic()
     apply({"tcp-backlog": "256"})
 
@@ -160,26 +162,42 @@ def one_setup(cp: Any, ns: str) -> dict[str, Any]:
         new = [
             p for p in pods if p["metadata"]["labels"].get("controller-revision-hash") == revision
         ]
-        return bool(revision) and len(new) == 6 and whole() is not None
+        return bool(revision) and revision != initial and len(new) == 6 and whole() is not None
 
     wait_until("every pod updated and the cluster whole", rolled, 600, 0.5)
     seconds = round(time.monotonic() - started, 2)
     writer.stop.set()
     writer.join(timeout=10)
-    members = (whole() or {}).get("cluster", {}).get("members") or []
-    client = RedisCluster(
-        startup_nodes=[ClusterNode(*m["address"].rsplit(":", 1)) for m in members],
-        password=password, socket_timeout=5, **quiet_handshake(),
-    )  # fmt: skip
-    try:
-        lost = 0
-        for i in range(KEYS):
-            try:
-                lost += client.get(f"key:{i}") != str(i).encode()
-            except redis.RedisError:
-                lost += 1
-    finally:
-        client.close()
+
+    def count_lost() -> list[int] | None:
+        """Keys of the seed missing, read through the pods as they are now (the status
+        may still describe the pods of before)."""
+        selector = ",".join(f"{k}={v}" for k, v in names.selector_labels(TIER).items())
+        proc = subprocess.run(
+            [*kubectl, "get", "pods", "-n", ns, "-l", selector, "-o", "json"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        ips = [p["status"].get("podIP") for p in json.loads(proc.stdout)["items"]]
+        try:
+            client = RedisCluster(
+                startup_nodes=[ClusterNode(ip, names.REDIS_PORT) for ip in ips if ip],
+                password=password, socket_timeout=5, require_full_coverage=False,
+                **quiet_handshake(),
+            )  # fmt: skip
+        except (redis.RedisError, RedisClusterException):
+            return None
+        try:
+            lost = 0
+            for i in range(KEYS):
+                try:
+                    lost += client.get(f"key:{i}") != str(i).encode()
+                except redis.RedisError:
+                    lost += 1
+            return [lost]  # a list: 0 lost is a result, not "not yet"
+        finally:
+            client.close()
+
+    lost = wait_until("the keys readable", count_lost, 120, 1.0)[0]
     subprocess.run([*kubectl, "delete", "namespace", ns, "--wait=false"], capture_output=True)
     result = {
         "longest_write_gap_seconds": round(writer.gap, 3),
