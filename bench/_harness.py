@@ -72,6 +72,15 @@ def private_cluster(node_agent: bool, prefix: str = "bench") -> Iterator[Control
         shutil.rmtree(state_dir, ignore_errors=True)
 
 
+def in_private_hosts() -> None:
+    """Re-run this script inside ``hack/private-hosts.sh`` (a private /etc/hosts the node
+    agent keeps cluster names in, so clients resolve Service names as a pod would)."""
+    if not os.environ.get("CTDEV_HOSTS_FILE"):
+        script = str(REPO_ROOT / "hack" / "private-hosts.sh")
+        os.execvp("bash", ["bash", script, sys.executable, *sys.argv])
+    (REPO_ROOT / ".local").mkdir(exist_ok=True)
+
+
 def install_crd(cp: ControlPlane) -> None:
     """Apply ``crds/cachetier.yaml`` with kubectl, wait for Established and until it is served."""
     kubectl = [str(cp.kubectl_path), "--kubeconfig", str(cp.kubeconfig)]

@@ -48,7 +48,6 @@ import signal
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -61,7 +60,16 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from _harness import REPO_ROOT, emit, install_crd, machine, private_cluster, running_operator, say
+from _harness import (
+    REPO_ROOT,
+    emit,
+    in_private_hosts,
+    install_crd,
+    machine,
+    private_cluster,
+    running_operator,
+    say,
+)
 from _harness import wait as wait_until
 from cachetier import names
 from cachetier.redis.options import quiet_handshake
@@ -423,10 +431,7 @@ def cachetier(rounds: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    if not os.environ.get("CTDEV_HOSTS_FILE"):
-        os.execvp("bash", ["bash", str(REPO_ROOT / "hack" / "private-hosts.sh"),
-                           sys.executable, *sys.argv])  # fmt: skip
-    (REPO_ROOT / ".local").mkdir(exist_ok=True)
+    in_private_hosts()
     say(f"bare Sentinel, {ROUNDS} rounds")
     bare = bare_sentinel(ROUNDS)
     say(f"CacheTier replication mode, {ROUNDS} rounds")

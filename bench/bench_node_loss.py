@@ -32,7 +32,6 @@ from __future__ import annotations
 import base64
 import os
 import statistics
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -42,7 +41,15 @@ import redis
 from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
-from _harness import REPO_ROOT, emit, install_crd, machine, private_cluster, running_operator, say
+from _harness import (
+    emit,
+    in_private_hosts,
+    install_crd,
+    machine,
+    private_cluster,
+    running_operator,
+    say,
+)
 from _harness import wait as wait_until
 from cachetier import names
 from cachetier.redis.options import quiet_handshake
@@ -351,10 +358,7 @@ def run(rounds: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    if not os.environ.get("CTDEV_HOSTS_FILE"):
-        os.execvp("bash", ["bash", str(REPO_ROOT / "hack" / "private-hosts.sh"),
-                           sys.executable, *sys.argv])  # fmt: skip
-    (REPO_ROOT / ".local").mkdir(exist_ok=True)
+    in_private_hosts()
     say(f"node loss, {ROUNDS} rounds per setup")
     result = run(ROUNDS)
     emit(

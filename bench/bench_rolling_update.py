@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -38,7 +36,15 @@ import redis
 from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisClusterException
 
-from _harness import REPO_ROOT, emit, install_crd, machine, private_cluster, running_operator, say
+from _harness import (
+    emit,
+    in_private_hosts,
+    install_crd,
+    machine,
+    private_cluster,
+    running_operator,
+    say,
+)
 from _harness import wait as wait_until
 from cachetier import names
 from cachetier.redis.options import quiet_handshake
@@ -211,10 +217,7 @@ def one_setup(cp: Any, ns: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    if not os.environ.get("CTDEV_HOSTS_FILE"):
-        os.execvp("bash", ["bash", str(REPO_ROOT / "hack" / "private-hosts.sh"),
-                           sys.executable, *sys.argv])  # fmt: skip
-    (REPO_ROOT / ".local").mkdir(exist_ok=True)
+    in_private_hosts()
     out: dict[str, Any] = {}
     with private_cluster(node_agent=True, prefix="bench-rolling") as cp:
         install_crd(cp)
