@@ -94,8 +94,10 @@ def test_a_larger_size_grows_the_volume_in_place_keeping_pod_and_keys(
 
     # Allowed: the claim grows, the StatefulSet is re-created, the pod is the same one.
     _expansion(kube_cluster, True)
+    phases: set[str] = set()
 
     def grown() -> bool:
+        phases.add(str(_status(kube_cluster, ns).get("phase")))
         pvc = get_json(kube_cluster, "pvc", ns, claim) or {}
         capacity = ((pvc.get("status") or {}).get("capacity") or {}).get("storage")
         conditions = _conditions(kube_cluster, ns)
@@ -107,6 +109,8 @@ def test_a_larger_size_grows_the_volume_in_place_keeping_pod_and_keys(
         )
 
     wait_for(grown, timeout=120, what="the volume grown and the StatefulSet re-created")
+    # The pod served throughout: the tier never looked as if it were being created.
+    assert phases <= {"Ready", "Degraded"}, phases
     pod = get_json(kube_cluster, "pod", ns, f"{names.statefulset('disk')}-0") or {}
     assert pod["metadata"]["uid"] == uid  # orphaned and adopted: never restarted
     owners = pod["metadata"].get("ownerReferences") or []

@@ -210,6 +210,13 @@ class TierReconciler:
         sts = obs.child("StatefulSet", names.statefulset(obs.ref.name))
         if sts is None:
             return obs
+        # Only while a size change is under way (a steady tier costs no read): the
+        # template is smaller than the spec, or the last pass said claims still grow.
+        growing = volumes.expanding_said(obs)
+        template = volumes.template_size(sts)
+        want = quantity_to_bytes(spec.redis.persistence.size)
+        if not growing and (template is None or quantity_to_bytes(template) >= want):
+            return obs
         count = max(int((sts.get("spec") or {}).get("replicas") or 0), profile(spec).pods(spec))
         claims = []
         for i in range(count):
@@ -218,7 +225,6 @@ class TierReconciler:
             )
             if claim is not None:
                 claims.append(claim)
-        want = quantity_to_bytes(spec.redis.persistence.size)
         classes: dict[str, dict[str, Any] | None] = {}
         if any(quantity_to_bytes(volumes.claim_request(c)) < want for c in claims):
             for name in volumes.claim_classes(tuple(claims)):

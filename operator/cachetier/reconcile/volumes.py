@@ -42,7 +42,8 @@ class VolumePlan:
     """What is still growing (claims whose capacity is below the size), for status."""
 
 
-def _template_size(sts: dict[str, Any] | None) -> str | None:
+def template_size(sts: dict[str, Any] | None) -> str | None:
+    """The data volume size a StatefulSet's claim template asks for (None: no volume)."""
     for template in ((sts or {}).get("spec") or {}).get("volumeClaimTemplates") or []:
         if template.get("metadata", {}).get("name") == names.data_volume():
             requests = ((template.get("spec") or {}).get("resources") or {}).get("requests")
@@ -71,6 +72,14 @@ def _class_of(pvc: dict[str, Any], classes: dict[str, dict[str, Any] | None]) ->
     return ""
 
 
+def expanding_said(obs: Observed) -> bool:
+    """Whether the last pass reported volumes expanding (Progressing, VolumeExpanding)."""
+    for c in obs.status.get("conditions") or []:
+        if c.get("type") == "Progressing":
+            return bool(c.get("reason") == "VolumeExpanding")
+    return False
+
+
 def plan_volumes(
     obs: Observed,
     desired: list[dict[str, Any]],
@@ -84,7 +93,7 @@ def plan_volumes(
         (o for o in desired if o.get("kind") == "StatefulSet" and o["metadata"]["name"] == name),
         None,
     )
-    want = _template_size(want_obj)
+    want = template_size(want_obj)
     if want is None:
         return VolumePlan()
     live = obs.child("StatefulSet", name)
@@ -97,7 +106,10 @@ def plan_volumes(
     if live is not None and live["metadata"].get("deletionTimestamp"):
         # Orphaning: wait until it is gone, then apply it anew.
         return VolumePlan(hold_statefulset=True, expanding=expanding or name)
-    have = _template_size(live)
+    have = template_size(live)
+    if live is None and expanding_said(obs):
+        # Orphaned a moment ago: the apply of this pass re-creates it; still expanding.
+        return VolumePlan(expanding=expanding or name)
     if have is None or quantity_to_bytes(have) >= quantity_to_bytes(want):
         # Nothing to replace (a new tier, or done); claims may still be growing.
         return VolumePlan(expanding=expanding if live is not None else "")

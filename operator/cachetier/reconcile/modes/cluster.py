@@ -81,7 +81,7 @@ def supervise_update(
         "total": want,
     }
     if not stale and not deleting and len(pods) >= want:
-        if previous.get("revision") != revision and not previous:
+        if not previous:
             return UpdateStep()  # nothing was ever rolled: no status.update to show
         return UpdateStep(status=status)
     current = str(previous.get("current") or "")
