@@ -331,11 +331,21 @@ class Priority:
 
 @dataclass(frozen=True)
 class Switchover:
-    """``SENTINEL FAILOVER master`` on the Sentinel at ``host``: only to move the primary
-    off a pod a scale-in removes, once every such pod has priority 0."""
+    """``SENTINEL FAILOVER master`` on the Sentinel at ``host``: to move the primary off
+    a pod a scale-in removes (once every such pod has priority 0), or off a pod a
+    supervised update replaces next.
+
+    ``pause_host``: the primary, whose writes are paused (``CLIENT PAUSE ... WRITE``,
+    ``pause_ms`` at most) until every replica in ``replicas`` has its replication
+    offset, and then through the switchover: no acknowledged write is left behind on
+    the old primary. Its clients see a wait, then (the pod replaced) a reconnect.
+    """
 
     host: str
     master: str
+    pause_host: str = ""
+    replicas: tuple[str, ...] = ()
+    pause_ms: int = 0
 
 
 class RedisUnavailable(Exception):

@@ -80,6 +80,8 @@ class Writer(threading.Thread):
         super().__init__(daemon=True)
         self.url = url
         self.acked: list[int] = []
+        self.times: list[float] = []
+        """When each acknowledged write returned (monotonic)."""
         self.failures: list[float] = []
         self.stop = threading.Event()
 
@@ -100,6 +102,7 @@ class Writer(threading.Thread):
             try:
                 client.set(f"k{i}", str(i))
                 self.acked.append(i)
+                self.times.append(time.monotonic())
                 i += 1
             except redis.RedisError:
                 self.failures.append(time.monotonic())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import copy
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -28,10 +29,12 @@ from cachetier.ports import (
 )
 from cachetier.reconcile.decide import Decision, decide
 from cachetier.reconcile.modes.replication import (
+    SWITCHOVER_PAUSE_MS,
     bootstrap_primary,
     scale_in_steps,
     sentinel_primary,
 )
+from cachetier.reconcile.tier import status_dict
 from tests.unit.test_decide import NS, World
 
 SPEC: dict[str, Any] = {
@@ -504,3 +507,86 @@ def test_a_replica_on_the_primarys_node_is_reported_and_ready_stays_true() -> No
     _place(w, ["n1", "n2", "n3"], {})
     w.act_with(FORMED)
     assert metrics.REGISTRY.get_sample_value("cachetier_placement_shared_domains", shared) == 0
+
+
+def _roll_world() -> ReplWorld:
+    """A formed tier whose Redis StatefulSet has a new revision no pod runs yet."""
+    w = formed_world()
+    sts = w.kube.objects[("StatefulSet", NS, names.statefulset("cache"))]
+    assert sts["spec"]["updateStrategy"] == {"type": "OnDelete"}
+    sts["status"].update(updateRevision="new", currentRevision="old", updatedReplicas=0)
+    for i in range(3):
+        _revision(w, i, "old")
+    return w
+
+
+def _revision(w: ReplWorld, i: int, revision: str) -> None:
+    p = w.kube.objects[("Pod", NS, pod(i))]
+    p["metadata"].setdefault("labels", {})["controller-revision-hash"] = revision
+
+
+def test_a_supervised_update_replaces_replicas_one_at_a_time_then_switches_over() -> None:
+    w = _roll_world()
+    d = w.decide_with(FORMED)
+    assert d.pod_deletes == (pod(1),) and not d.redis_actions
+    assert status_dict(d)["update"] == {
+        "revision": "new", "updated": 0, "total": 3, "current": pod(1),
+        "since": "2026-12-02T06:00:00Z",
+    }  # fmt: skip
+    # pod 1 back on the new revision but not yet in sync: nothing else goes.
+    _revision(w, 1, "new")
+    syncing = replace(FORMED, nodes=(node(0, "primary"), node(1, "replica"), node(2, "replica", 0)))
+    d = w.decide_with(syncing)
+    assert d.pod_deletes == () and status_dict(d)["update"]["updated"] == 1
+    behind = (node(0, "primary", offset=10**7), node(1, "replica", 0), node(2, "replica", 0))
+    lagging = replace(FORMED, nodes=behind)
+    assert w.decide_with(lagging).pod_deletes == ()
+    assert w.decide_with(FORMED).pod_deletes == (pod(2),)
+    _revision(w, 2, "new")
+    # Only the primary is left: a switchover first, its writes paused until the
+    # replicas have its offset; the pod is not deleted yet.
+    d = w.decide_with(FORMED)
+    assert d.pod_deletes == ()
+    assert d.redis_actions == (
+        Switchover(
+            SENTINEL_IPS[0], "cache", pause_host=IPS[0], replicas=(IPS[1], IPS[2]),
+            pause_ms=SWITCHOVER_PAUSE_MS,
+        ),
+    )  # fmt: skip
+    w.act_with(FORMED)
+    assert w.tier["status"]["update"]["current"] == pod(0)
+    # The Sentinels agree on pod 1: its label moves and the old primary goes at once,
+    # before its (demoted or not) pod is in sync -- its clients reconnect.
+    on_1 = ReplicationObservation(
+        nodes=(node(0, "primary"), node(1, "primary"), node(2, "replica", 1)),
+        sentinels=tuple(sentinel(i, 1) for i in range(3)),
+    )
+    d = w.decide_with(on_1)
+    assert d.pod_deletes == (pod(0),)
+    assert [(c.pod, c.role) for c in d.labels] == [(pod(0), "replica"), (pod(1), "primary")]
+    assert not any(isinstance(a, Switchover) for a in d.redis_actions)
+
+
+def test_a_supervised_update_waits_while_the_sentinels_disagree_or_fail_over() -> None:
+    w = _roll_world()
+    for i in (1, 2):
+        _revision(w, i, "new")
+    running = replace(FORMED, sentinels=tuple(sentinel(i, 0, failover=True) for i in range(3)))
+    d = w.decide_with(running)
+    assert d.pod_deletes == () and not d.redis_actions
+    split = replace(FORMED, sentinels=(sentinel(0, 0), sentinel(1, 1), sentinel(2, None)))
+    d = w.decide_with(split)
+    assert d.pod_deletes == () and not any(isinstance(a, Switchover) for a in d.redis_actions)
+
+
+def test_a_replica_that_does_not_come_back_halts_the_update() -> None:
+    w = _roll_world()
+    w.act_with(FORMED)
+    assert w.tier["status"]["update"]["current"] == pod(1)
+    w.now = w.now + timedelta(seconds=301)
+    gone = replace(FORMED, nodes=(node(0, "primary"), node(2, "replica", 0)))
+    d = w.decide_with(gone)
+    assert d.pod_deletes == ()
+    degraded = {c["type"]: c for c in status_dict(d)["conditions"]}["Degraded"]
+    assert degraded["status"] == "True" and degraded["reason"] == "UpdateStalled"
+    assert pod(1) in degraded["message"]

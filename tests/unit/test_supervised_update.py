@@ -7,11 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from cachetier import names
-from cachetier.reconcile.modes.cluster import (
-    REVISION_LABEL,
-    UPDATE_STALL_SECONDS,
-    supervise_update,
-)
+from cachetier.reconcile.modes._update import REVISION_LABEL, UPDATE_STALL_SECONDS
+from cachetier.reconcile.modes.cluster import supervise_update
 from cachetier.reconcile.observed import Observed
 from cachetier.render import TierRef
 from cachetier.topology import NodeAddress

@@ -1004,7 +1004,7 @@ class ClusterStatus(_Status):
 
 
 class UpdateStatus(_Status):
-    """A supervised rolling update of the Redis pods (cluster mode)."""
+    """A supervised rolling update of the Redis pods (cluster and replication mode)."""
 
     revision: str = Field(default="", description="The StatefulSet revision being rolled out.")
     updated: int = Field(default=0, description="Redis pods running that revision.")
@@ -1040,7 +1040,7 @@ class CacheTierStatus(_Status):
     )
     update: UpdateStatus | None = Field(
         default=None,
-        description="Progress of a supervised rolling update (cluster mode: OnDelete).",
+        description="Progress of a supervised rolling update (cluster and replication mode: OnDelete).",
     )
     placement: str | None = Field(
         default=None,

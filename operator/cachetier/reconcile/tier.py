@@ -338,12 +338,13 @@ class TierReconciler:
                 domains=request.domains,
                 handover=request.handover,
             )
+        self._act_replication(obs, decision)
         for pod in decision.pod_deletes:
             # Supervised update: the StatefulSet (OnDelete) re-creates it from the new
-            # template; the next pod waits until this one is back and in the cluster.
+            # template; the next pod waits until this one is back and in sync. After
+            # the role labels: a replaced primary's clients reconnect to the new one.
             log.info("%s/%s: replacing pod %s (supervised update)", *key, pod)
             self.kube.delete("Pod", ref.namespace, pod)
-        self._act_replication(obs, decision)
         if not decision.consumers_first and decision.consumers is not None:
             report, decision = self._consumer_pass(obs, decision)
         if report is not None and decision.consumers is not None:

@@ -4,14 +4,17 @@ commands the operator sends them (through redis-py).
 The decisions are the pure ``cachetier.reconcile.modes.replication``; this module
 observes (``INFO replication``, ``SENTINEL MASTER``) and carries out
 ``REPLICAOF`` (a pod that is not the Sentinels' primary's replica) and
-``SENTINEL MONITOR``/``SET``/``RESET``, and for a scale-in that removes the
-primary's pod ``CONFIG SET replica-priority`` and one ``SENTINEL FAILOVER``. It never
+``SENTINEL MONITOR``/``SET``/``RESET``, for a scale-in that removes the primary's
+pod ``CONFIG SET replica-priority`` and one ``SENTINEL FAILOVER``, and for a
+supervised update's switchover ``CLIENT PAUSE ... WRITE`` on the primary, a wait for
+its replicas' offsets, then ``SENTINEL FAILOVER``. It never
 sends ``FLUSHALL`` or ``REPLICAOF NO ONE``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -37,6 +40,8 @@ from cachetier.redis.options import quiet_handshake
 __all__ = ["RedisReplicationAdmin"]
 
 TIMEOUT = 1.0
+CATCH_UP_SECONDS = 2.0
+"""How long a paused primary's replicas have to reach its offset before a switchover."""
 
 
 def _send(target: Any, *args: Any) -> Any:
@@ -80,6 +85,17 @@ def _node(pod: str, host: str, port: int, username: str, password: str | None) -
         connected_replicas=int(info.get("connected_slaves") or 0),
         priority=int(info.get("slave_priority", 100)),
     )
+
+
+def _offset(host: str, port: int, username: str, password: str | None) -> int:
+    """A replica's replication offset (-1: it does not answer)."""
+    client = _client(host, port, username, password)
+    try:
+        return int(client.info("replication").get("master_repl_offset") or 0)
+    except redis.RedisError:
+        return -1
+    finally:
+        client.close()
 
 
 def _sentinel(
@@ -163,6 +179,47 @@ class RedisReplicationAdmin:
         except redis.RedisError as exc:
             raise RedisUnavailable(f"{action}: {type(exc).__name__}: {exc}") from exc
 
+    def _paused_switchover(
+        self,
+        action: Switchover,
+        username: str,
+        password: str | None,
+        redis_port: int,
+        sentinel_port: int,
+    ) -> None:
+        """Writes paused on the primary, its replicas caught up, then ``SENTINEL
+        FAILOVER``; the pause is lifted at once if the switchover is not sent."""
+        primary = _client(action.pause_host, redis_port, username, password)
+        sent = False
+        try:
+            _send(primary, "CLIENT", "PAUSE", str(action.pause_ms), "WRITE")
+            deadline = time.monotonic() + CATCH_UP_SECONDS
+            while True:
+                target = int(primary.info("replication").get("master_repl_offset") or 0)
+                behind = [
+                    h
+                    for h in action.replicas
+                    if _offset(h, redis_port, username, password) < target
+                ]
+                if not behind:
+                    break
+                if time.monotonic() > deadline:
+                    raise RedisUnavailable(
+                        f"replicas {behind} did not catch up in {CATCH_UP_SECONDS}s"
+                    )
+                time.sleep(0.02)
+            sentinel = _client(action.host, sentinel_port, username, password)
+            try:
+                _send(sentinel, "SENTINEL", "FAILOVER", action.master)
+                sent = True
+            finally:
+                sentinel.close()
+        finally:
+            if not sent:
+                with contextlib.suppress(redis.RedisError):
+                    _send(primary, "CLIENT", "UNPAUSE")
+            primary.close()
+
     def _execute(
         self,
         action: ReplicationAction,
@@ -176,6 +233,8 @@ class RedisReplicationAdmin:
             one = redis_port, ("REPLICAOF", action.primary_host, str(redis_port))
         elif isinstance(action, Priority):
             one = redis_port, ("CONFIG", "SET", "replica-priority", str(action.priority))
+        elif isinstance(action, Switchover) and action.pause_host:
+            self._paused_switchover(action, username, password, redis_port, sentinel_port)
         elif isinstance(action, Switchover):
             one = sentinel_port, ("SENTINEL", "FAILOVER", action.master)
         elif isinstance(action, Reset):

@@ -251,10 +251,11 @@ def _claim_templates(ref: TierRef, spec: CacheTierSpec) -> list[dict[str, Any]]:
 
 
 def update_strategy(spec: CacheTierSpec) -> dict[str, str]:
-    """Cluster mode: ``OnDelete`` -- the operator replaces the pods itself, replicas
-    first and each master only after a switchover (supervised update); the others roll
-    as the StatefulSet controller does."""
-    return {"type": "OnDelete" if profile(spec).cluster_protocol else "RollingUpdate"}
+    """Cluster and replication mode: ``OnDelete`` -- the operator replaces the Redis
+    pods itself, replicas first and each primary only after a switchover (supervised
+    update); standalone (one pod) rolls as the StatefulSet controller does."""
+    supervised = profile(spec).cluster_protocol or profile(spec).sentinel
+    return {"type": "OnDelete" if supervised else "RollingUpdate"}
 
 
 def build_statefulset(ref: TierRef, spec: CacheTierSpec, config_hash: str) -> dict[str, Any]:

@@ -9,24 +9,17 @@ itself is :class:`cachetier.reconcile.cluster.ClusterManager`, one worker per ti
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
 from typing import Any
 
 from cachetier import names
 from cachetier.api.models import CacheTierSpec
 from cachetier.reconcile import conditions as cond
-from cachetier.reconcile.modes import _operated
+from cachetier.reconcile.modes import _operated, _update
 from cachetier.reconcile.modes.base import ConvergeRequest, Inputs, Judgement
 from cachetier.reconcile.observed import Key, Observed
 from cachetier.render import TierRef, spec_hash
 from cachetier.topology.model import Domain
 from cachetier.topology.nodes import NodeAddress
-
-UPDATE_STALL_SECONDS = 300.0
-"""A pod of a supervised update not back (ready, in the cluster) after this long halts
-the update: Degraded, reason UpdateStalled; nothing else is replaced meanwhile."""
-
-REVISION_LABEL = "controller-revision-hash"
 
 
 @dataclass(frozen=True)
@@ -43,83 +36,37 @@ class UpdateStep:
     """Why the update halted (the pod that did not come back), for Degraded."""
 
 
-def _seconds_between(earlier: str, later: str) -> float:
-    try:
-        a = datetime.fromisoformat(earlier.replace("Z", "+00:00"))
-        b = datetime.fromisoformat(later.replace("Z", "+00:00"))
-    except ValueError:
-        return 0.0
-    return (b - a).total_seconds()
-
-
 def supervise_update(
     obs: Observed, view_members: list[dict[str, Any]], settled: bool, want: int, now: str
 ) -> UpdateStep:
-    """The next step of a supervised update of the Redis pods (``updateStrategy:
-    OnDelete``): replicas first, one at a time, each only once the cluster is whole
-    again; then each master, after it has handed its role to an in-sync replica.
+    """The next step of a supervised update of a cluster's pods (see ``_update``):
+    a master hands over by ``CLUSTER FAILOVER`` on its in-sync replica, then goes as
+    a replica.
 
     ``settled``: every pod ready, the cluster converged and every member healthy.
     """
-    sts = obs.child("StatefulSet", names.statefulset(obs.ref.name))
-    st = (sts or {}).get("status") or {}
-    revision = st.get("updateRevision")
-    strategy = (((sts or {}).get("spec") or {}).get("updateStrategy") or {}).get("type")
-    if not revision or strategy != "OnDelete":
-        return UpdateStep()
-    previous = dict(obs.status.get("update") or {})
-    pods = [p for p in obs.pods or () if p["metadata"]["name"].rsplit("-", 1)[-1].isdigit()]
-    pods.sort(key=lambda p: int(p["metadata"]["name"].rsplit("-", 1)[-1]))
-    stale = [
-        p for p in pods
-        if (p["metadata"].get("labels") or {}).get(REVISION_LABEL) != revision
-    ]  # fmt: skip
-    deleting = [p["metadata"]["name"] for p in pods if p["metadata"].get("deletionTimestamp")]
-    status: dict[str, Any] = {
-        "revision": revision,
-        "updated": max(0, min(want, len(pods)) - len(stale)),
-        "total": want,
-    }
-    if not stale and not deleting and len(pods) >= want:
-        if not previous:
-            return UpdateStep()  # nothing was ever rolled: no status.update to show
-        return UpdateStep(status=status)
-    current = str(previous.get("current") or "")
-    since = str(previous.get("since") or now)
-    if previous.get("revision") != revision:
-        current, since = "", now
-    if not settled or deleting:
-        # A step is under way (a pod coming back, the cluster healing): wait, and halt
-        # the update if it does not settle in time.
-        if current:
-            status.update(current=current, since=since)
-            if _seconds_between(since, now) > UPDATE_STALL_SECONDS:
-                return UpdateStep(status=status, stalled=f"{current} not back after update")
-        return UpdateStep(status=status)
     members = {str(m.get("address", "")): m for m in view_members}
 
     def member(pod: dict[str, Any]) -> dict[str, Any]:
         ip = (pod.get("status") or {}).get("podIP") or ""
         return dict(members.get(f"{ip}:{names.REDIS_PORT}") or {})
 
-    replicas = [p for p in stale if member(p).get("role") == "replica"]
-    masters = [p for p in stale if member(p).get("role") == "master"]
-    others = [p for p in stale if p not in replicas and p not in masters]
-    for pod in [*replicas, *others]:
-        name = pod["metadata"]["name"]
-        return UpdateStep(status={**status, "current": name, "since": now}, delete=name)
-    for pod in masters:
-        name = pod["metadata"]["name"]
+    def role_of(pod: dict[str, Any]) -> str:
+        role = member(pod).get("role")
+        return _update.PRIMARY if role == "master" else _update.REPLICA if role else ""
+
+    def can_hand_over(pod: dict[str, Any]) -> bool:
         node_id = member(pod).get("id")
-        has_replica = any(m.get("masterId") == node_id for m in view_members)
-        if not has_replica:  # nobody to hand over to (replicasPerShard: 0): restart it
-            return UpdateStep(status={**status, "current": name, "since": now}, delete=name)
-        ip = (pod.get("status") or {}).get("podIP") or ""
-        return UpdateStep(
-            status={**status, "current": name, "since": now},
-            handover=NodeAddress(ip, names.REDIS_PORT),
-        )
-    return UpdateStep(status=status)
+        return any(m.get("masterId") == node_id for m in view_members)
+
+    plan = _update.supervise(obs, role_of, can_hand_over, settled=settled, want=want, now=now)
+    handover = None
+    for pod in obs.pods or ():
+        if plan.handover and pod["metadata"]["name"] == plan.handover:
+            handover = NodeAddress((pod.get("status") or {}).get("podIP") or "", names.REDIS_PORT)
+    return UpdateStep(
+        status=plan.status, delete=plan.delete, handover=handover, stalled=plan.stalled
+    )
 
 
 class ClusterMode:

@@ -36,12 +36,18 @@ from cachetier.ports import (
     Switchover,
 )
 from cachetier.reconcile import conditions as cond
-from cachetier.reconcile.modes import _operated
+from cachetier.reconcile.modes import _operated, _update
 from cachetier.reconcile.modes.base import Inputs, Judgement, LabelChange
 from cachetier.reconcile.observed import Key, Observed
 from cachetier.render import TierRef, spec_hash
 
 FOLLOW_SECONDS = 2.0
+"""A replication tier is looked at this often: Sentinel's failovers send no watch event."""
+CAUGHT_UP_BYTES = 64 * 1024
+"""A replica this close to its primary's offset (read a moment apart) is in sync."""
+SWITCHOVER_PAUSE_MS = 10_000
+"""A supervised switchover pauses the old primary's writes this long at most: its pod
+is replaced as soon as the Sentinels agree on the new primary (a second or two)."""
 """A replication tier is looked at this often: Sentinel's failovers send no watch event."""
 
 
@@ -349,6 +355,31 @@ class ReplicationMode:
             problems.append("replication link down: " + ", ".join(down))
         if len(replicas) < rs.replicas:
             problems.append(f"{len(replicas)}/{rs.replicas} replicas")
+        plan = _supervise(
+            inputs,
+            nodes,
+            by_host,
+            primary_host if agreed and not failing_over else None,
+            healing=bool(actions),
+            informed=informed >= quorum and sentinels_ready == rs.sentinels,
+            want=workload.desired_replicas,
+        )
+        if plan.handover and primary_host is not None:
+            actions.append(
+                Switchover(
+                    host=watching[0].host,
+                    master=names.sentinel_master(obs.ref.name),
+                    pause_host=primary_host,
+                    replicas=tuple(n.host for n in nodes if n.host != primary_host),
+                    pause_ms=SWITCHOVER_PAUSE_MS,
+                )
+            )
+        base = replace(base, update=plan.status, pod_deletes=(plan.delete,) if plan.delete else ())
+        if plan.stalled:
+            message = f"supervised update halted: {plan.stalled}"
+            base = replace(
+                base, verdict=replace(base.verdict, degraded=("True", "UpdateStalled", message))
+            )
         judged = replace(
             base,
             replication=status,
@@ -379,6 +410,75 @@ class ReplicationMode:
             forming="ReplicationForming",
         )
         return replace(judged, verdict=verdict)
+
+
+def _supervise(
+    inputs: Inputs,
+    nodes: list[NodeState],
+    by_host: dict[str, dict[str, Any]],
+    primary_host: str | None,
+    *,
+    healing: bool,
+    informed: bool,
+    want: int,
+) -> _update.UpdatePlan:
+    """The supervised update of the Redis pods: replicas first, each once the tier is
+    whole again (every pod ready, linked to the agreed primary and caught up, a quorum
+    of Sentinels knowing them all); then the primary, after a switchover to a replica.
+
+    ``primary_host``: the Sentinels' agreed primary, None while they do not agree or
+    fail over (nothing is replaced then); ``healing``: the operator has something to
+    heal first (nothing is replaced but the primary just handed over).
+    """
+    obs = inputs.obs
+    primary_offset = _offset(nodes, primary_host)
+    in_sync = [
+        n
+        for n in nodes
+        if n.host != primary_host
+        and n.up
+        and n.link_up
+        and n.master_host == primary_host
+        and primary_offset - n.offset <= CAUGHT_UP_BYTES
+    ]
+    settled = (
+        primary_host is not None
+        and not healing
+        and primary_host in by_host
+        and informed
+        and len(nodes) == want
+        and len(obs.pods or ()) == want
+        and all(n.up for n in nodes)
+        and len(in_sync) == want - 1
+    )
+
+    def ip(pod: dict[str, Any]) -> str:
+        return str((pod.get("status") or {}).get("podIP") or "")
+
+    roles = {n.host: n.role for n in nodes}
+
+    def role_of(pod: dict[str, Any]) -> str:
+        if primary_host is not None and ip(pod) == primary_host:
+            return _update.PRIMARY
+        return _update.REPLICA if roles.get(ip(pod)) == "replica" else ""
+
+    def can_hand_over(pod: dict[str, Any]) -> bool:
+        return any(n.priority > 0 for n in in_sync)
+
+    def handed_over(pod: dict[str, Any]) -> bool:
+        # The pod the tier's Service still selects, no longer the agreed primary.
+        label = (pod["metadata"].get("labels") or {}).get(names.LABEL_ROLE)
+        return label == names.ROLE_PRIMARY and primary_host is not None and ip(pod) != primary_host
+
+    return _update.supervise(
+        obs,
+        role_of,
+        can_hand_over,
+        settled=settled,
+        want=want,
+        now=inputs.now_text,
+        handed_over=handed_over,
+    )
 
 
 def _offset(nodes: list[NodeState], host: str | None) -> int:
