@@ -1040,7 +1040,7 @@ class CacheTierStatus(_Status):
     )
     update: UpdateStatus | None = Field(
         default=None,
-        description="Progress of a supervised rolling update (cluster and replication mode: OnDelete).",
+        description="Progress of a supervised rolling update (cluster, replication: OnDelete).",
     )
     placement: str | None = Field(
         default=None,
