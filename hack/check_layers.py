@@ -43,6 +43,7 @@ PURE_RECONCILE = {
     "cachetier.reconcile.injection",
     "cachetier.reconcile.consumer_plan",
     "cachetier.reconcile.volumes",
+    "cachetier.reconcile.rotation",
 }
 """The pure half of the reconcile (besides every module of ``cachetier.reconcile.modes``)."""
 PORTS_ONLY = {"reconcile"}

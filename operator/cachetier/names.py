@@ -33,6 +33,11 @@ ANNOTATION_SPEC_HASH = f"{GROUP}/spec-hash"
 # On a CacheTier: "true" holds rollout.steps where they are (set by `cachetier rollout pause`).
 ANNOTATION_ROLLOUT_PAUSED = f"{GROUP}/rollout-paused"
 ANNOTATION_REARM = f"{GROUP}/rearm"
+ANNOTATION_ROTATE_PASSWORD = f"{GROUP}/rotate-password"
+"""On a CacheTier: any new value asks for a new application password (GitOps)."""
+ANNOTATION_AUTH_REVISION = f"{GROUP}/auth-revision"
+"""On a consumer's pod template: which password generation it runs with (a new value
+rolls the workload, so its pods start with the new password)."""
 """On a tier: a new value re-arms the rollout after an automatic rollback, without a
 spec change (``cachetier rollout set`` writes it); the honoured value is kept in
 ``status.rollout.rearm``."""
@@ -68,6 +73,11 @@ CONNECTION_MASTER_NAME_KEY = "masterName"
 
 # Keys of <tier>-auth besides AUTH_PASSWORD_KEY, and of <tier>-config.
 OPERATOR_PASSWORD_KEY = "operator-password"
+PREVIOUS_PASSWORD_KEY = "previous-password"
+"""<tier>-auth, during a password rotation only: the application password being retired."""
+HASH_PASSWORD_KEY = "config-hash-password"
+"""<tier>-auth: the application password the pod template's config hash is computed
+with (the first one): a rotated password is applied live, it restarts no pod."""
 AUTH_CONF_KEY = "auth.conf"
 REDIS_CONF_KEY = "redis.conf"
 

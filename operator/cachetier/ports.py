@@ -180,6 +180,35 @@ class Prober(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class AclUpdate:
+    """``ACL SETUSER user >add... <remove...`` on one Redis or Sentinel (a password
+    rotation: the new password is added beside the old one, the old removed last)."""
+
+    target: Target
+    user: str
+    add: tuple[str, ...] = ()
+    remove: tuple[str, ...] = ()
+    sentinel: bool = False
+    """A Sentinel: its config file is flushed after (it runs from a copy it rewrites)."""
+
+    def __repr__(self) -> str:
+        return f"AclUpdate({self.target.host}:{self.target.port}, {self.user}, <redacted>)"
+
+
+class AclAdmin(Protocol):
+    """The ACL side of password rotation."""
+
+    def password_hashes(self, target: Target, user: str) -> frozenset[str] | None:
+        """The SHA-256 (hex) of each password ``user`` has (``ACL GETUSER``); None: the
+        server did not answer."""
+        ...
+
+    def update(self, update: AclUpdate) -> None:
+        """Carry out one ``AclUpdate`` (raises RedisUnavailable when it cannot)."""
+        ...
+
+
 # -- Redis: cluster administration ----------------------------------------------------
 
 

@@ -27,6 +27,7 @@ from cachetier.reconcile.health import HealthProber
 from cachetier.reconcile.lane import StaleRollout
 from cachetier.reconcile.observed import may_request_rollback
 from cachetier.reconcile.tier import TemporaryError, TierReconciler
+from cachetier.redis.acl import RedisAclAdmin
 from cachetier.redis.cluster import converge
 from cachetier.redis.probe import RedisProber
 from cachetier.redis.replication import RedisReplicationAdmin
@@ -46,6 +47,7 @@ class Runtime:
             event=lambda b, t, r, m: post_event(kube, b, t, r, m),
             converge=converge,
             replication=RedisReplicationAdmin(),
+            acl=RedisAclAdmin(),
             follower=self.sentinels,
         )
         self.reconciler.wake = lambda ns, name: self._schedule((ns, name), 0.1)

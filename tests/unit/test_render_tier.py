@@ -6,6 +6,7 @@ import base64
 import copy
 import hashlib
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -117,14 +118,38 @@ def test_external_mode_renders_nothing() -> None:
 
 def test_auth_secret_keys() -> None:
     (auth, recovery, _) = _by_kind(_render({}), "Secret")
-    assert list(auth["data"]) == ["password", "operator-password", "auth.conf"]
+    keys = ["password", "config-hash-password", "operator-password", "auth.conf"]
+    assert list(auth["data"]) == keys
     # The recovery copy holds the same passwords, nothing else.
-    assert recovery["data"] == {k: auth["data"][k] for k in ("password", "operator-password")}
+    assert recovery["data"] == {k: auth["data"][k] for k in keys[:3]}
     byo = TierSecrets(app_password="theirs", operator_password="op", app_password_generated=False)
     (auth, recovery, connection) = _by_kind(_render({}, byo), "Secret")
-    assert list(auth["data"]) == ["operator-password", "auth.conf"]
-    assert list(recovery["data"]) == ["operator-password"]  # a BYO password is not copied
+    # The copy in use of a BYO password (a change of the user's Secret is then seen).
+    assert list(auth["data"]) == keys
+    assert list(recovery["data"]) == ["operator-password"]  # not in the recovery copy
     assert base64.b64decode(connection["data"]["password"]) == b"theirs"
+
+
+def test_a_rotation_accepts_both_passwords_and_tells_consumers_one() -> None:
+    rotating = TierSecrets(
+        "new", "op", True, previous_app_password="old", accept_previous=True, tell_previous=True
+    )
+    plain = TierSecrets("old", "op", True)
+    (auth, _, connection) = _by_kind(_render({}, rotating), "Secret")
+    conf = base64.b64decode(auth["data"]["auth.conf"]).decode()
+    assert "user default on >new >old " in conf
+    assert base64.b64decode(connection["data"]["password"]) == b"old"
+    assert base64.b64decode(auth["data"]["previous-password"]) == b"old"
+    told = replace(rotating, tell_previous=False)
+    (_, _, connection) = _by_kind(_render({}, told), "Secret")
+    assert base64.b64decode(connection["data"]["password"]) == b"new"
+    # The pods' config hash sees the first password only: a rotation restarts nothing.
+    first = replace(rotating, hash_password="old")
+    (sts,) = _by_kind(_render({}, first), "StatefulSet")
+    (before,) = _by_kind(_render({}, plain), "StatefulSet")
+    key = "cachetier.io/config-hash"
+    after_hash = sts["spec"]["template"]["metadata"]["annotations"][key]
+    assert after_hash == before["spec"]["template"]["metadata"]["annotations"][key]
 
 
 def test_auth_enabled_without_password_is_refused() -> None:

@@ -1015,6 +1015,32 @@ class UpdateStatus(_Status):
     since: str | None = Field(default=None, description="When that step began (RFC 3339).")
 
 
+class AuthStatus(_Status):
+    """The application password's rotation (no password, no hash of one)."""
+
+    rotation: Literal["InProgress", "Done"] | None = Field(
+        default=None, description="InProgress while a rotation runs, Done after the last one."
+    )
+    stage: str | None = Field(
+        default=None,
+        description=(
+            "Adding (servers get the new password beside the old), Consumers (the "
+            "connection Secret has the new one; consumer workloads roll), Removing (the old "
+            "one is removed from every server), Done."
+        ),
+    )
+    since: str | None = Field(
+        default=None, description="When the rotation started, or finished (RFC 3339)."
+    )
+    requested: str | None = Field(
+        default=None, description="The cachetier.io/rotate-password value last handled."
+    )
+    revision: str | None = Field(
+        default=None,
+        description="The cachetier.io/auth-revision the consumers' pod templates carry.",
+    )
+
+
 class CacheTierStatus(_Status):
     """Observed state of a CacheTier."""
 
@@ -1037,6 +1063,9 @@ class CacheTierStatus(_Status):
     cluster: ClusterStatus | None = Field(default=None, description="Redis Cluster state.")
     replication: ReplicationStatus | None = Field(
         default=None, description="Primary, replicas and Sentinels (mode: replication)."
+    )
+    auth: AuthStatus | None = Field(
+        default=None, description="Password rotation (the application user's password)."
     )
     update: UpdateStatus | None = Field(
         default=None,

@@ -48,6 +48,21 @@ def is_ours(obj: dict[str, Any]) -> bool:
     return labels.get(names.LABEL_MANAGED_BY) == names.MANAGED_BY
 
 
+def _matches(spec: CacheTierSpec, obj: dict[str, Any]) -> bool:
+    consumers = spec.consumers
+    if not consumers or obj["kind"] not in list(consumers.kinds):
+        return False
+    selector = consumers.selector.model_dump(by_alias=True)
+    return inj.selector_matches(obj["metadata"].get("labels") or {}, selector)
+
+
+def matching_workloads(
+    spec: CacheTierSpec, workloads: tuple[dict[str, Any], ...] | list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The workloads ``spec.consumers`` selects (the operator's own excluded)."""
+    return [o for o in workloads if not is_ours(o) and _matches(spec, o)]
+
+
 def plan_consumers(
     tier: str,
     namespace: str,
@@ -58,6 +73,7 @@ def plan_consumers(
     enabled: bool,
     effective_percent: int,
     connection_ready: bool,
+    auth_revision: str = "",
 ) -> ConsumerPlan:
     """Every matching workload with its decision, the rest released.
 
@@ -67,8 +83,6 @@ def plan_consumers(
     """
     plan = ConsumerPlan()
     consumers = spec.consumers
-    kinds = list(consumers.kinds) if consumers else []
-    selector = consumers.selector.model_dump(by_alias=True) if consumers else {}
     wanted = list(consumers.containers) if consumers else []
     granularity_pod = spec.rollout.granularity == "pod"
 
@@ -76,9 +90,7 @@ def plan_consumers(
     for obj in workloads:
         if is_ours(obj):
             continue
-        labels = obj["metadata"].get("labels") or {}
-        matches = bool(consumers) and obj["kind"] in kinds
-        matches = matches and inj.selector_matches(labels, selector)
+        matches = _matches(spec, obj)
         if matches and connection_ready:
             selected.append(obj)
         elif matches:
@@ -108,7 +120,9 @@ def plan_consumers(
         key = (obj["kind"], obj["metadata"]["name"])
         decision = decisions[key]
         containers = inj.target_containers(obj, wanted)
-        desired = inj.Injection(tier, containers, decision.enabled, granularity_pod)
+        desired = inj.Injection(
+            tier, containers, decision.enabled, granularity_pod, auth_revision=auth_revision
+        )
         plan.workloads.append(
             {"kind": key[0], "name": key[1], "enabled": decision.enabled, "pinned": decision.pinned}
         )

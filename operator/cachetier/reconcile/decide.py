@@ -25,9 +25,10 @@ from cachetier import names
 from cachetier.api.errors import SpecError
 from cachetier.api.models import CacheTierSpec, CacheTierStatus
 from cachetier.api.modes import profile
-from cachetier.ports import ReplicationAction
+from cachetier.ports import AclUpdate, ReplicationAction, Target
 from cachetier.reconcile import conditions as cond
-from cachetier.reconcile.consumer_plan import ConsumerPlan, plan_consumers
+from cachetier.reconcile import rotation
+from cachetier.reconcile.consumer_plan import ConsumerPlan, matching_workloads, plan_consumers
 from cachetier.reconcile.modes import MODES, ConvergeRequest, Inputs, Judgement, LabelChange
 from cachetier.reconcile.observed import (
     DependencyMissing,
@@ -66,6 +67,8 @@ class ConsumerStep:
     connection_ready: bool
     off: bool
     """This pass switches every consumer off (a rollback)."""
+    auth_revision: str = ""
+    """The consumers' ``cachetier.io/auth-revision`` (password rotation)."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,9 @@ class Decision:
     """Supervised update: the Redis pod to replace now (its StatefulSet re-creates it)."""
     redis_actions: tuple[ReplicationAction, ...] = ()
     """Replication mode: REPLICAOF / SENTINEL MONITOR, in order."""
+    acl_updates: tuple[AclUpdate, ...] = ()
+    """Password rotation: ACL SETUSER on the Redis pods and Sentinels."""
+    rotation: RotationStep | None = None
     labels: tuple[LabelChange, ...] = ()
     """Replication mode: pod role labels, demotions first."""
     consumers: ConsumerStep | None = None
@@ -140,7 +146,7 @@ class Decision:
     @property
     def acts_nothing(self) -> bool:
         """No write and no Redis action (a converge request is idempotent: not counted)."""
-        return self.writes_nothing and not self.redis_actions
+        return self.writes_nothing and not self.redis_actions and not self.acl_updates
 
 
 # -- the decision ------------------------------------------------------------------------
@@ -161,6 +167,7 @@ def decide(obs: Observed, now: datetime) -> Decision:
     judgement: Judgement | None = None
     volume: VolumePlan | None = None
     requeue: float | None = None
+    rotating = RotationStep(revision=str((obs.status.get("auth") or {}).get("revision") or ""))
     try:
         secrets: TierSecrets | None = None
         tls_ca: str | None = None
@@ -170,6 +177,9 @@ def decide(obs: Observed, now: datetime) -> Decision:
             events += secret_events
             if blocked is not None:
                 raise blocked
+            if secrets is not None:
+                secrets, rotating = _rotation(obs, spec, secrets, tls_ca, format_time(now) or "")
+                events += rotating.events
         inputs = Inputs(obs, spec, secrets, tls_ca, format_time(now) or "")
         desired = mode.desired(inputs)
         volume = plan_volumes(obs, desired, obs.claims, obs.storage_classes)
@@ -182,6 +192,11 @@ def decide(obs: Observed, now: datetime) -> Decision:
         verdict, requeue = _volume_verdict(obs, volume, judgement.verdict), judgement.requeue
         if volume.orphan_statefulset or volume.hold_statefulset or volume.expanding:
             requeue = _sooner(requeue, VOLUME_RECHECK)
+        if rotating.running:
+            requeue = _sooner(requeue, ROTATION_RECHECK)
+            if verdict.phase == "Ready":
+                message = f"rotating the application password: {rotating.running}"
+                verdict = replace(verdict, progressing=("True", "PasswordRotation", message))
     except DependencyMissing as exc:
         verdict, requeue = cond.blocked("DependencyMissing", str(exc)), exc.delay
     except SpecError as exc:
@@ -194,7 +209,7 @@ def decide(obs: Observed, now: datetime) -> Decision:
     else:
         phase = verdict.phase
         ready = verdict.phase in ("Ready", "Degraded") and judgement is not None
-    rollout = _rollout(obs, spec, phase, ready, now)
+    rollout = _rollout(obs, spec, phase, ready, now, auth_revision=rotating.revision)
     requeue = _sooner(requeue, rollout.requeue)
     draft = Decision(
         add_finalizer=add_finalizer,
@@ -207,6 +222,8 @@ def decide(obs: Observed, now: datetime) -> Decision:
         converge=judgement.converge if judgement is not None else None,
         redis_actions=judgement.replication_actions if judgement is not None else (),
         labels=judgement.labels if judgement is not None else (),
+        acl_updates=rotating.updates,
+        rotation=rotating,
         consumers=rollout.consumers,
         base_events=tuple(events) + rollout.events,
         requeue=requeue,
@@ -260,7 +277,8 @@ def _invalid(obs: Observed, spec: CacheTierSpec | None, now: datetime) -> Decisi
     rollout: RolloutPart | None = None
     rolled = obs.remembered.rolled_back_generation == obs.generation
     if spec is not None and (rolled or not spec.rollout.enabled):
-        rollout = _rollout(obs, spec, "Failed", True, now)
+        kept = str((obs.status.get("auth") or {}).get("revision") or "")
+        rollout = _rollout(obs, spec, "Failed", True, now, auth_revision=kept)
     draft = Decision(
         consumers_first=True,
         consumers=rollout.consumers if rollout else None,
@@ -280,7 +298,8 @@ def refused(obs: Observed, decision: Decision, message: str, now: datetime) -> D
     verdict = cond.invalid_spec(f"the API server refused a child object: {message}")
     rollout = decision.rollout
     if not decision.consumers_first and obs.spec is not None:
-        rollout = _rollout(obs, obs.spec, verdict.phase, False, now)
+        revision = decision.rotation.revision if decision.rotation is not None else ""
+        rollout = _rollout(obs, obs.spec, verdict.phase, False, now, auth_revision=revision)
     kept = tuple(e for e in decision.base_events if e.reason not in ("Applied", "DriftRepaired"))
     if rollout is not None and rollout is not decision.rollout:
         kept = tuple(e for e in kept if e.reason != "Rearmed") + rollout.events
@@ -426,6 +445,11 @@ def _tier_secrets(
         return None, seed, events, missing
     if not spec.auth.enabled:
         return TierSecrets(None, operator_pw, False), seed, events, None
+    previous = _decode(live, names.PREVIOUS_PASSWORD_KEY)
+    hash_pw = _decode(live, names.HASH_PASSWORD_KEY)
+    in_use = _decode(live, names.AUTH_PASSWORD_KEY)
+    asked = obs.annotations.get(names.ANNOTATION_ROTATE_PASSWORD) or ""
+    handled = str((obs.status.get("auth") or {}).get("requested") or "")
     byo = spec.auth.password_secret_ref
     if byo is not None:
         src = obs.secrets.get(byo.name)
@@ -436,10 +460,132 @@ def _tier_secrets(
                 f"spec.auth.passwordSecretRef: Secret {byo.name!r} {what}", delay=30
             )
             return None, seed, events, missing
-        return TierSecrets(value, operator_pw, False), seed, events, None
+        if previous is None and in_use and in_use != value:
+            # The user's Secret has a new password: rotate to it, the old one accepted
+            # until every consumer runs the new one.
+            previous = in_use
+            events.append(_rotation_started(f"Secret {byo.name!r} has a new password"))
+        secrets = TierSecrets(
+            value,
+            operator_pw,
+            False,
+            previous_app_password=previous,
+            hash_password=hash_pw or in_use or value,
+        )
+        return secrets, seed, events, None
     # Auth was off or BYO before: the application password is generated now, once
     # (the auth Secret is a child: the apply below keeps it).
-    return TierSecrets(generated_pw or fresh_app, operator_pw, True), seed, events, None
+    current = generated_pw or fresh_app
+    hash_pw = hash_pw or current
+    if previous is None and asked and asked != handled and generated_pw and fresh_app:
+        previous, current = generated_pw, fresh_app
+        events.append(
+            _rotation_started(f"{names.ANNOTATION_ROTATE_PASSWORD}={asked!r}: a new password")
+        )
+    secrets = TierSecrets(
+        current, operator_pw, True, previous_app_password=previous, hash_password=hash_pw
+    )
+    return secrets, seed, events, None
+
+
+def _rotation_started(why: str) -> Event:
+    return Event(
+        "Normal",
+        "PasswordRotationStarted",
+        f"{why}; the old one stays accepted until every consumer runs with the new one",
+    )
+
+
+ROTATION_RECHECK = 2.0
+"""A tier whose password rotates is looked at this often (ACL changes send no event)."""
+
+
+@dataclass(frozen=True)
+class RotationStep:
+    """A password rotation's share of the decision."""
+
+    status: dict[str, Any] | None = None
+    """``status.auth`` (None: keep what it says)."""
+    updates: tuple[AclUpdate, ...] = ()
+    revision: str = ""
+    """The consumer pod templates' ``cachetier.io/auth-revision`` ("": none)."""
+    events: tuple[Event, ...] = ()
+    running: str = ""
+    """The stage, while a rotation runs ("": none runs)."""
+
+
+def _rotation(
+    obs: Observed,
+    spec: CacheTierSpec,
+    secrets: TierSecrets,
+    tls_ca: str | None,
+    now_text: str,
+) -> tuple[TierSecrets, RotationStep]:
+    """Which stage a password rotation is at, and what it does this pass (the
+    ``rotation`` module's stages); the secrets as this stage renders them."""
+    previous_status = dict(obs.status.get("auth") or {})
+    kept_revision = str(previous_status.get("revision") or "")
+    asked = obs.annotations.get(names.ANNOTATION_ROTATE_PASSWORD) or ""
+    target = secrets.app_password
+    if target is None or not spec.auth.enabled:
+        return secrets, RotationStep(revision=kept_revision)
+    previous = secrets.previous_app_password
+    revision = rotation.auth_revision(target, secrets.operator_password)
+    if previous is None:
+        return secrets, RotationStep(revision=kept_revision)
+    servers = obs.acl
+    ours = [
+        w
+        for w in matching_workloads(spec, obs.workloads)
+        if (w["metadata"].get("annotations") or {}).get(names.ANNOTATION_TIER) == obs.ref.name
+    ]
+    rolled = all(rotation.rolled_out(w, revision) for w in ours)
+    stage = rotation.stage(target, previous, servers, rolled)
+    started = previous_status.get("rotation") != "InProgress"
+    since = now_text if started else str(previous_status.get("since") or now_text)
+    status: dict[str, Any] = {
+        "rotation": "InProgress",
+        "stage": stage,
+        "since": since,
+        "requested": asked or previous_status.get("requested"),
+        "revision": kept_revision if stage == rotation.ADDING else revision,
+    }
+    updates = tuple(
+        AclUpdate(
+            target=Target(
+                host=server.host,
+                port=server.port,
+                username=names.OPERATOR_USER,
+                password=secrets.operator_password,
+                tls=spec.tls.enabled and not server.sentinel,
+                ca_data=None if server.sentinel else tls_ca,
+            ),
+            user="default",
+            add=add,
+            remove=remove,
+            sentinel=server.sentinel,
+        )
+        for server, add, remove in rotation.updates(stage, target, previous, servers or ())
+    )
+    if stage == rotation.DONE:
+        status.update(rotation="Done", stage=rotation.DONE, since=now_text)
+        event = Event(
+            "Normal",
+            "PasswordRotated",
+            f"password rotated: every consumer runs with the new one ({len(ours)} "
+            "workload(s)); the old one is refused",
+        )
+        done = replace(secrets, previous_app_password=None)
+        return done, RotationStep(status=status, revision=revision, events=(event,))
+    shown = replace(
+        secrets,
+        accept_previous=stage in (rotation.ADDING, rotation.CONSUMERS),
+        tell_previous=stage == rotation.ADDING,
+    )
+    step = RotationStep(
+        status=status, updates=updates, revision=str(status["revision"]), running=stage
+    )
+    return shown, step
 
 
 # -- children ------------------------------------------------------------------------------
@@ -488,7 +634,13 @@ def _plan_applies(
 
 
 def _rollout(
-    obs: Observed, spec: CacheTierSpec, phase: str, connection_ready: bool, now: datetime
+    obs: Observed,
+    spec: CacheTierSpec,
+    phase: str,
+    connection_ready: bool,
+    now: datetime,
+    *,
+    auth_revision: str = "",
 ) -> RolloutPart:
     """The effective percent, the consumer plan, ``status.rollout`` and its conditions."""
     memory = obs.remembered
@@ -526,6 +678,7 @@ def _rollout(
         enabled=enabled,
         effective_percent=effective,
         connection_ready=connection_ready,
+        auth_revision=auth_revision,
     )
     rollout: dict[str, Any] = {
         "enabled": enabled,
@@ -565,6 +718,7 @@ def _rollout(
         effective_percent=effective,
         connection_ready=connection_ready,
         off=rollback_requested(obs.tier, spec),
+        auth_revision=auth_revision,
     )
     return RolloutPart(rollout, step_, requeue, events, rolled)
 
@@ -611,6 +765,7 @@ def settle(
         "replication": old.get("replication"),
         "placement": old.get("placement"),
         "update": old.get("update"),
+        "auth": old.get("auth"),
         "rollout": old.get("rollout"),
         "consumers": old.get("consumers"),
         # The prober's: status.health is its record, read here as observed.
@@ -634,6 +789,8 @@ def settle(
             events.append(
                 Event("Warning", "Failover", f"Sentinel moved the primary from {before} to {after}")
             )
+    if decision.rotation is not None and decision.rotation.status is not None:
+        body["auth"] = decision.rotation.status
     if rollout is not None:
         plan = rollout.consumers.plan
         done = outcome or ConsumerOutcome()

@@ -39,6 +39,9 @@ class Injection:
     containers: tuple[str, ...]
     redis_enabled: bool
     pod_granularity: bool = False
+    auth_revision: str = ""
+    """The pod template's ``cachetier.io/auth-revision`` ("": none -- no password was
+    ever rotated): a new value rolls the workload onto the new password."""
 
 
 def target_containers(workload: dict[str, Any], wanted: list[str]) -> tuple[str, ...]:
@@ -130,12 +133,10 @@ def build_apply(kind: str, namespace: str, name: str, inj: Injection | None) -> 
                 },
             }
         ]
-    body["spec"] = {
-        "template": {
-            "metadata": {"labels": {names.client_label(inj.tier): "true"}},
-            "spec": pod_spec,
-        }
-    }
+    template_meta: dict[str, Any] = {"labels": {names.client_label(inj.tier): "true"}}
+    if inj.auth_revision:
+        template_meta["annotations"] = {names.ANNOTATION_AUTH_REVISION: inj.auth_revision}
+    body["spec"] = {"template": {"metadata": template_meta, "spec": pod_spec}}
     return body
 
 
@@ -147,6 +148,9 @@ def is_injected(workload: dict[str, Any], inj: Injection) -> bool:
     template = (workload.get("spec") or {}).get("template") or {}
     labels = (template.get("metadata") or {}).get("labels") or {}
     if labels.get(names.client_label(inj.tier)) != "true":
+        return False
+    annotations = (template.get("metadata") or {}).get("annotations") or {}
+    if inj.auth_revision and annotations.get(names.ANNOTATION_AUTH_REVISION) != inj.auth_revision:
         return False
     want = {e["name"]: e for e in _env_for(inj)}
     by_name = {c["name"]: c for c in template_spec(workload).get("containers") or []}

@@ -14,6 +14,7 @@ from typing import Any
 from cachetier import names
 from cachetier.api.models import CacheTierSpec
 from cachetier.ports import ReplicationObservation
+from cachetier.reconcile.rotation import Server
 from cachetier.render import TierRef
 
 Key = tuple[str, str]
@@ -126,6 +127,9 @@ class Observed:
     """The tier's PersistentVolumeClaims (persistence rdb/aof)."""
     storage_classes: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     """The StorageClasses of claims smaller than the spec asks (None: missing)."""
+    acl: tuple[Server, ...] | None = None
+    """During a password rotation: the application user's password hashes on every Redis
+    pod and Sentinel (None: not asked -- no rotation runs)."""
     fresh_passwords: tuple[str, str] = ("", "")
     """Entropy for passwords, used only if every copy of the auth Secret is gone."""
     operator_namespace: str = names.OPERATOR_NAMESPACE

@@ -34,6 +34,7 @@ from cachetier.api.models import CacheTierSpec
 from cachetier.api.modes import profile
 from cachetier.api.units import quantity_to_bytes
 from cachetier.ports import (
+    AclAdmin,
     ApiError,
     Clock,
     ClusterAdmin,
@@ -45,9 +46,10 @@ from cachetier.ports import (
     ReplicationAdmin,
     ReplicationObservation,
     SentinelFollower,
+    Target,
     TlsOptions,
 )
-from cachetier.reconcile import volumes
+from cachetier.reconcile import rotation, volumes
 from cachetier.reconcile.cluster import ClusterManager
 from cachetier.reconcile.consumer_plan import ConsumerPlan, plan_consumers
 from cachetier.reconcile.consumers import ConsumerReconciler, ConsumerReport
@@ -126,6 +128,7 @@ class TierReconciler:
         follower: SentinelFollower | None = None,
         clock: Clock | None = None,
         passwords: Callable[[], str] = _new_password,
+        acl: AclAdmin | None = None,
     ) -> None:
         self.kube = kube
         self._event: EventSink = event or (lambda body, etype, reason, message: None)
@@ -139,6 +142,8 @@ class TierReconciler:
         )
         self.clusters = ClusterManager(converge or _no_cluster)
         self.replication = replication
+        self.acl = acl
+        """ACL GETUSER/SETUSER for password rotation (None: rotations never progress)."""
         """The Redis side of replication mode (None: such tiers are observed as empty)."""
         self.follower = follower
         """Sentinel pub/sub: a failover wakes its tier before the next 2 s look."""
@@ -200,9 +205,43 @@ class TierReconciler:
             obs = replace(obs, replication=self._observe_replication(obs))
         if profile(spec).runs_redis and spec.redis.persistence.mode != "none":
             obs = self._observe_claims(obs, spec)
-        if profile(spec).runs_redis and read.get(names.auth_secret(ref.name)) is None:
+        auth = read.get(names.auth_secret(ref.name))
+        asked = obs.annotations.get(names.ANNOTATION_ROTATE_PASSWORD)
+        handled = (obs.status.get("auth") or {}).get("requested")
+        if profile(spec).runs_redis and (auth is None or (asked and asked != handled)):
             obs = replace(obs, fresh_passwords=(self.passwords(), self.passwords()))
+        if profile(spec).runs_redis and names.PREVIOUS_PASSWORD_KEY in (auth or {}).get("data", {}):
+            obs = self._observe_acl(obs, spec, auth)
         return obs
+
+    def _observe_acl(
+        self, obs: Observed, spec: CacheTierSpec, auth: dict[str, Any] | None
+    ) -> Observed:
+        """During a password rotation only: the application user's password hashes on
+        every Redis pod and Sentinel (``ACL GETUSER default``)."""
+        if self.acl is None:
+            return obs
+        pods = obs.pods
+        if pods is None:
+            selector = ",".join(f"{k}={v}" for k, v in names.selector_labels(obs.ref.name).items())
+            pods = tuple(self.kube.list_objects("Pod", obs.ref.namespace, selector))
+        password = _decode(auth, names.OPERATOR_PASSWORD_KEY)
+        ca = None
+        if spec.tls.enabled and spec.tls.secret_name:
+            ca = _decode(obs.secrets.get(spec.tls.secret_name), "ca.crt")
+        servers = []
+        for pod, host, port, sentinel in rotation.servers_of(pods):
+            target = Target(
+                host=host,
+                port=port,
+                username=names.OPERATOR_USER,
+                password=password,
+                tls=spec.tls.enabled and not sentinel,
+                ca_data=None if sentinel else ca,
+            )
+            hashes = self.acl.password_hashes(target, "default")
+            servers.append(rotation.Server(pod, host, port, sentinel, hashes))
+        return replace(obs, acl=tuple(servers))
 
     def _observe_claims(self, obs: Observed, spec: CacheTierSpec) -> Observed:
         """The tier's PVCs (by name: no list of every claim) and, when one is smaller
@@ -339,6 +378,18 @@ class TierReconciler:
                 handover=request.handover,
             )
         self._act_replication(obs, decision)
+        for update in decision.acl_updates:
+            if self.acl is None:
+                break
+            try:
+                self.acl.update(update)
+                log.info(
+                    "%s/%s: password rotation: %s on %s:%s", *key,
+                    "added the new password" if update.add else "removed the old password",
+                    update.target.host, update.target.port,
+                )  # fmt: skip
+            except RedisUnavailable as exc:
+                log.warning("%s/%s: password rotation: %s (retried)", *key, exc)
         for pod in decision.pod_deletes:
             # Supervised update: the StatefulSet (OnDelete) re-creates it from the new
             # template; the next pod waits until this one is back and in sync. After
@@ -384,6 +435,7 @@ class TierReconciler:
                 enabled=step.enabled,
                 effective_percent=step.effective_percent,
                 connection_ready=step.connection_ready,
+                auth_revision=step.auth_revision,
             )
             plan = replace(plan, enabled=fresh.enabled, pod_patches=fresh.pod_patches)
             used.append(plan)

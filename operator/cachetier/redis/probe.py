@@ -53,6 +53,11 @@ def _client(target: Target, timeout: float, *, decode: bool = False) -> redis.Re
     )
 
 
+def connect(target: Target, timeout: float = 2.0) -> redis.Redis:
+    """A client for ``target`` (as the prober makes them: TLS, no CLIENT SETINFO)."""
+    return _client(target, timeout)
+
+
 def probe(target: Target, previous: Counters | None, timeout: float = 2.0) -> ProbeResult:
     """PING (timed) then INFO; any connection problem is ``up=False`` with the reason."""
     client = _client(target, timeout)

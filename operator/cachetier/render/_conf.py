@@ -207,7 +207,7 @@ def render_auth_conf(spec: CacheTierSpec, secrets: TierSecrets) -> str:
     if spec.auth.enabled:
         if not secrets.app_password:
             raise ValueError("auth.enabled is true but no app password was given")
-        default_auth = quote_conf(">" + secrets.app_password)
+        default_auth = " ".join(quote_conf(">" + pw) for pw in secrets.accepted())
     else:
         default_auth = "nopass"
     default_user = [

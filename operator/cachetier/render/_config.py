@@ -35,14 +35,18 @@ def config_hash(redis_conf: str, auth_conf: str) -> str:
 
 
 def build_auth_secret(ref: TierRef, spec: CacheTierSpec, secrets: TierSecrets) -> dict[str, Any]:
-    """<tier>-auth: operator password, auth.conf, and the app password when generated.
-
-    A password from spec.auth.passwordSecretRef is not copied here as ``password``:
-    its source of truth is the user's Secret.
+    """<tier>-auth: operator password, auth.conf (sentinel.conf), the application
+    password in use (generated, or a copy of spec.auth.passwordSecretRef's), the one
+    the config hash is computed with, and during a rotation the one being retired.
     """
     values: dict[str, str] = {}
-    if spec.auth.enabled and secrets.app_password_generated and secrets.app_password:
+    if spec.auth.enabled and secrets.app_password:
+        # A passwordSecretRef's password too: the copy in use, so that a change of the
+        # user's Secret is seen (and rotated to) rather than switched to at once.
         values[names.AUTH_PASSWORD_KEY] = secrets.app_password
+        values[names.HASH_PASSWORD_KEY] = secrets.hash_password or secrets.app_password
+        if secrets.previous_app_password:
+            values[names.PREVIOUS_PASSWORD_KEY] = secrets.previous_app_password
     values[names.OPERATOR_PASSWORD_KEY] = secrets.operator_password
     values[names.AUTH_CONF_KEY] = render_auth_conf(spec, secrets)
     if profile(spec).sentinel:
@@ -69,6 +73,7 @@ def build_auth_recovery_secret(
     values: dict[str, str] = {}
     if spec.auth.enabled and secrets.app_password_generated and secrets.app_password:
         values[names.AUTH_PASSWORD_KEY] = secrets.app_password
+        values[names.HASH_PASSWORD_KEY] = secrets.hash_password or secrets.app_password
     values[names.OPERATOR_PASSWORD_KEY] = secrets.operator_password
     return stamp(
         {

@@ -55,7 +55,7 @@ def render_sentinel_conf(spec: CacheTierSpec, secrets: TierSecrets) -> str:
     (``SENTINEL MONITOR``), and again for a Sentinel that was replaced."""
     app = "nopass"
     if spec.auth.enabled and secrets.app_password:
-        app = quote_conf(">" + secrets.app_password)
+        app = " ".join(quote_conf(">" + pw) for pw in secrets.accepted())
     lines = [
         HEADER,
         f"port {names.SENTINEL_PORT}",

@@ -58,8 +58,11 @@ def render_tier(
     """
     if not profile(spec).runs_redis:
         return []
-    password = secrets.app_password if spec.auth.enabled else None
-    auth_conf = render_auth_conf(spec, secrets)
+    password = secrets.connection_password if spec.auth.enabled else None
+    # The pods' config hash sees the first application password only: a rotated one is
+    # applied live (ACL SETUSER) and restarts nothing; a pod that restarts reads the
+    # auth.conf of the Secret, with every password accepted at that moment.
+    auth_conf = render_auth_conf(spec, secrets.for_hash())
     objects = [
         build_auth_secret(ref, spec, secrets),
         build_auth_recovery_secret(ref, spec, secrets),
@@ -86,7 +89,7 @@ def render_tier(
         build_network_policy(ref, spec, operator_namespace),
     ]
     if profile(spec).sentinel:
-        sentinel_conf = render_sentinel_conf(spec, secrets)
+        sentinel_conf = render_sentinel_conf(spec, secrets.for_hash())
         objects += [
             build_replicas_service(ref),
             build_sentinel_service(ref),

@@ -33,6 +33,37 @@ class TierSecrets:
     """True when the operator generated app_password (it is then kept in <tier>-auth),
     False when it comes from spec.auth.passwordSecretRef."""
 
+    previous_app_password: str | None = None
+    """During a password rotation: the password being retired (kept in <tier>-auth as
+    ``previous-password`` until no server accepts it any more)."""
+    accept_previous: bool = False
+    """auth.conf and sentinel.conf list ``previous_app_password`` beside app_password."""
+    tell_previous: bool = False
+    """The connection Secret still gives consumers ``previous_app_password``."""
+    hash_password: str | None = None
+    """The application password the pods' config hash is computed with (the first one):
+    a rotation restarts no pod. None: app_password."""
+
+    @property
+    def connection_password(self) -> str | None:
+        """What consumers are told (the connection Secret)."""
+        if self.tell_previous and self.previous_app_password:
+            return self.previous_app_password
+        return self.app_password
+
+    def accepted(self) -> tuple[str, ...]:
+        """The application passwords the servers accept (auth.conf, sentinel.conf)."""
+        out = [self.app_password] if self.app_password else []
+        previous = self.previous_app_password
+        if self.accept_previous and previous and previous not in out:
+            out.append(previous)
+        return tuple(out)
+
+    def for_hash(self) -> TierSecrets:
+        """The secrets as the config hash sees them: the first application password."""
+        app = self.app_password and (self.hash_password or self.app_password)
+        return TierSecrets(app, self.operator_password, self.app_password_generated)
+
     def __repr__(self) -> str:
         # Never let a password reach a log line or a test failure message.
         return (
