@@ -117,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
         "rollback", help="switch every consumer off now (rollout.enabled=false)", parents=[common]
     )
     rollback.add_argument("tier", metavar="TIER")
+    rotate = commands.add_parser(
+        "rotate-password",
+        help="rotate the application password with no downtime (generated passwords)",
+        parents=[common],
+    )
+    rotate.add_argument("tier", metavar="TIER")
     return parser
 
 
@@ -135,6 +141,8 @@ def build_patch(args: argparse.Namespace) -> JsonObj:
     """The merge patch a changing command sends (pure; validates the percent first)."""
     if args.command == "rollback":
         return {"spec": {"rollout": {"enabled": False}}}
+    if args.command == "rotate-password":
+        return {}  # the annotation's value is the time: see rotate_patch
     if args.action == "set":
         return {"spec": {"rollout": {"percent": parse_percent(args.percent), "enabled": True}}}
     paused = "true" if args.action == "pause" else None  # null deletes in a merge patch
@@ -156,6 +164,12 @@ def rearm_patch(patch: JsonObj, now: datetime) -> JsonObj:
     return {**patch, "metadata": meta}
 
 
+def rotate_patch(now: datetime) -> JsonObj:
+    """``cachetier.io/rotate-password`` set to a new value (pure): the operator rotates."""
+    stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return {"metadata": {"annotations": {names.ANNOTATION_ROTATE_PASSWORD: stamp}}}
+
+
 def describe_change(
     args: argparse.Namespace,
     result: JsonObj,
@@ -168,6 +182,17 @@ def describe_change(
     With ``before`` (the tier as it was), ``rollout set`` says when nothing changed.
     """
     name = f'cachetier "{args.tier}"'
+    if args.command == "rotate-password":
+        if field(result, "spec", "auth", "passwordSecretRef"):
+            return (
+                f"{name} takes its password from a Secret of yours: change that Secret's "
+                "content and the operator rotates to it (the annotation is ignored)"
+            )
+        return (
+            f"{name} password rotation requested: the new password is added beside the old, "
+            "consumers roll onto it, then the old one is removed "
+            f"(cachetier status {args.tier}; status.auth)"
+        )
     rollout = field(result, "spec", "rollout") or {}
     if args.command == "rollback":
         kept = rollout.get("percent", 100)
@@ -204,6 +229,8 @@ def run(args: argparse.Namespace, now: datetime) -> str:
             patch = rearm_patch(patch, now)
         result = patch_tier(api, namespace, args.tier, patch)
         return describe_change(args, result, before, rearmed=rearm)
+    if args.command == "rotate-password":
+        patch = rotate_patch(now)
     if patch is not None:
         return describe_change(args, patch_tier(api, namespace, args.tier, patch))
     if args.tier is not None:

@@ -54,6 +54,9 @@ class MemoryKube:
         """(verb, kind, name) of every write, in order."""
         self._lock = threading.Lock()
         self._scope = threading.local()
+        self._applied: dict[Key, set[str]] = {}
+        """Secret data keys each apply set: like server-side apply, a key the manager
+        applied before and no longer applies is removed."""
 
     # -- test helpers ------------------------------------------------------------
 
@@ -114,9 +117,14 @@ class MemoryKube:
                 stored["metadata"].setdefault("generation", 1)
             else:
                 stored = _merge(live, obj)
+                if obj["kind"] == "Secret" and "data" in obj:
+                    for dropped in self._applied.get(key, set()) - set(obj["data"]):
+                        stored.get("data", {}).pop(dropped, None)
                 if live.get("spec") != stored.get("spec"):
                     stored["metadata"]["generation"] = live["metadata"].get("generation", 1) + 1
             self.objects[key] = stored
+            if obj["kind"] == "Secret":
+                self._applied[key] = set(obj.get("data") or {})
             return copy.deepcopy(stored)
 
     def merge_patch(

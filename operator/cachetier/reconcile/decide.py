@@ -532,6 +532,16 @@ def _rotation(
     previous = secrets.previous_app_password
     revision = rotation.auth_revision(target, secrets.operator_password)
     if previous is None:
+        handled = str(previous_status.get("requested") or "")
+        if asked and asked != handled and not secrets.app_password_generated:
+            ignored = Event(
+                "Warning",
+                "PasswordRotationIgnored",
+                f"{names.ANNOTATION_ROTATE_PASSWORD}: this tier's password comes from "
+                "spec.auth.passwordSecretRef; change that Secret's content to rotate it",
+            )
+            noted = {**previous_status, "requested": asked}
+            return secrets, RotationStep(status=noted, revision=kept_revision, events=(ignored,))
         return secrets, RotationStep(revision=kept_revision)
     servers = obs.acl
     ours = [
