@@ -257,3 +257,67 @@ def test_an_unknown_command_in_an_acl_rule_stops_redis(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode != 0
+
+
+def test_rotation_adds_and_removes_passwords_live_on_redis_and_sentinel(
+    server: int, tmp_path: Path
+) -> None:
+    """RedisAclAdmin on a real redis-server and a real Sentinel: the hashes it reads are
+    what the pure rotation compares, a password added is accepted at once beside the
+    old one, a password removed is refused, and a Sentinel keeps the change across a
+    restart (its config flushed)."""
+    from cachetier.ports import AclUpdate
+    from cachetier.reconcile.rotation import password_hash
+    from cachetier.redis.acl import RedisAclAdmin
+    from cachetier.render._replication import render_sentinel_conf
+
+    admin = RedisAclAdmin()
+    target = _operator_target(server)
+    assert admin.password_hashes(target, "default") == {password_hash(APP_PW)}
+    admin.update(AclUpdate(target, "default", add=("rotated-pw", APP_PW)))
+    assert admin.password_hashes(target, "default") == {
+        password_hash(APP_PW), password_hash("rotated-pw")
+    }  # fmt: skip
+    for pw in (APP_PW, "rotated-pw"):
+        with redis.Redis(port=server, password=pw, **quiet_handshake()) as c:
+            assert c.ping()
+    admin.update(AclUpdate(target, "default", remove=(APP_PW,)))
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(port=server, password=APP_PW, **quiet_handshake()).ping()
+    # Put the module's server back as the other tests expect it.
+    admin.update(AclUpdate(target, "default", add=(APP_PW,), remove=("rotated-pw",)))
+    assert admin.password_hashes(target, "default") == {password_hash(APP_PW)}
+    assert admin.password_hashes(Target("127.0.0.1", _free_port()), "default") is None
+
+    spec = CacheTierSpec.model_validate(
+        {"mode": "replication", "redis": {"persistence": {"mode": "aof"}}}
+    )
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(render_sentinel_conf(spec, TierSecrets(APP_PW, OP_PW, True)))
+    port = _free_port()
+
+    def start() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            ["redis-server", str(conf), "--sentinel", "--port", str(port), "--bind", "127.0.0.1"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while admin.password_hashes(sentinel, "default") is None:
+            assert proc.poll() is None, "Sentinel refused the rendered sentinel.conf"
+            assert time.monotonic() < deadline, "Sentinel did not start"
+            time.sleep(0.05)
+        return proc
+
+    sentinel = Target("127.0.0.1", port, username=names.OPERATOR_USER, password=OP_PW)
+    proc = start()
+    try:
+        admin.update(AclUpdate(sentinel, "default", add=("rotated-pw", APP_PW), sentinel=True))
+        admin.update(AclUpdate(sentinel, "default", remove=(APP_PW,), sentinel=True))
+        proc.terminate()
+        proc.wait(timeout=10)
+        proc = start()
+        assert admin.password_hashes(sentinel, "default") == {password_hash("rotated-pw")}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
