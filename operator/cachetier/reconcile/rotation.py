@@ -130,4 +130,10 @@ def rolled_out(workload: dict[str, Any], revision: str) -> bool:
             int(st.get("updatedReplicas") or 0) >= want
             and st.get("currentRevision") == st.get("updateRevision")
         ) or want == 0
-    return int(st.get("updatedReplicas") or 0) >= want and int(st.get("replicas") or 0) <= want
+    # terminatingReplicas (newer API servers): an old pod shutting down may still be
+    # serving with the old password.
+    return (
+        int(st.get("updatedReplicas") or 0) >= want
+        and int(st.get("replicas") or 0) <= want
+        and not int(st.get("terminatingReplicas") or 0)
+    )

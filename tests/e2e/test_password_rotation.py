@@ -1,0 +1,284 @@
+"""Password rotation with zero downtime (real redis-server, real consumer pods).
+
+A standalone tier and a consumer Deployment (the demo app, a real redis-py process the
+node agent runs, with ``REDIS_URL`` injected from the connection Secret). While three
+clients run — a client that keeps the old password and connects anew for every command
+(a consumer pod that has not restarted yet), a client that reads the connection Secret
+for every command (a consumer pod that starts now), and a poller of every demo pod's
+``/status`` — ``cachetier rotate-password`` is run. Checked: ``status.auth`` goes
+InProgress -> Done; the demo pod is replaced (a rolling restart) and its successor uses
+Redis with no error; the Redis pod is not restarted; neither the Secret-reading client
+nor any demo pod ever sees ``WRONGPASS``/``NOAUTH``; the old-password client sees none
+until every consumer pod runs the new password; at the end the old password is refused.
+A second tier takes its password from a Secret of the user's: changing that Secret's
+content rotates the same way.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+import threading
+import time
+import urllib.request
+from typing import Any
+
+import pytest
+import redis
+
+from cachetier import names
+from cachetier.redis.options import quiet_handshake
+from tests.e2e.helpers import Operator, event_messages, get_json, kubectl_apply, wait_for
+from tests.e2e.test_cli import run_cli
+
+pytestmark = pytest.mark.timeout(600)
+
+TIER = """
+apiVersion: cachetier.io/v1alpha1
+kind: CacheTier
+metadata: {{name: rot, namespace: {ns}}}
+spec:
+  mode: standalone
+  redis: {{maxmemory: 32mb, persistence: {{mode: none}}}}
+  consumers: {{selector: {{matchLabels: {{app: rot-demo}}}}}}
+  rollout: {{enabled: true, percent: 100}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: rot-demo, namespace: {ns}, labels: {{app: rot-demo}}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: rot-demo}}}}
+  template:
+    metadata: {{labels: {{app: rot-demo}}}}
+    spec:
+      containers:
+        - name: app
+          image: cachetier/demo-app:0.1.0
+          env:
+            - {{name: PORT, value: "8080"}}
+            - name: POD_IP
+              valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}
+          readinessProbe:
+            httpGet: {{path: /healthz, port: 8080}}
+            periodSeconds: 1
+"""
+
+BYO = """
+apiVersion: v1
+kind: Secret
+metadata: {{name: their-password, namespace: {ns}}}
+stringData: {{password: {password}}}
+---
+apiVersion: cachetier.io/v1alpha1
+kind: CacheTier
+metadata: {{name: rot-byo, namespace: {ns}}}
+spec:
+  mode: standalone
+  redis: {{maxmemory: 32mb, persistence: {{mode: none}}}}
+  auth: {{passwordSecretRef: {{name: their-password, key: password}}}}
+"""
+
+AUTH_ERRORS = ("WRONGPASS", "NOAUTH", "invalid username-password", "Authentication")
+
+
+def _secret(cluster: Any, ns: str, name: str) -> dict[str, str]:
+    data = (get_json(cluster, "secret", ns, name) or {}).get("data") or {}
+    return {k: base64.b64decode(v).decode() for k, v in data.items()}
+
+
+def _status(cluster: Any, ns: str, name: str) -> dict[str, Any]:
+    return dict((get_json(cluster, names.PLURAL, ns, name) or {}).get("status") or {})
+
+
+def _pods(cluster: Any, ns: str, selector: str) -> list[dict[str, Any]]:
+    out = cluster.run_kubectl("get", "pods", "-n", ns, "-l", selector, "-o", "json")
+    return list(json.loads(out.stdout)["items"])
+
+
+def _auth_fails(url: str) -> str:
+    """The error a fresh connection on ``url`` gets ("" when it authenticates)."""
+    try:
+        with redis.from_url(url, socket_timeout=2, **quiet_handshake()) as client:
+            client.set("rotation:probe", "1")
+        return ""
+    except redis.RedisError as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+class Clients:
+    """The three observers, each in a thread, each recording (time, error)."""
+
+    def __init__(self, cluster: Any, ns: str, old_url: str) -> None:
+        self.cluster, self.ns, self.old_url = cluster, ns, old_url
+        self.stop = threading.Event()
+        self.old: list[tuple[float, str]] = []
+        self.new: list[tuple[float, str]] = []
+        self.pods: list[tuple[float, str]] = []
+        self.ops = {"old": 0, "new": 0, "pods": 0}
+        self.first_pod_uid = ""
+        self.first_pod_gone: float | None = None
+        """When the first demo pod was no longer listed (deleted for good)."""
+        self.threads = [
+            threading.Thread(target=self._old, daemon=True),
+            threading.Thread(target=self._new, daemon=True),
+            threading.Thread(target=self._poll_pods, daemon=True),
+        ]
+
+    def _old(self) -> None:
+        while not self.stop.is_set():
+            error = _auth_fails(self.old_url)
+            self.ops["old"] += 1
+            if error:
+                self.old.append((time.monotonic(), error))
+            time.sleep(0.02)
+
+    def _new(self) -> None:
+        while not self.stop.is_set():
+            url = _secret(self.cluster, self.ns, names.connection_secret("rot"))["url"]
+            error = _auth_fails(url)
+            self.ops["new"] += 1
+            if error:
+                self.new.append((time.monotonic(), error))
+
+    def _poll_pods(self) -> None:
+        while not self.stop.is_set():
+            pods = _pods(self.cluster, self.ns, "app=rot-demo")
+            listed = {p["metadata"]["uid"] for p in pods}
+            if self.first_pod_gone is None and self.first_pod_uid not in listed:
+                self.first_pod_gone = time.monotonic()
+            for pod in pods:
+                ip = (pod.get("status") or {}).get("podIP")
+                if not ip or pod["metadata"].get("deletionTimestamp"):
+                    continue
+                try:
+                    # GET / uses Redis (the report), /status says the last error.
+                    urllib.request.urlopen(f"http://{ip}:8080/", timeout=2).read()
+                    body = urllib.request.urlopen(f"http://{ip}:8080/status", timeout=2).read()
+                except OSError:
+                    continue  # starting or stopping
+                self.ops["pods"] += 1
+                error = str(json.loads(body).get("last_error") or "")
+                if any(e in error for e in AUTH_ERRORS):
+                    self.pods.append((time.monotonic(), f"{pod['metadata']['name']}: {error}"))
+            time.sleep(0.2)
+
+    def __enter__(self) -> Clients:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=10)
+
+
+def test_rotate_password_with_consumers_running_old_and_new(
+    kube_cluster: Any, namespace: str, operator: Operator
+) -> None:
+    ns = namespace
+    kubectl_apply(kube_cluster, TIER.format(ns=ns))
+    wait_for(
+        lambda: _status(kube_cluster, ns, "rot").get("phase") == "Ready",
+        timeout=180,
+        what="the tier Ready",
+    )
+
+    def demo_on_redis() -> dict[str, Any] | None:
+        for pod in _pods(kube_cluster, ns, "app=rot-demo"):
+            ip = (pod.get("status") or {}).get("podIP")
+            if not ip or pod["metadata"].get("deletionTimestamp"):
+                continue
+            try:
+                urllib.request.urlopen(f"http://{ip}:8080/", timeout=2).read()
+                body = json.loads(urllib.request.urlopen(f"http://{ip}:8080/status").read())
+            except OSError:
+                continue
+            if body.get("cache") == "redis" and not body.get("last_error"):
+                return pod
+        return None
+
+    demo = wait_for(demo_on_redis, timeout=180, what="the demo pod using Redis")
+    old_url = _secret(kube_cluster, ns, names.connection_secret("rot"))["url"]
+    old_pw = _secret(kube_cluster, ns, names.auth_secret("rot"))["password"]
+    redis_selector = ",".join(
+        f"{k}={v}" for k, v in names.component_labels("rot", names.COMPONENT_REDIS).items()
+    )
+    redis_uids = {p["metadata"]["uid"] for p in _pods(kube_cluster, ns, redis_selector)}
+
+    clients = Clients(kube_cluster, ns, old_url)
+    clients.first_pod_uid = demo["metadata"]["uid"]
+    with clients:
+        wait_for(lambda: all(clients.ops.values()), timeout=30, what="every client going")
+        started = time.monotonic()
+        out = run_cli(kube_cluster.kubeconfig, "rotate-password", "rot", namespace=ns)
+        assert out.returncode == 0 and "rotation requested" in out.stdout, out
+
+        def done() -> bool:
+            auth = _status(kube_cluster, ns, "rot").get("auth") or {}
+            return auth.get("rotation") == "Done"
+
+        try:
+            wait_for(done, timeout=240, what="status.auth.rotation Done", interval=0.2)
+        except AssertionError as exc:
+            st = _status(kube_cluster, ns, "rot")
+            raise AssertionError(f"{exc}; status {json.dumps(st)[:2000]}") from None
+        took = time.monotonic() - started
+        # Observe a little longer: the new pod keeps working after the old password goes.
+        time.sleep(2)
+    gone = clients.first_pod_gone
+    assert gone is not None, "the old demo pod was never replaced"
+    new_pw = _secret(kube_cluster, ns, names.auth_secret("rot"))["password"]
+    assert new_pw != old_pw
+    assert names.PREVIOUS_PASSWORD_KEY not in _secret(kube_cluster, ns, names.auth_secret("rot"))
+    # The old password may go only once no consumer pod runs with it any more.
+    early = [e for t, e in clients.old if t < gone]
+    print(
+        f"\npassword rotation: Done after {took:.1f}s (the old demo pod gone after "
+        f"{gone - started:.1f}s); ops {clients.ops}; old-password client errors "
+        f"{len(early)} before the old pod was gone, {len(clients.old) - len(early)} after; "
+        f"Secret-reading client errors {len(clients.new)}; demo pod auth errors "
+        f"{len(clients.pods)}",
+        file=sys.__stdout__,
+        flush=True,
+    )
+    assert clients.new == [], clients.new[:3]
+    assert clients.pods == [], clients.pods[:3]
+    assert early == [], early[:3]
+    # The old password is refused now, the new one accepted; no Redis pod restarted.
+    assert "WRONGPASS" in _auth_fails(old_url) or "invalid" in _auth_fails(old_url)
+    assert _auth_fails(_secret(kube_cluster, ns, names.connection_secret("rot"))["url"]) == ""
+    assert {p["metadata"]["uid"] for p in _pods(kube_cluster, ns, redis_selector)} == redis_uids
+    # The demo pod was replaced (a rolling restart) and its successor uses Redis.
+    successor = wait_for(demo_on_redis, timeout=60, what="the new demo pod using Redis")
+    assert successor["metadata"]["uid"] != demo["metadata"]["uid"]
+    template = (get_json(kube_cluster, "deployment", ns, "rot-demo") or {})["spec"]["template"]
+    revision = _status(kube_cluster, ns, "rot")["auth"]["revision"]
+    assert template["metadata"]["annotations"][names.ANNOTATION_AUTH_REVISION] == revision
+    reasons = " ".join(event_messages(kube_cluster, ns, "PasswordRotated"))
+    assert "password rotated" in reasons
+
+
+def test_a_changed_password_secret_is_rotated_to(
+    kube_cluster: Any, namespace: str, operator: Operator
+) -> None:
+    ns = namespace
+    kubectl_apply(kube_cluster, BYO.format(ns=ns, password="first-password-0123"))
+    wait_for(
+        lambda: _status(kube_cluster, ns, "rot-byo").get("phase") == "Ready",
+        timeout=180,
+        what="the BYO tier Ready",
+    )
+    url_of = lambda: _secret(kube_cluster, ns, names.connection_secret("rot-byo"))["url"]  # noqa: E731
+    old_url = url_of()
+    assert _auth_fails(old_url) == ""
+    kubectl_apply(kube_cluster, BYO.format(ns=ns, password="second-password-4567"))
+    wait_for(
+        lambda: (_status(kube_cluster, ns, "rot-byo").get("auth") or {}).get("rotation") == "Done",
+        timeout=120,
+        what="the rotation to the Secret's new password Done",
+    )
+    assert "second-password-4567" in url_of() and _auth_fails(url_of()) == ""
+    assert _auth_fails(old_url) != ""
