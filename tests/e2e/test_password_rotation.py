@@ -282,3 +282,60 @@ def test_a_changed_password_secret_is_rotated_to(
     )
     assert "second-password-4567" in url_of() and _auth_fails(url_of()) == ""
     assert _auth_fails(old_url) != ""
+
+
+REPLICATION = """
+apiVersion: cachetier.io/v1alpha1
+kind: CacheTier
+metadata: {{name: rot-r, namespace: {ns}}}
+spec:
+  mode: replication
+  replication: {{replicas: 1, sentinels: 3}}
+  redis: {{maxmemory: 32mb, persistence: {{mode: aof, size: 64Mi}}}}
+"""
+
+
+def test_a_replication_tier_rotates_on_every_redis_and_sentinel(
+    kube_cluster: Any, namespace: str, operator: Operator
+) -> None:
+    """The annotation (the GitOps way): the new password on both Redis pods and the
+    three Sentinels (Sentinel-aware clients authenticate to them too), the old one
+    refused by all of them at the end, no pod restarted."""
+    ns = namespace
+    kubectl_apply(kube_cluster, REPLICATION.format(ns=ns))
+    wait_for(
+        lambda: _status(kube_cluster, ns, "rot-r").get("phase") == "Ready",
+        timeout=240,
+        what="the replication tier Ready",
+    )
+    old_pw = _secret(kube_cluster, ns, names.auth_secret("rot-r"))["password"]
+    selector = ",".join(f"{k}={v}" for k, v in names.selector_labels("rot-r").items())
+    sentinels = ",".join(f"{k}={v}" for k, v in names.sentinel_selector_labels("rot-r").items())
+
+    def pods() -> list[dict[str, Any]]:
+        return _pods(kube_cluster, ns, selector) + _pods(kube_cluster, ns, sentinels)
+
+    before = {p["metadata"]["uid"]: p for p in pods()}
+    assert len(before) == 5
+    kube_cluster.run_kubectl(
+        "annotate", names.PLURAL, "rot-r", "-n", ns,
+        f"{names.ANNOTATION_ROTATE_PASSWORD}=gitops-1", "--overwrite",
+    )  # fmt: skip
+    wait_for(
+        lambda: (_status(kube_cluster, ns, "rot-r").get("auth") or {}).get("rotation") == "Done",
+        timeout=120,
+        what="the rotation Done",
+    )
+    new_pw = _secret(kube_cluster, ns, names.auth_secret("rot-r"))["password"]
+    assert new_pw != old_pw
+    assert _secret(kube_cluster, ns, names.connection_secret("rot-r"))["password"] == new_pw
+    for pod in before.values():
+        port = names.REDIS_PORT
+        if pod["metadata"]["labels"].get(names.LABEL_COMPONENT) == names.COMPONENT_SENTINEL:
+            port = names.SENTINEL_PORT
+        ip = pod["status"]["podIP"]
+        with redis.Redis(host=ip, port=port, password=new_pw, **quiet_handshake()) as c:
+            assert c.ping(), pod["metadata"]["name"]
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(host=ip, port=port, password=old_pw, **quiet_handshake()).ping()
+    assert {p["metadata"]["uid"] for p in pods()} == set(before)

@@ -225,6 +225,11 @@ class TierReconciler:
         if pods is None:
             selector = ",".join(f"{k}={v}" for k, v in names.selector_labels(obs.ref.name).items())
             pods = tuple(self.kube.list_objects("Pod", obs.ref.namespace, selector))
+        if profile(spec).sentinel:
+            # The Sentinels hold the application user too (Sentinel-aware clients).
+            labels = names.sentinel_selector_labels(obs.ref.name)
+            selector = ",".join(f"{k}={v}" for k, v in labels.items())
+            pods = (*pods, *self.kube.list_objects("Pod", obs.ref.namespace, selector))
         password = _decode(auth, names.OPERATOR_PASSWORD_KEY)
         ca = None
         if spec.tls.enabled and spec.tls.secret_name:
