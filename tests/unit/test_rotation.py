@@ -147,3 +147,39 @@ def test_a_rotation_adds_switches_rolls_and_removes_in_that_order() -> None:
         dep["spec"]["template"]["metadata"]["annotations"][names.ANNOTATION_AUTH_REVISION]
         == revision
     )
+
+
+def test_a_tier_created_with_the_annotation_is_not_rotated_later() -> None:
+    w = World("standalone")
+    w.reconciler.acl = FakeAcl()
+    tier = w.tier
+    tier["metadata"]["annotations"] = {names.ANNOTATION_ROTATE_PASSWORD: "from-git"}
+    w.kube.put(tier)
+    w.step()
+    w.pods_ready()
+    first = _secret(w, names.auth_secret("cache"), "password")
+    for _ in range(3):
+        w.step()
+    assert _secret(w, names.auth_secret("cache"), "password") == first
+    assert _secret(w, names.auth_secret("cache"), names.PREVIOUS_PASSWORD_KEY) is None
+    assert w.tier["status"]["auth"] == {"requested": "from-git"}
+
+
+def test_the_annotation_on_a_tier_with_its_own_password_secret_is_ignored_with_a_warning() -> None:
+    w = World("standalone")
+    w.kube.put({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "theirs", "namespace": NS},
+        "data": {"password": base64.b64encode(b"their-password").decode()},
+    })  # fmt: skip
+    tier = w.tier
+    tier["spec"]["auth"] = {"passwordSecretRef": {"name": "theirs", "key": "password"}}
+    w.kube.put(tier)
+    w.step()
+    tier = w.tier
+    tier["metadata"]["annotations"] = {names.ANNOTATION_ROTATE_PASSWORD: "now"}
+    w.kube.put(tier)
+    w.step()
+    w.step()
+    assert [r for r, _ in w.events].count("PasswordRotationIgnored") == 1
+    assert _secret(w, names.connection_secret("cache"), "password") == "their-password"

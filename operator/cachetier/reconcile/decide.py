@@ -460,7 +460,7 @@ def _tier_secrets(
                 f"spec.auth.passwordSecretRef: Secret {byo.name!r} {what}", delay=30
             )
             return None, seed, events, missing
-        if previous is None and in_use and in_use != value:
+        if previous is None and live is not None and in_use and in_use != value:
             # The user's Secret has a new password: rotate to it, the old one accepted
             # until every consumer runs the new one.
             previous = in_use
@@ -477,7 +477,8 @@ def _tier_secrets(
     # (the auth Secret is a child: the apply below keeps it).
     current = generated_pw or fresh_app
     hash_pw = hash_pw or current
-    if previous is None and asked and asked != handled and generated_pw and fresh_app:
+    existed = live is not None  # a rotation needs a password already in use
+    if previous is None and asked and asked != handled and existed and generated_pw and fresh_app:
         previous, current = generated_pw, fresh_app
         events.append(
             _rotation_started(f"{names.ANNOTATION_ROTATE_PASSWORD}={asked!r}: a new password")
@@ -533,15 +534,21 @@ def _rotation(
     revision = rotation.auth_revision(target, secrets.operator_password)
     if previous is None:
         handled = str(previous_status.get("requested") or "")
-        if asked and asked != handled and not secrets.app_password_generated:
-            ignored = Event(
-                "Warning",
-                "PasswordRotationIgnored",
-                f"{names.ANNOTATION_ROTATE_PASSWORD}: this tier's password comes from "
-                "spec.auth.passwordSecretRef; change that Secret's content to rotate it",
-            )
+        if asked and asked != handled:
+            # Nothing to rotate from (a tier created with the annotation), or a password
+            # the user owns: the request is noted as handled, never acted on later.
             noted = {**previous_status, "requested": asked}
-            return secrets, RotationStep(status=noted, revision=kept_revision, events=(ignored,))
+            events: tuple[Event, ...] = ()
+            if not secrets.app_password_generated:
+                events = (
+                    Event(
+                        "Warning",
+                        "PasswordRotationIgnored",
+                        f"{names.ANNOTATION_ROTATE_PASSWORD}: this tier's password comes from "
+                        "spec.auth.passwordSecretRef; change that Secret's content to rotate it",
+                    ),
+                )
+            return secrets, RotationStep(status=noted, revision=kept_revision, events=events)
         return secrets, RotationStep(revision=kept_revision)
     servers = obs.acl
     ours = [
