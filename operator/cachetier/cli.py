@@ -80,10 +80,15 @@ def _global_options(parser: argparse.ArgumentParser, default: object) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``cachetier``."""
+def program_name(argv0: str) -> str:
+    """``kubectl cachetier`` when run as the kubectl plugin (``kubectl-cachetier``)."""
+    return "kubectl cachetier" if Path(argv0).name.startswith("kubectl-") else "cachetier"
+
+
+def build_parser(prog: str = "cachetier") -> argparse.ArgumentParser:
+    """The argument parser of ``cachetier`` (and of the ``kubectl cachetier`` plugin)."""
     parser = argparse.ArgumentParser(
-        prog="cachetier",
+        prog=prog,
         description="Operate CacheTier rollouts through the Kubernetes API.",
     )
     _global_options(parser, default=None)
@@ -245,7 +250,7 @@ def run(args: argparse.Namespace, now: datetime) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cachetier`` console script; returns the exit code."""
-    args = build_parser().parse_args(argv)  # exits 2 on a usage error
+    args = build_parser(program_name(sys.argv[0])).parse_args(argv)  # exits 2 on a usage error
     try:
         print(run(args, datetime.now(UTC)))
     except (CliError, TierApiError) as exc:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import logging
 import os
 import socket
 import sys
@@ -20,6 +19,7 @@ from urllib.parse import urlsplit
 import kopf
 
 import cachetier.handlers  # noqa: F401  (registers the handlers)
+from cachetier import logfmt
 
 EXIT_PORT_IN_USE = 1
 
@@ -67,6 +67,12 @@ def main(argv: list[str] | None = None) -> None:
         default=int(os.environ.get("CACHETIER_METRICS_PORT", "9090")),
         help="Prometheus metrics port, 0 = off (env CACHETIER_METRICS_PORT)",
     )
+    parser.add_argument(
+        "--log-format",
+        choices=logfmt.FORMATS,
+        default=os.environ.get("CACHETIER_LOG_FORMAT", "json"),
+        help="json (one object per line) or text (env CACHETIER_LOG_FORMAT)",
+    )
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     try:
@@ -83,10 +89,14 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["CACHETIER_METRICS_PORT"] = str(args.metrics_port)
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
-    )
+    if args.log_format not in logfmt.FORMATS:  # from the environment
+        print(
+            f"cachetier-operator: error: CACHETIER_LOG_FORMAT must be json or text, "
+            f"got {args.log_format!r}",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    logfmt.configure(args.log_format, args.verbose)
     memo = kopf.Memo(kubeconfig=args.kubeconfig)
     kopf.run(
         standalone=True,

@@ -43,3 +43,40 @@ def test_forget_tier_drops_every_per_tier_series() -> None:
     metrics.forget_tier("gone", "t")
     assert 'namespace="gone"' not in generate_latest(metrics.REGISTRY).decode()
     assert len(metrics.TIER_GAUGES) == 13
+
+
+DASHBOARD = RULE.with_name("grafana-dashboard.json")
+
+
+def test_the_grafana_dashboard_queries_exported_series_and_covers_the_sre_view() -> None:
+    import json
+
+    for gauge in metrics.TIER_GAUGES:
+        gauge.labels("dash", "t").set(1)
+    metrics.set_error_classes("dash", "t", {"NOPERM": 1})
+    metrics.FAILOVERS.labels("dash", "t").inc()
+    metrics.ROLLBACKS.labels("dash", "t", "Manual").inc()
+    metrics.RECONCILES.labels("ok").inc()
+    metrics.RECONCILE_SECONDS.observe(0.1)
+    metrics.API_WRITES.inc()
+    exported = set(
+        re.findall(r"^(cachetier_\w+)[{ ]", generate_latest(metrics.REGISTRY).decode(), re.M)
+    )
+    dashboard = json.loads(DASHBOARD.read_text())
+    used: set[str] = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            found = set(re.findall(r"cachetier_\w+", target["expr"]))
+            assert found and found <= exported, (panel["title"], found - exported)
+            used |= found
+    for variable in dashboard["templating"]["list"]:
+        assert set(re.findall(r"cachetier_\w+", variable.get("query", ""))) <= exported
+    # What the SRE view shows (issue: rollout percent, consumers, latency, hit rate,
+    # error rate, rollbacks, failovers).
+    for needed in (
+        "cachetier_rollout_effective_percent", "cachetier_consumers_enabled",
+        "cachetier_probe_latency_ms", "cachetier_redis_hit_rate", "cachetier_redis_error_rate",
+        "cachetier_rollbacks_total", "cachetier_failovers_total",
+    ):  # fmt: skip
+        assert needed in used, needed
+    metrics.forget_tier("dash", "t")
