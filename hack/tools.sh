@@ -4,8 +4,9 @@
 # repeat finds them:
 #   npm      node-redis 4 and ioredis, pinned by tests/clients/package-lock.json
 #   kstatus  the kstatus verdict of sigs.k8s.io/cli-utils (hack/kstatus, go.sum-pinned)
+#   luahealth  Argo CD's Lua health checks in gopher-lua (hack/luahealth, go.sum-pinned)
 # Usage: hack/tools.sh install        (idempotent; what bootstrap runs)
-#        hack/tools.sh path npm|kstatus   (prints the node_modules dir / the binary)
+#        hack/tools.sh path npm|kstatus|luahealth   (the node_modules dir / a binary)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE="${CACHETIER_CACHE:-$HOME/.cache/cachetier}"
@@ -14,6 +15,9 @@ key() { cat "$@" | sha256sum | cut -c1-16; }
 npm_dir() { echo "$CACHE/npm/$(key tests/clients/package.json tests/clients/package-lock.json)"; }
 kstatus_bin() {
   echo "$CACHE/kstatus/$(key hack/kstatus/go.mod hack/kstatus/go.sum hack/kstatus/main.go)/kstatus-compute"
+}
+luahealth_bin() {
+  echo "$CACHE/luahealth/$(key hack/luahealth/go.mod hack/luahealth/go.sum hack/luahealth/main.go)/luahealth"
 }
 log() { printf '[tools] %s\n' "$*" >&2; }
 
@@ -38,13 +42,24 @@ install_kstatus() {
     go build -trimpath -o "$bin.tmp" . && mv "$bin.tmp" "$bin")
 }
 
+install_luahealth() {
+  local bin; bin="$(luahealth_bin)"
+  [[ -x $bin ]] && return 0
+  command -v go >/dev/null || { log "Go toolchain not found"; exit 1; }
+  log "building luahealth (github.com/yuin/gopher-lua) into $(dirname "$bin")"
+  mkdir -p "$(dirname "$bin")"
+  (cd hack/luahealth && CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS="-mod=readonly -buildvcs=false" \
+    go build -trimpath -o "$bin.tmp" . && mv "$bin.tmp" "$bin")
+}
+
 case "${1:-}" in
-  install) install_npm; install_kstatus ;;
+  install) install_npm; install_kstatus; install_luahealth ;;
   path)
     case "${2:-}" in
       npm) echo "$(npm_dir)/node_modules" ;;
       kstatus) kstatus_bin ;;
-      *) echo "usage: $0 path npm|kstatus" >&2; exit 2 ;;
+      luahealth) luahealth_bin ;;
+      *) echo "usage: $0 path npm|kstatus|luahealth" >&2; exit 2 ;;
     esac ;;
-  *) echo "usage: $0 install | path npm|kstatus" >&2; exit 2 ;;
+  *) echo "usage: $0 install | path npm|kstatus|luahealth" >&2; exit 2 ;;
 esac

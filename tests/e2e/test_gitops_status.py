@@ -3,7 +3,9 @@
 kstatus (``sigs.k8s.io/cli-utils``, the library of Flux and kpt; ``hack/kstatus``,
 built by ``hack/tools.sh``) judges the tier at each state: provisioning and a spec
 change in flight are InProgress, Ready is Current, a refused spec and an automatic
-rollback are Failed — never an endless InProgress. An application that calls a
+rollback are Failed — never an endless InProgress — and Argo CD's verdict from the
+shipped Lua health check (``manifests/argocd/health.lua``, run in gopher-lua by
+``hack/luahealth``) agrees at every one of those states. An application that calls a
 disabled command rolls the tier back with the cause named (NOPERM, KEYS);
 ``cachetier rollout set`` re-arms it without a spec change and says so. The full
 resync restores a deleted connection Secret that no watch event reports.
@@ -98,7 +100,49 @@ def kstatus(obj: dict[str, Any]) -> dict[str, str]:
         [binary], input=json.dumps(obj), capture_output=True, text=True, check=True, timeout=30
     )
     result: dict[str, str] = json.loads(out.stdout)
+    # Argo CD's verdict on the same object, from the Lua health check we ship, run in
+    # gopher-lua (the interpreter Argo CD embeds): it must agree with kstatus.
+    argo = argocd_health(obj)
+    assert argo["status"] == ARGO_FOR_KSTATUS[result["status"]], (result, argo)
+    result["argocd"] = argo["status"]
     return result
+
+
+ARGO_FOR_KSTATUS = {"Current": "Healthy", "InProgress": "Progressing", "Failed": "Degraded"}
+HEALTH_LUA = REPO / "manifests" / "argocd" / "health.lua"
+
+
+def argocd_health(obj: dict[str, Any]) -> dict[str, str]:
+    """What Argo CD's health assessment says of ``obj`` with manifests/argocd/health.lua."""
+    binary = subprocess.run(
+        ["bash", str(REPO / "hack" / "tools.sh"), "path", "luahealth"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert Path(binary).is_file(), f"{binary} missing: run `make bootstrap`"
+    out = subprocess.run(
+        [binary, str(HEALTH_LUA)], input=json.dumps(obj), capture_output=True, text=True,
+        check=True, timeout=30,
+    )  # fmt: skip
+    result: dict[str, str] = json.loads(out.stdout)
+    return result
+
+
+def test_the_argocd_configmap_snippet_carries_the_shipped_script() -> None:
+    import yaml
+
+    snippet = yaml.safe_load((HEALTH_LUA.with_name("argocd-cm-patch.yaml")).read_text())
+    script = snippet["data"]["resource.customizations.health.cachetier.io_CacheTier"]
+    assert script.strip() == HEALTH_LUA.read_text().strip()
+    ignore = yaml.safe_load(
+        snippet["data"]["resource.customizations.ignoreDifferences.apps_Deployment"]
+    )
+    assert ignore == {"managedFieldsManagers": ["cachetier-operator"]}
+    # Before the operator answered: Progressing, never Healthy.
+    fresh = {"metadata": {"name": "t", "generation": 1}, "status": {"observedGeneration": 0}}
+    assert argocd_health(fresh)["status"] == "Progressing"
+    assert argocd_health({"metadata": {"name": "t", "generation": 1}})["status"] == "Progressing"
 
 
 def patch_spec(cluster: Any, ns: str, spec: dict[str, Any]) -> None:
