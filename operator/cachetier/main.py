@@ -5,21 +5,31 @@ is one clear line and exit code 1, not a traceback after the operator began:
 
 - liveness ``--liveness`` / ``CACHETIER_LIVENESS`` (default ``http://0.0.0.0:8080/healthz``);
 - metrics ``--metrics-port`` / ``CACHETIER_METRICS_PORT`` (default 9090; 0 turns it off).
+
+With ``--leader-elect`` (``CACHETIER_LEADER_ELECT=true``) several replicas may run: each
+waits for the Lease ``cachetier-operator`` in its own namespace before it starts kopf
+(see :mod:`cachetier.kube.lease`), answering liveness meanwhile; exactly one reconciles.
 """
 
 from __future__ import annotations
 
 import argparse
 import errno
+import logging
 import os
+import signal
 import socket
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 import kopf
 
 import cachetier.handlers  # noqa: F401  (registers the handlers)
-from cachetier import logfmt
+from cachetier import logfmt, names
+from cachetier.kube.client import Kube, load_api_client
+from cachetier.kube.lease import LeaderElector
 
 EXIT_PORT_IN_USE = 1
 
@@ -73,6 +83,17 @@ def main(argv: list[str] | None = None) -> None:
         default=os.environ.get("CACHETIER_LOG_FORMAT", "json"),
         help="json (one object per line) or text (env CACHETIER_LOG_FORMAT)",
     )
+    parser.add_argument(
+        "--leader-elect",
+        action="store_true",
+        default=os.environ.get("CACHETIER_LEADER_ELECT", "").lower() in ("1", "true", "yes"),
+        help="several replicas, one active: wait for the Lease (env CACHETIER_LEADER_ELECT)",
+    )
+    parser.add_argument(
+        "--lease-namespace",
+        default=os.environ.get("CACHETIER_OPERATOR_NAMESPACE") or names.OPERATOR_NAMESPACE,
+        help="where the Lease lives (env CACHETIER_OPERATOR_NAMESPACE)",
+    )
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     try:
@@ -97,13 +118,65 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(2)
     logfmt.configure(args.log_format, args.verbose)
+    elector = None
+    if args.leader_elect:
+        elector = _lead(args, host, port)
     memo = kopf.Memo(kubeconfig=args.kubeconfig)
-    kopf.run(
-        standalone=True,
-        clusterwide=True,
-        liveness_endpoint=args.liveness,
-        memo=memo,
-    )
+    try:
+        kopf.run(
+            standalone=True,
+            clusterwide=True,
+            liveness_endpoint=args.liveness,
+            memo=memo,
+        )
+    finally:
+        if elector is not None:
+            elector.release()
+
+
+def _lead(args: argparse.Namespace, host: str, port: int) -> LeaderElector:
+    """Wait (answering liveness) until this replica holds the Lease; keep renewing it,
+    and exit at once if it is lost: a standby may be reconciling by then."""
+    identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    kube = Kube(load_api_client(args.kubeconfig))
+    elector = LeaderElector(kube, args.lease_namespace, identity)
+    server = _standby_liveness(host, port)
+    try:
+        elector.acquire()
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+
+    def lost() -> None:
+        logging.getLogger("cachetier.leader").warning(
+            "leader election: stopping now so that the new leader alone reconciles"
+        )
+        logging.shutdown()
+        # At once, not kopf's graceful stop (handlers would run on meanwhile).
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    elector.keep(lost)
+    return elector
+
+
+def _standby_liveness(host: str, port: int) -> ThreadingHTTPServer | None:
+    """``GET /healthz`` = ok while a standby waits (kopf serves it once leading)."""
+    if port == 0:
+        return None
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"standby")
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=server.serve_forever, name="standby-liveness", daemon=True).start()
+    return server
 
 
 if __name__ == "__main__":

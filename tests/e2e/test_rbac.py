@@ -86,6 +86,14 @@ CAN_I = [
     ("impersonate", "serviceaccounts", [], "no"),
     ("*", "*", [], "no"),
 ]
+# Leader election: the Lease of its own namespace, nowhere else.
+CAN_I_NAMESPACED = [
+    ("get", "leases.coordination.k8s.io", ["-n", SA_NAMESPACE], "yes"),
+    ("create", "leases.coordination.k8s.io", ["-n", SA_NAMESPACE], "yes"),
+    ("patch", "leases.coordination.k8s.io", ["-n", SA_NAMESPACE], "yes"),
+    ("delete", "leases.coordination.k8s.io", ["-n", SA_NAMESPACE], "no"),
+    ("patch", "leases.coordination.k8s.io", ["-n", "default"], "no"),
+]
 
 # "403 Forbidden: ..." (ApiError), kopf's APIForbiddenError, "status": 403 in a body;
 # not the milliseconds of a timestamp (",403").
@@ -151,6 +159,8 @@ def test_manifests_dry_run(kube_cluster: KubeCluster, operator_rbac: None) -> No
         f"clusterrole.rbac.authorization.k8s.io/{SA_NAME}",
         f"clusterrolebinding.rbac.authorization.k8s.io/{SA_NAME}",
         f"deployment.apps/{SA_NAME}",
+        f"poddisruptionbudget.policy/{SA_NAME}",
+        f"role.rbac.authorization.k8s.io/{SA_NAME}-leader",
     ):
         assert kind_name in out, f"{kind_name} missing from dry-run output:\n{out}"
     assert "(server dry run)" in out
@@ -172,6 +182,13 @@ def test_least_privilege(kube_cluster: KubeCluster, operator_rbac: None) -> None
     for verb, resource, extra, expected in CAN_I:
         proc = kube_cluster.run_kubectl(
             "auth", "can-i", verb, resource, "-A", *extra, f"--as={SA_USER}", check=False
+        )
+        answer = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr
+        if answer != expected:
+            wrong.append(f"can-i {verb} {resource} {' '.join(extra)}: {answer!r} != {expected}")
+    for verb, resource, extra, expected in CAN_I_NAMESPACED:
+        proc = kube_cluster.run_kubectl(
+            "auth", "can-i", verb, resource, *extra, f"--as={SA_USER}", check=False
         )
         answer = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr
         if answer != expected:

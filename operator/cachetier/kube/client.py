@@ -51,6 +51,7 @@ RESOURCES: dict[str, Resource] = {
     "Deployment": Resource("/apis/apps/v1", "deployments"),
     "PodDisruptionBudget": Resource("/apis/policy/v1", "poddisruptionbudgets"),
     "NetworkPolicy": Resource("/apis/networking.k8s.io/v1", "networkpolicies"),
+    "Lease": Resource("/apis/coordination.k8s.io/v1", "leases"),
     names.KIND: Resource(f"/apis/{names.API_VERSION}", names.PLURAL),
 }
 
