@@ -96,6 +96,7 @@ def test_two_replicas_one_active_and_the_standby_takes_over(
     kube_cluster: Any,
     namespace: str,
     operator_ignores_namespace: tier_handlers.Runtime | None,
+    crd_installed: None,
     tmp_path: Path,
 ) -> None:
     ns = namespace
