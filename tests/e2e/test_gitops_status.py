@@ -87,17 +87,27 @@ class Watcher:
         self._watch.stop()
 
 
-def kstatus(obj: dict[str, Any]) -> dict[str, str]:
-    """The verdict of cli-utils' ``status.Compute`` for ``obj``."""
+def tool(name: str) -> str:
+    """The binary ``hack/tools.sh`` built for ``name`` (kstatus, luahealth)."""
     binary = subprocess.run(
-        ["bash", str(REPO / "hack" / "tools.sh"), "path", "kstatus"],
+        ["bash", str(REPO / "hack" / "tools.sh"), "path", name],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.strip()
     assert Path(binary).is_file(), f"{binary} missing: run `make bootstrap`"
+    return binary
+
+
+def kstatus(obj: dict[str, Any]) -> dict[str, str]:
+    """The verdict of cli-utils' ``status.Compute`` for ``obj``."""
     out = subprocess.run(
-        [binary], input=json.dumps(obj), capture_output=True, text=True, check=True, timeout=30
+        [tool("kstatus")],
+        input=json.dumps(obj),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
     )
     result: dict[str, str] = json.loads(out.stdout)
     # Argo CD's verdict on the same object, from the Lua health check we ship, run in
@@ -114,15 +124,8 @@ HEALTH_LUA = REPO / "manifests" / "argocd" / "health.lua"
 
 def argocd_health(obj: dict[str, Any]) -> dict[str, str]:
     """What Argo CD's health assessment says of ``obj`` with manifests/argocd/health.lua."""
-    binary = subprocess.run(
-        ["bash", str(REPO / "hack" / "tools.sh"), "path", "luahealth"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    assert Path(binary).is_file(), f"{binary} missing: run `make bootstrap`"
     out = subprocess.run(
-        [binary, str(HEALTH_LUA)], input=json.dumps(obj), capture_output=True, text=True,
+        [tool("luahealth"), str(HEALTH_LUA)], input=json.dumps(obj), capture_output=True, text=True,
         check=True, timeout=30,
     )  # fmt: skip
     result: dict[str, str] = json.loads(out.stdout)
