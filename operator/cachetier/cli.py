@@ -128,6 +128,11 @@ def build_parser(prog: str = "cachetier") -> argparse.ArgumentParser:
         parents=[common],
     )
     rotate.add_argument("tier", metavar="TIER")
+    rotate.add_argument(
+        "--operator",
+        action="store_true",
+        help="rotate the operator's own password (replication links, Sentinels) instead",
+    )
     return parser
 
 
@@ -169,10 +174,14 @@ def rearm_patch(patch: JsonObj, now: datetime) -> JsonObj:
     return {**patch, "metadata": meta}
 
 
-def rotate_patch(now: datetime) -> JsonObj:
-    """``cachetier.io/rotate-password`` set to a new value (pure): the operator rotates."""
+def rotate_patch(now: datetime, operator: bool = False) -> JsonObj:
+    """``cachetier.io/rotate-password`` (``rotate-operator-password``) set to a new value
+    (pure): the operator rotates."""
     stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return {"metadata": {"annotations": {names.ANNOTATION_ROTATE_PASSWORD: stamp}}}
+    key = (
+        names.ANNOTATION_ROTATE_OPERATOR_PASSWORD if operator else names.ANNOTATION_ROTATE_PASSWORD
+    )
+    return {"metadata": {"annotations": {key: stamp}}}
 
 
 def describe_change(
@@ -187,6 +196,12 @@ def describe_change(
     With ``before`` (the tier as it was), ``rollout set`` says when nothing changed.
     """
     name = f'cachetier "{args.tier}"'
+    if args.command == "rotate-password" and getattr(args, "operator", False):
+        return (
+            f"{name} operator password rotation requested: the new one is added beside the "
+            "old, the operator, replicas and Sentinels switch to it, then the old one is "
+            f"removed (cachetier status {args.tier}; status.auth.operator)"
+        )
     if args.command == "rotate-password":
         if field(result, "spec", "auth", "passwordSecretRef"):
             return (
@@ -235,7 +250,7 @@ def run(args: argparse.Namespace, now: datetime) -> str:
         result = patch_tier(api, namespace, args.tier, patch)
         return describe_change(args, result, before, rearmed=rearm)
     if args.command == "rotate-password":
-        patch = rotate_patch(now)
+        patch = rotate_patch(now, operator=args.operator)
     if patch is not None:
         return describe_change(args, patch_tier(api, namespace, args.tier, patch))
     if args.tier is not None:

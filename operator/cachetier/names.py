@@ -34,6 +34,7 @@ ANNOTATION_SPEC_HASH = f"{GROUP}/spec-hash"
 ANNOTATION_ROLLOUT_PAUSED = f"{GROUP}/rollout-paused"
 ANNOTATION_REARM = f"{GROUP}/rearm"
 ANNOTATION_ROTATE_PASSWORD = f"{GROUP}/rotate-password"
+ANNOTATION_ROTATE_OPERATOR_PASSWORD = f"{GROUP}/rotate-operator-password"
 """On a CacheTier: any new value asks for a new application password (GitOps)."""
 ANNOTATION_AUTH_REVISION = f"{GROUP}/auth-revision"
 """On a consumer's pod template: which password generation it runs with (a new value
@@ -78,6 +79,15 @@ PREVIOUS_PASSWORD_KEY = "previous-password"
 HASH_PASSWORD_KEY = "config-hash-password"
 """<tier>-auth: the application password the pod template's config hash is computed
 with (the first one): a rotated password is applied live, it restarts no pod."""
+NEXT_OPERATOR_PASSWORD_KEY = "next-operator-password"
+"""<tier>-auth, while an operator password rotation adds the new one to every server:
+the new operator password (``operator-password`` is the one the operator still uses)."""
+PREVIOUS_OPERATOR_PASSWORD_KEY = "previous-operator-password"
+"""<tier>-auth, once the operator uses the new password: the one being retired."""
+HASH_OPERATOR_PASSWORD_KEY = "config-hash-operator-password"
+"""<tier>-auth: the operator password the config hash is computed with (the first)."""
+PROBE_PASSWORD_KEY = "probe-password"
+"""<tier>-auth: the password of the probe user (names.PROBE_USER), which only PINGs."""
 AUTH_CONF_KEY = "auth.conf"
 REDIS_CONF_KEY = "redis.conf"
 
@@ -92,6 +102,9 @@ CONNECTION_SECRET_TYPE = f"servicebinding.io/{CONNECTION_TYPE}"
 # The operator's own ACL user in every Redis it runs: probes, cluster formation,
 # replication (masteruser). Not restricted by spec.redis.disabledCommands.
 OPERATOR_USER = "cachetier-operator"
+# The readiness probes' ACL user: PING only. Its password reaches the containers as an
+# env var (fixed at start) and never rotates, so the operator's own password can.
+PROBE_USER = "cachetier-probe"
 # app.kubernetes.io/name of the operator's own pods; the NetworkPolicy lets them in.
 OPERATOR_APP_NAME = "cachetier-operator"
 OPERATOR_NAMESPACE = "cachetier-system"

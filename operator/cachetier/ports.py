@@ -191,9 +191,27 @@ class AclUpdate:
     remove: tuple[str, ...] = ()
     sentinel: bool = False
     """A Sentinel: its config file is flushed after (it runs from a copy it rewrites)."""
+    rules: tuple[str, ...] = ()
+    """Further ACL rules (no password in them), e.g. those of a user being created."""
 
     def __repr__(self) -> str:
         return f"AclUpdate({self.target.host}:{self.target.port}, {self.user}, <redacted>)"
+
+
+@dataclass(frozen=True)
+class OperatorSwitch:
+    """An operator password rotation: a server starts logging in to the others with
+    the operator password in use -- a Redis pod to its primary (``CONFIG SET
+    masterauth``), a Sentinel to the Redis pods and its peers (``SENTINEL SET <master>
+    auth-pass``, ``SENTINEL CONFIG SET sentinel-pass``)."""
+
+    target: Target
+    sentinel: bool
+    master: str
+    """The name the Sentinels monitor the primary under (replication mode)."""
+
+    def __repr__(self) -> str:
+        return f"OperatorSwitch({self.target.host}:{self.target.port})"
 
 
 class AclAdmin(Protocol):
@@ -206,6 +224,15 @@ class AclAdmin(Protocol):
 
     def update(self, update: AclUpdate) -> None:
         """Carry out one ``AclUpdate`` (raises RedisUnavailable when it cannot)."""
+        ...
+
+    def switched(self, target: Target, sentinel: bool) -> bool | None:
+        """The server logs in to the others with ``target.password`` (``masterauth``, a
+        Sentinel's ``sentinel-pass``); None: no answer."""
+        ...
+
+    def switch(self, switch: OperatorSwitch) -> None:
+        """Carry out one ``OperatorSwitch`` (raises RedisUnavailable when it cannot)."""
         ...
 
 

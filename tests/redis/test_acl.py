@@ -321,3 +321,127 @@ def test_rotation_adds_and_removes_passwords_live_on_redis_and_sentinel(
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_operator_password_rotates_live_on_primary_replica_and_sentinel(tmp_path: Path) -> None:
+    """The operator password's stages on real processes: a primary, its replica and a
+    Sentinel monitoring them, rendered as the operator renders them (with the probe
+    user). The new password is added, every server switched to it (masterauth,
+    auth-pass, sentinel-pass), the old one removed; then every connection the old one
+    authenticated is cut, and the replica's link and the Sentinel's come back with the
+    new one. The probe user can PING and nothing else."""
+    from cachetier.ports import AclUpdate, OperatorSwitch
+    from cachetier.reconcile.rotation import password_hash
+    from cachetier.redis.acl import RedisAclAdmin
+    from cachetier.render._replication import render_sentinel_conf
+
+    new_pw, probe_pw = "op-pw-2", "probe-pw"
+    secrets = TierSecrets(APP_PW, OP_PW, True, probe_password=probe_pw)
+    spec = CacheTierSpec.model_validate({"mode": "replication"})
+    (tmp_path / "auth.conf").write_text(render_auth_conf(spec, secrets))
+    (tmp_path / "sentinel.conf").write_text(render_sentinel_conf(spec, secrets))
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def redis_server(port: int, *extra: str) -> None:
+        data = tmp_path / str(port)
+        data.mkdir()
+        procs.append(
+            subprocess.Popen(
+                [
+                    *("redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""),
+                    *("--dir", str(data), "--include", str(tmp_path / "auth.conf"), *extra),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+
+    def wait(check: Any, what: str) -> None:
+        deadline = time.monotonic() + 20
+        while not check():
+            assert all(p.poll() is None for p in procs), f"a server exited: {what}"
+            assert time.monotonic() < deadline, what
+            time.sleep(0.05)
+
+    admin = RedisAclAdmin()
+    primary, replica, sentinel = _free_port(), _free_port(), _free_port()
+    try:
+        redis_server(primary)
+        redis_server(replica, "--replicaof", "127.0.0.1", str(primary))
+        procs.append(
+            subprocess.Popen(
+                [
+                    *("redis-server", str(tmp_path / "sentinel.conf"), "--sentinel"),
+                    *("--port", str(sentinel), "--bind", "127.0.0.1"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        old = {
+            p: Target("127.0.0.1", p, names.OPERATOR_USER, OP_PW)
+            for p in (primary, replica, sentinel)
+        }
+        for port, target in old.items():
+            wait(lambda t=target: admin.password_hashes(t, "default") is not None, f"{port} up")
+
+        def client(port: int, password: str) -> redis.Redis:
+            return redis.Redis(
+                port=port, username=names.OPERATOR_USER, password=password, **quiet_handshake()
+            )
+
+        def link_up() -> bool:
+            info = client(replica, new_pw).info("replication")
+            return bool(info.get("master_link_status") == "up")
+
+        with client(sentinel, OP_PW) as s:
+            s.execute_command("SENTINEL", "MONITOR", "m", "127.0.0.1", primary, 1)
+            s.execute_command("SENTINEL", "SET", "m", "auth-user", names.OPERATOR_USER)
+            s.execute_command("SENTINEL", "SET", "m", "auth-pass", OP_PW)
+        for port in (primary, replica, sentinel):  # the probe user: PING, nothing else
+            with redis.Redis(
+                port=port, username=names.PROBE_USER, password=probe_pw, **quiet_handshake()
+            ) as c:
+                assert c.ping()
+                with pytest.raises(redis.exceptions.NoPermissionError):
+                    c.execute_command("INFO")
+
+        for port, target in old.items():  # Adding
+            admin.update(
+                AclUpdate(target, names.OPERATOR_USER, add=(new_pw,), sentinel=port == sentinel)
+            )
+            assert admin.password_hashes(target, names.OPERATOR_USER) == {
+                password_hash(OP_PW), password_hash(new_pw)
+            }  # fmt: skip
+        new = {p: Target("127.0.0.1", p, names.OPERATOR_USER, new_pw) for p in old}
+        for port, target in new.items():  # Switching
+            assert admin.switched(target, port == sentinel) is False
+            admin.switch(OperatorSwitch(target, port == sentinel, "m"))
+            assert admin.switched(target, port == sentinel) is True
+        for port, target in new.items():  # Removing
+            admin.update(
+                AclUpdate(target, names.OPERATOR_USER, remove=(OP_PW,), sentinel=port == sentinel)
+            )
+            assert admin.password_hashes(target, names.OPERATOR_USER) == {password_hash(new_pw)}
+            with pytest.raises(redis.AuthenticationError):
+                client(port, OP_PW).ping()
+        # Cut every connection the old password opened: they come back with the new one.
+        with client(primary, new_pw) as p:
+            p.execute_command("CLIENT", "KILL", "USER", names.OPERATOR_USER)
+        wait(link_up, "the replica's link came back")
+
+        def sentinel_reconnected() -> bool:
+            # The Sentinel's own connections (CLIENT SETNAME sentinel-<id>-cmd/pubsub),
+            # logged in again as the operator's user, with the new password.
+            with client(primary, new_pw) as p:
+                users = {c["user"] for c in p.client_list() if c["name"].startswith("sentinel-")}
+            with client(sentinel, new_pw) as s:
+                replicas = s.execute_command("SENTINEL", "REPLICAS", "m")
+            return users == {names.OPERATOR_USER} and len(replicas) == 1
+
+        wait(sentinel_reconnected, "the Sentinel reconnected with the new password")
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=10)

@@ -350,3 +350,13 @@ def test_namespace_and_kubeconfig_may_follow_the_command() -> None:
     assert args.namespace == "a"
     args = build_parser().parse_args(["rollout", "set", "t", "5", "-n", "b"])
     assert (args.namespace, args.percent) == ("b", "5")
+
+
+def test_rotate_password_sets_the_annotation_of_the_password_asked_for() -> None:
+    now = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+    app = cli.rotate_patch(now)["metadata"]["annotations"]
+    operator = cli.rotate_patch(now, operator=True)["metadata"]["annotations"]
+    assert list(app) == [names.ANNOTATION_ROTATE_PASSWORD]
+    assert list(operator) == [names.ANNOTATION_ROTATE_OPERATOR_PASSWORD]
+    args = cli.build_parser().parse_args(["rotate-password", "cache", "--operator"])
+    assert args.operator and "status.auth.operator" in cli.describe_change(args, {})

@@ -9,7 +9,7 @@ import base64
 from typing import Any
 
 from cachetier import names
-from cachetier.ports import AclUpdate, Target
+from cachetier.ports import AclUpdate, OperatorSwitch, Target
 from cachetier.reconcile import rotation
 from cachetier.reconcile.rotation import Server, password_hash
 from tests.unit.test_decide import NS, World
@@ -53,21 +53,53 @@ def test_a_workload_is_rolled_out_only_when_no_old_pod_is_left() -> None:
 
 
 class FakeAcl:
-    """Each server's passwords for user ``default``, as ACL SETUSER/GETUSER would."""
+    """Each server's ACL users and passwords, and the operator password each one logs in
+    to the others with, as ACL SETUSER/GETUSER, CONFIG SET masterauth and SENTINEL
+    CONFIG SET sentinel-pass would keep them. A login with a password the server does not
+    hold for the operator's user gets no answer (None)."""
 
     def __init__(self) -> None:
         self.passwords: dict[str, set[str]] = {}
+        """host -> the application user's passwords."""
+        self.operator: dict[str, set[str]] = {}
+        """host -> the operator user's passwords (unset: any login is accepted)."""
+        self.masterauth: dict[str, str] = {}
+        self.users: dict[tuple[str, str], tuple[str, ...]] = {}
         self.updates: list[AclUpdate] = []
+        self.switches: list[OperatorSwitch] = []
+
+    def _admits(self, target: Target) -> bool:
+        assert target.username == names.OPERATOR_USER
+        held = self.operator.get(target.host)
+        return held is None or target.password in held
 
     def password_hashes(self, target: Target, user: str) -> frozenset[str] | None:
-        assert user == "default" and target.username == names.OPERATOR_USER
-        return frozenset(password_hash(p) for p in self.passwords.get(target.host, set()))
+        if not self._admits(target):
+            return None
+        held = self.passwords if user == "default" else self.operator
+        assert user in ("default", names.OPERATOR_USER)
+        return frozenset(password_hash(p) for p in held.get(target.host, set()))
 
     def update(self, update: AclUpdate) -> None:
+        assert self._admits(update.target)
         self.updates.append(update)
-        held = self.passwords.setdefault(update.target.host, set())
+        if update.user == names.PROBE_USER:
+            self.users[(update.target.host, update.user)] = update.rules
+            return
+        book = self.passwords if update.user == "default" else self.operator
+        held = book.setdefault(update.target.host, set())
         held |= set(update.add)
         held -= set(update.remove)
+
+    def switched(self, target: Target, sentinel: bool) -> bool | None:
+        if not self._admits(target):
+            return None
+        return self.masterauth.get(target.host) == target.password
+
+    def switch(self, switch: OperatorSwitch) -> None:
+        assert self._admits(switch.target)
+        self.switches.append(switch)
+        self.masterauth[switch.target.host] = switch.target.password or ""
 
 
 def _secret(w: World, name: str, key: str) -> str | None:
@@ -183,3 +215,175 @@ def test_the_annotation_on_a_tier_with_its_own_password_secret_is_ignored_with_a
     w.step()
     assert [r for r, _ in w.events].count("PasswordRotationIgnored") == 1
     assert _secret(w, names.connection_secret("cache"), "password") == "their-password"
+
+
+def _op(*passwords: str, switched: bool | None = True, probe: bool = True) -> Server:
+    return Server(
+        "p-0", "10.0.0.1", 6379, False, None,
+        operator_hashes=frozenset(password_hash(p) for p in passwords),
+        switched=switched, probe_user=probe,
+    )  # fmt: skip
+
+
+def test_operator_stages_follow_what_the_servers_hold() -> None:
+    stage = rotation.operator_stage
+    assert stage(None, "cur", None, (_op("cur"),)) == ""
+    assert stage("new", "old", None, None) == rotation.ADDING
+    assert stage("new", "old", None, (_op("old"),)) == rotation.ADDING
+    assert stage("new", "old", None, (_op("old", "new"),)) == rotation.SWITCHING
+    # Once the operator logs in with the new one: every server must use it too, and
+    # every probe must log in as the probe user, before the old one goes.
+    assert stage(None, "new", "old", (_op("old", "new", switched=False),)) == rotation.SWITCHING
+    assert stage(None, "new", "old", (_op("old", "new", switched=None),)) == rotation.SWITCHING
+    assert stage(None, "new", "old", (_op("old", "new", probe=False),)) == rotation.SWITCHING
+    assert stage(None, "new", "old", (_op("old", "new"),)) == rotation.REMOVING
+    silent = Server("p-1", "10.0.0.2", 6379, False, None, switched=True)
+    assert stage(None, "new", "old", (_op("new"), silent)) == rotation.REMOVING
+    assert stage(None, "new", "old", (_op("new"),)) == rotation.DONE
+
+
+def test_probes_that_log_in_as_the_operator_are_seen() -> None:
+    def pod(user: str) -> dict[str, Any]:
+        probe = {"exec": {"command": ["sh", "-c", f"redis-cli --user {user} ping"]}}
+        return {"spec": {"containers": [{"name": "redis", "readinessProbe": probe}]}}
+
+    assert rotation.probes_as_probe_user(pod(names.PROBE_USER))
+    assert not rotation.probes_as_probe_user(pod(names.OPERATOR_USER))
+
+
+def _operator_rotation_world(mode: str) -> tuple[World, FakeAcl, str]:
+    w = World(mode)
+    acl = FakeAcl()
+    w.reconciler.acl = acl
+    w.settle()
+    assert w.tier["status"]["phase"] == "Ready", w.tier["status"]
+    old = _secret(w, names.auth_secret("cache"), names.OPERATOR_PASSWORD_KEY)
+    assert old
+    sts = w.kube.get("StatefulSet", NS, names.statefulset("cache")) or {}
+    for i in range(int(sts["spec"]["replicas"])):
+        acl.operator[f"10.0.0.{i + 1}"] = {old}
+        acl.masterauth[f"10.0.0.{i + 1}"] = old
+    return w, acl, old
+
+
+def test_the_operator_password_rotates_adding_switching_removing() -> None:
+    w, acl, old = _operator_rotation_world("standalone")
+    probe = _secret(w, names.auth_secret("cache"), names.PROBE_PASSWORD_KEY)
+    assert probe, "a new tier has a probe user"
+    hash_before = _template_hash(w)
+    sts_before = (w.kube.get("StatefulSet", NS, names.statefulset("cache")) or {})["spec"]
+    app_before = _secret(w, names.connection_secret("cache"), "password")
+
+    tier = w.tier
+    tier["metadata"]["annotations"] = {names.ANNOTATION_ROTATE_OPERATOR_PASSWORD: "q1"}
+    w.kube.put(tier)
+    w.step()  # started: the new one waits in next-operator-password
+    new = _secret(w, names.auth_secret("cache"), names.NEXT_OPERATOR_PASSWORD_KEY)
+    assert new and new != old
+    assert _secret(w, names.auth_secret("cache"), names.OPERATOR_PASSWORD_KEY) == old
+    auth_conf = _secret(w, names.auth_secret("cache"), names.AUTH_CONF_KEY) or ""
+    assert f">{new}" in auth_conf and f">{old}" in auth_conf and f"masterauth {old}" in auth_conf
+    assert w.tier["status"]["auth"]["operator"]["rotation"] == "InProgress"
+    assert "OperatorPasswordRotationStarted" in [r for r, _ in w.events]
+
+    w.step()  # added on every server
+    assert acl.operator["10.0.0.1"] == {old, new}
+    w.step()  # every server has it: the operator logs in with it from now on
+    assert _secret(w, names.auth_secret("cache"), names.OPERATOR_PASSWORD_KEY) == new
+    assert _secret(w, names.auth_secret("cache"), names.PREVIOUS_OPERATOR_PASSWORD_KEY) == old
+    assert _secret(w, names.auth_secret("cache"), names.NEXT_OPERATOR_PASSWORD_KEY) is None
+    assert w.tier["status"]["auth"]["operator"]["stage"] == rotation.SWITCHING
+    w.step()  # the servers log in to each other with the new one
+    assert acl.masterauth["10.0.0.1"] == new
+    assert [s.target.password for s in acl.switches] == [new]
+    w.step()  # the old one goes
+    assert acl.operator["10.0.0.1"] == {new}
+    auth_conf = _secret(w, names.auth_secret("cache"), names.AUTH_CONF_KEY) or ""
+    assert f">{old}" not in auth_conf and f"masterauth {new}" in auth_conf
+    w.step()
+    status = w.tier["status"]["auth"]["operator"]
+    assert status["rotation"] == "Done" and status["requested"] == "q1"
+    assert _secret(w, names.auth_secret("cache"), names.PREVIOUS_OPERATOR_PASSWORD_KEY) is None
+    assert "OperatorPasswordRotated" in [r for r, _ in w.events]
+    # Nothing restarted, nothing else changed: the pods' template, the application's
+    # password, the probe user's.
+    assert _template_hash(w) == hash_before
+    sts_after = (w.kube.get("StatefulSet", NS, names.statefulset("cache")) or {})["spec"]
+    assert sts_after["template"] == sts_before["template"]
+    assert _secret(w, names.connection_secret("cache"), "password") == app_before
+    assert _secret(w, names.auth_secret("cache"), names.PROBE_PASSWORD_KEY) == probe
+    # Settled, and the recovery copy has the new one.
+    acl.updates.clear()
+    acl.switches.clear()
+    w.step()
+    w.step()
+    assert acl.updates == [] and acl.switches == []
+    assert _secret(w, names.auth_recovery_secret("cache"), names.OPERATOR_PASSWORD_KEY) == new
+
+
+def test_a_tier_from_before_the_probe_user_gets_one_and_waits_for_its_pods() -> None:
+    w, acl, old = _operator_rotation_world("standalone")
+    # What an older operator left: no probe user; the probes log in as the operator.
+    auth = w.kube.get("Secret", NS, names.auth_secret("cache")) or {}
+    del auth["data"][names.PROBE_PASSWORD_KEY]
+    w.kube.put(auth)
+    w.step()
+    sts = w.kube.get("StatefulSet", NS, names.statefulset("cache")) or {}
+    container = sts["spec"]["template"]["spec"]["containers"][0]
+    assert f"--user {names.OPERATOR_USER}" in container["readinessProbe"]["exec"]["command"][2]
+    pod = w.kube.get("Pod", NS, names.statefulset("cache") + "-0") or {}
+    pod["spec"] = sts["spec"]["template"]["spec"]
+    w.kube.put(pod)
+
+    tier = w.tier
+    tier["metadata"]["annotations"] = {names.ANNOTATION_ROTATE_OPERATOR_PASSWORD: "q1"}
+    w.kube.put(tier)
+    for _ in range(5):
+        w.step()
+    # Switched, but the old one stays: the pod's probe still logs in with it.
+    assert w.tier["status"]["auth"]["operator"]["stage"] == rotation.SWITCHING
+    new = _secret(w, names.auth_secret("cache"), names.OPERATOR_PASSWORD_KEY)
+    assert new != old and acl.operator["10.0.0.1"] == {old, new}
+    assert acl.users[("10.0.0.1", names.PROBE_USER)][:1] == ("on",)
+    sts = w.kube.get("StatefulSet", NS, names.statefulset("cache")) or {}
+    container = sts["spec"]["template"]["spec"]["containers"][0]
+    assert f"--user {names.PROBE_USER}" in container["readinessProbe"]["exec"]["command"][2]
+    pod["spec"] = sts["spec"]["template"]["spec"]  # the pod was replaced
+    w.kube.put(pod)
+    w.step()
+    w.step()
+    assert acl.operator["10.0.0.1"] == {new}
+    assert w.tier["status"]["auth"]["operator"]["rotation"] == "Done"
+
+
+def test_one_rotation_at_a_time() -> None:
+    w, acl, old = _operator_rotation_world("standalone")
+    app = _secret(w, names.auth_secret("cache"), "password")
+    acl.passwords["10.0.0.1"] = {app or ""}
+    tier = w.tier
+    tier["metadata"]["annotations"] = {
+        names.ANNOTATION_ROTATE_OPERATOR_PASSWORD: "q1",
+        names.ANNOTATION_ROTATE_PASSWORD: "p1",
+    }
+    w.kube.put(tier)
+    w.step()
+    started = [r for r, _ in w.events if r.endswith("RotationStarted")]
+    assert len(started) == 1, started
+    for _ in range(16):
+        w.step()
+        for i in range(2):  # the Deployment controller rolls the consumers at once
+            dep = w.kube.get("Deployment", NS, f"app{i}") or {}
+            generation = dep["metadata"].get("generation", 1)
+            dep["status"] = {"observedGeneration": generation, "replicas": 0, "updatedReplicas": 0}
+            w.kube.put(dep)
+        auth = w.tier["status"].get("auth") or {}
+        if (
+            auth.get("rotation") == "Done"
+            and (auth.get("operator") or {}).get("rotation") == "Done"
+        ):
+            break
+    auth = w.tier["status"]["auth"]
+    assert auth["operator"]["rotation"] == "Done"
+    assert auth["rotation"] == "Done", auth
+    assert _secret(w, names.auth_secret("cache"), "password") != app
+    assert _secret(w, names.auth_secret("cache"), names.OPERATOR_PASSWORD_KEY) != old

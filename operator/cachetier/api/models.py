@@ -1015,6 +1015,29 @@ class UpdateStatus(_Status):
     since: str | None = Field(default=None, description="When that step began (RFC 3339).")
 
 
+class OperatorAuthStatus(_Status):
+    """The operator's own password's rotation (cachetier.io/rotate-operator-password)."""
+
+    rotation: Literal["InProgress", "Done"] | None = Field(
+        default=None, description="InProgress while a rotation runs, Done after the last one."
+    )
+    stage: str | None = Field(
+        default=None,
+        description=(
+            "Adding (servers get the new operator password beside the old), Switching (the "
+            "operator, the replicas and the Sentinels log in with the new one), Removing "
+            "(the old one is removed from every server), Done."
+        ),
+    )
+    since: str | None = Field(
+        default=None, description="When the rotation started, or finished (RFC 3339)."
+    )
+    requested: str | None = Field(
+        default=None,
+        description="The cachetier.io/rotate-operator-password value last handled.",
+    )
+
+
 class AuthStatus(_Status):
     """The application password's rotation (no password, no hash of one)."""
 
@@ -1038,6 +1061,9 @@ class AuthStatus(_Status):
     revision: str | None = Field(
         default=None,
         description="The cachetier.io/auth-revision the consumers' pod templates carry.",
+    )
+    operator: OperatorAuthStatus | None = Field(
+        default=None, description="The rotation of the operator's own password."
     )
 
 

@@ -25,7 +25,7 @@ from cachetier import names
 from cachetier.api.errors import SpecError
 from cachetier.api.models import CacheTierSpec, CacheTierStatus
 from cachetier.api.modes import profile
-from cachetier.ports import AclUpdate, ReplicationAction, Target
+from cachetier.ports import AclUpdate, OperatorSwitch, ReplicationAction, Target
 from cachetier.reconcile import conditions as cond
 from cachetier.reconcile import rotation
 from cachetier.reconcile.consumer_plan import ConsumerPlan, matching_workloads, plan_consumers
@@ -114,6 +114,8 @@ class Decision:
     """Replication mode: REPLICAOF / SENTINEL MONITOR, in order."""
     acl_updates: tuple[AclUpdate, ...] = ()
     """Password rotation: ACL SETUSER on the Redis pods and Sentinels."""
+    operator_switches: tuple[OperatorSwitch, ...] = ()
+    """Operator password rotation: servers to switch to the operator password in use."""
     rotation: RotationStep | None = None
     labels: tuple[LabelChange, ...] = ()
     """Replication mode: pod role labels, demotions first."""
@@ -146,7 +148,12 @@ class Decision:
     @property
     def acts_nothing(self) -> bool:
         """No write and no Redis action (a converge request is idempotent: not counted)."""
-        return self.writes_nothing and not self.redis_actions and not self.acl_updates
+        return (
+            self.writes_nothing
+            and not self.redis_actions
+            and not self.acl_updates
+            and not self.operator_switches
+        )
 
 
 # -- the decision ------------------------------------------------------------------------
@@ -179,6 +186,9 @@ def decide(obs: Observed, now: datetime) -> Decision:
                 raise blocked
             if secrets is not None:
                 secrets, rotating = _rotation(obs, spec, secrets, tls_ca, format_time(now) or "")
+                secrets, rotating = _operator_rotation(
+                    obs, spec, secrets, rotating, seed, tls_ca, format_time(now) or ""
+                )
                 events += rotating.events
         inputs = Inputs(obs, spec, secrets, tls_ca, format_time(now) or "")
         desired = mode.desired(inputs)
@@ -192,10 +202,13 @@ def decide(obs: Observed, now: datetime) -> Decision:
         verdict, requeue = _volume_verdict(obs, volume, judgement.verdict), judgement.requeue
         if volume.orphan_statefulset or volume.hold_statefulset or volume.expanding:
             requeue = _sooner(requeue, VOLUME_RECHECK)
-        if rotating.running:
+        if rotating.running or rotating.operator_running:
             requeue = _sooner(requeue, ROTATION_RECHECK)
             if verdict.phase == "Ready":
-                message = f"rotating the application password: {rotating.running}"
+                if rotating.running:
+                    message = f"rotating the application password: {rotating.running}"
+                else:
+                    message = f"rotating the operator's password: {rotating.operator_running}"
                 verdict = replace(verdict, progressing=("True", "PasswordRotation", message))
     except DependencyMissing as exc:
         verdict, requeue = cond.blocked("DependencyMissing", str(exc)), exc.delay
@@ -223,6 +236,7 @@ def decide(obs: Observed, now: datetime) -> Decision:
         redis_actions=judgement.replication_actions if judgement is not None else (),
         labels=judgement.labels if judgement is not None else (),
         acl_updates=rotating.updates,
+        operator_switches=rotating.switches,
         rotation=rotating,
         consumers=rollout.consumers,
         base_events=tuple(events) + rollout.events,
@@ -394,7 +408,7 @@ def _tier_secrets(
     generated_pw = _decode(live, names.AUTH_PASSWORD_KEY)
     seed: dict[str, Any] | None = None
     events: list[Event] = []
-    fresh_operator, fresh_app = obs.fresh_passwords
+    fresh_operator, fresh_app, fresh_probe = obs.fresh_passwords
     if live is None:
         recovery = obs.secrets.get(names.auth_recovery_secret(ref.name))
         connection = obs.secrets.get(names.connection_secret(ref.name))
@@ -421,6 +435,22 @@ def _tier_secrets(
                     "generated; consumers get them as they restart",
                 )
             )
+        # A tier restored with its operator password keeps its probes as they are (an old
+        # tier: as the operator's user); any other gets the probe user.
+        probe_pw = _decode(recovery, names.PROBE_PASSWORD_KEY)
+        if probe_pw is None and not operator_pw:
+            probe_pw = fresh_probe
+        kept = {
+            key: value
+            for key in (
+                names.HASH_OPERATOR_PASSWORD_KEY,
+                names.NEXT_OPERATOR_PASSWORD_KEY,
+                names.PREVIOUS_OPERATOR_PASSWORD_KEY,
+            )
+            if (value := _decode(recovery, key))
+        }
+        if probe_pw:
+            kept[names.PROBE_PASSWORD_KEY] = probe_pw
         operator_pw = operator_pw or fresh_operator
         generated_pw = generated_pw or fresh_app
         seed = encode_secret(
@@ -437,6 +467,7 @@ def _tier_secrets(
                 "stringData": {
                     names.OPERATOR_PASSWORD_KEY: operator_pw,
                     names.AUTH_PASSWORD_KEY: generated_pw,
+                    **kept,
                 },
             }
         )
@@ -460,6 +491,10 @@ def _tier_secrets(
                 f"spec.auth.passwordSecretRef: Secret {byo.name!r} {what}", delay=30
             )
             return None, seed, events, missing
+        waits = previous is None and live is not None and in_use and in_use != value
+        if waits and in_use and _operator_rotating(live):
+            # One rotation at a time: the new password waits for the operator's.
+            value = in_use
         if previous is None and live is not None and in_use and in_use != value:
             # The user's Secret has a new password: rotate to it, the old one accepted
             # until every consumer runs the new one.
@@ -478,7 +513,15 @@ def _tier_secrets(
     current = generated_pw or fresh_app
     hash_pw = hash_pw or current
     existed = live is not None  # a rotation needs a password already in use
-    if previous is None and asked and asked != handled and existed and generated_pw and fresh_app:
+    if (
+        previous is None
+        and asked
+        and asked != handled
+        and existed
+        and generated_pw
+        and fresh_app
+        and not _operator_rotating(live)
+    ):
         previous, current = generated_pw, fresh_app
         events.append(
             _rotation_started(f"{names.ANNOTATION_ROTATE_PASSWORD}={asked!r}: a new password")
@@ -513,6 +556,11 @@ class RotationStep:
     events: tuple[Event, ...] = ()
     running: str = ""
     """The stage, while a rotation runs ("": none runs)."""
+    operator_status: dict[str, Any] | None = None
+    """``status.auth.operator`` (None: keep what it says)."""
+    switches: tuple[OperatorSwitch, ...] = ()
+    operator_running: str = ""
+    """The stage of the operator password's rotation, while one runs."""
 
 
 def _rotation(
@@ -603,6 +651,158 @@ def _rotation(
         status=status, updates=updates, revision=str(status["revision"]), running=stage
     )
     return shown, step
+
+
+def _operator_rotating(live: dict[str, Any] | None) -> bool:
+    data = (live or {}).get("data") or {}
+    return names.NEXT_OPERATOR_PASSWORD_KEY in data or names.PREVIOUS_OPERATOR_PASSWORD_KEY in data
+
+
+def _operator_rotation(
+    obs: Observed,
+    spec: CacheTierSpec,
+    secrets: TierSecrets,
+    step: RotationStep,
+    seed: dict[str, Any] | None,
+    tls_ca: str | None,
+    now_text: str,
+) -> tuple[TierSecrets, RotationStep]:
+    """The operator's own password: the probe user's password, the first operator
+    password (for the config hash), and the stage of a rotation (``rotation`` module)."""
+    live = obs.secrets.get(names.auth_secret(obs.ref.name))
+    source = live if live is not None else seed
+    probe = _decode(source, names.PROBE_PASSWORD_KEY)
+    hash_op = _decode(source, names.HASH_OPERATOR_PASSWORD_KEY)
+    next_ = _decode(source, names.NEXT_OPERATOR_PASSWORD_KEY)
+    previous = _decode(source, names.PREVIOUS_OPERATOR_PASSWORD_KEY)
+    login = secrets.operator_password  # what the operator logs in with this pass
+    status = dict((obs.status.get("auth") or {}).get("operator") or {})
+    asked = obs.annotations.get(names.ANNOTATION_ROTATE_OPERATOR_PASSWORD) or ""
+    handled = str(status.get("requested") or "")
+    fresh_operator, _, fresh_probe = obs.fresh_passwords
+    events: list[Event] = []
+    app_rotating = secrets.previous_app_password is not None
+    if (
+        asked
+        and asked != handled
+        and next_ is None
+        and previous is None
+        and live is not None
+        and not app_rotating
+        and fresh_operator
+    ):
+        next_ = fresh_operator
+        hash_op = hash_op or login
+        if probe is None:
+            # A tier from before the probe user: its pods roll (supervised) to probes
+            # that no longer log in as the operator.
+            probe = fresh_probe
+        events.append(
+            Event(
+                "Normal",
+                "OperatorPasswordRotationStarted",
+                f"{names.ANNOTATION_ROTATE_OPERATOR_PASSWORD}={asked!r}: a new operator "
+                "password; the old one stays accepted until every server uses the new one",
+            )
+        )
+    base = replace(secrets, probe_password=probe, hash_operator_password=hash_op)
+    if next_ is None and previous is None:
+        if asked and asked != handled and not app_rotating:
+            status["requested"] = asked  # nothing to rotate from yet: noted as handled
+            return base, replace(step, operator_status=status)
+        return base, step
+    stage = rotation.operator_stage(next_, login, previous, obs.acl)
+    acl, switch = rotation.operator_updates(stage, next_, previous, obs.acl or ())
+
+    def target(server: rotation.Server) -> Target:
+        return Target(
+            host=server.host,
+            port=server.port,
+            username=names.OPERATOR_USER,
+            password=login,
+            tls=spec.tls.enabled and not server.sentinel,
+            ca_data=None if server.sentinel else tls_ca,
+        )
+
+    probe_rules: tuple[str, ...] = ()
+    if probe:
+        probe_rules = ("on", f">{probe}", "-@all", "+ping")
+    updates = [
+        AclUpdate(
+            target=target(server),
+            user=names.OPERATOR_USER,
+            add=add,
+            remove=remove,
+            sentinel=server.sentinel,
+        )
+        for server, add, remove in acl
+    ]
+    if stage == rotation.ADDING:
+        # The probe user too (a tier from before it): a pod that restarts reads it from
+        # auth.conf, a running one gets it now.
+        updates += [
+            AclUpdate(
+                target=target(server),
+                user=names.PROBE_USER,
+                sentinel=server.sentinel,
+                rules=probe_rules,
+            )
+            for server, _, _ in acl
+            if probe_rules
+        ]
+    switches = tuple(
+        OperatorSwitch(
+            target=target(server),
+            sentinel=server.sentinel,
+            master=names.sentinel_master(obs.ref.name),
+        )
+        for server in switch
+    )
+    started = status.get("rotation") != "InProgress"
+    shown_status: dict[str, Any] = {
+        "rotation": "InProgress",
+        "stage": stage,
+        "since": now_text if started else str(status.get("since") or now_text),
+        "requested": asked or status.get("requested"),
+    }
+    if stage == rotation.ADDING:
+        shown = replace(
+            base,
+            other_operator_password=next_,
+            next_operator_password=next_,
+            previous_operator_password=None,
+        )
+    elif stage == rotation.DONE:
+        shown = replace(base, previous_operator_password=None)
+        shown_status.update(rotation="Done", since=now_text)
+        events.append(
+            Event(
+                "Normal",
+                "OperatorPasswordRotated",
+                "operator password rotated: every Redis pod and Sentinel uses the new one; "
+                "the old one is refused",
+            )
+        )
+    else:
+        # Switching (the operator uses the new one from now on), Removing.
+        new = next_ or login
+        old = login if next_ else previous
+        shown = replace(
+            base,
+            operator_password=new,
+            other_operator_password=old if stage == rotation.SWITCHING else None,
+            next_operator_password=None,
+            previous_operator_password=old,
+        )
+    out = replace(
+        step,
+        updates=step.updates + tuple(updates),
+        switches=switches,
+        operator_status=shown_status,
+        operator_running="" if stage == rotation.DONE else stage,
+        events=step.events + tuple(events),
+    )
+    return shown, out
 
 
 # -- children ------------------------------------------------------------------------------
@@ -806,8 +1006,12 @@ def settle(
             events.append(
                 Event("Warning", "Failover", f"Sentinel moved the primary from {before} to {after}")
             )
-    if decision.rotation is not None and decision.rotation.status is not None:
-        body["auth"] = decision.rotation.status
+    step = decision.rotation
+    if step is not None and (step.status is not None or step.operator_status is not None):
+        auth = dict(step.status if step.status is not None else obs.status.get("auth") or {})
+        if step.operator_status is not None:
+            auth["operator"] = step.operator_status
+        body["auth"] = auth
     if rollout is not None:
         plan = rollout.consumers.plan
         done = outcome or ConsumerOutcome()

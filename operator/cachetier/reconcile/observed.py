@@ -130,8 +130,9 @@ class Observed:
     acl: tuple[Server, ...] | None = None
     """During a password rotation: the application user's password hashes on every Redis
     pod and Sentinel (None: not asked -- no rotation runs)."""
-    fresh_passwords: tuple[str, str] = ("", "")
-    """Entropy for passwords, used only if every copy of the auth Secret is gone."""
+    fresh_passwords: tuple[str, str, str] = ("", "", "")
+    """Entropy for passwords (operator, application, probe user): used when every copy
+    of the auth Secret is gone, or a rotation starts."""
     operator_namespace: str = names.OPERATOR_NAMESPACE
     """The operator's own namespace (admitted by the tier's NetworkPolicy)."""
 

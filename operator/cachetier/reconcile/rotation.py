@@ -20,6 +20,23 @@ A rotation starts when ``cachetier.io/rotate-password`` gets a value not handled
 (a generated password: a new one is generated), or when the content of a
 ``passwordSecretRef`` Secret changes (the operator keeps a copy of the password in use
 in ``<tier>-auth``).
+
+The operator's own password (``cachetier.io/rotate-operator-password``) goes the same
+way; its "consumers" are the operator itself, the replicas (``masterauth``) and the
+Sentinels (``auth-pass``, ``sentinel-pass``):
+
+1. ``Adding`` -- ``ACL SETUSER cachetier-operator >new`` on every server; the operator
+   still logs in with the old one (``operator-password``; the new one waits in
+   ``next-operator-password``).
+2. ``Switching`` -- once every server has it: ``operator-password`` is the new one (the
+   old one moves to ``previous-operator-password``), so every connection the operator
+   opens uses it; ``CONFIG SET masterauth`` on every Redis pod, ``SENTINEL SET auth-pass``
+   and ``SENTINEL CONFIG SET sentinel-pass`` on every Sentinel. The readiness probes log
+   in as the probe user (PING only), whose password never rotates; a tier created
+   before the probe user existed gets one now, and its pods roll (supervised) to it.
+3. ``Removing`` -- once every server uses the new password itself and every pod's probe
+   logs in as the probe user: ``ACL SETUSER cachetier-operator <old`` everywhere.
+4. Done -- no server accepts the old one; ``previous-operator-password`` is dropped.
 """
 
 from __future__ import annotations
@@ -34,6 +51,7 @@ from cachetier import names
 ADDING = "Adding"
 CONSUMERS = "Consumers"
 REMOVING = "Removing"
+SWITCHING = "Switching"
 DONE = "Done"
 
 
@@ -58,6 +76,13 @@ class Server:
     sentinel: bool
     hashes: frozenset[str] | None
     """None: not asked, or it did not answer."""
+    operator_hashes: frozenset[str] | None = None
+    """The operator user's password hashes (an operator password rotation only)."""
+    switched: bool | None = None
+    """It logs in to others with the operator password the operator uses (``masterauth``;
+    a Sentinel's ``sentinel-pass``). None: not asked, or no answer."""
+    probe_user: bool = True
+    """Its pod's readiness probe logs in as the probe user (not the operator's)."""
 
 
 def stage(
@@ -80,6 +105,61 @@ def stage(
     if old != new and any(s.hashes is not None and old in s.hashes for s in servers):
         return REMOVING
     return DONE
+
+
+def operator_stage(
+    next_: str | None, current: str, previous: str | None, servers: tuple[Server, ...] | None
+) -> str:
+    """The stage of an operator password rotation (``""``: none runs). ``next_``: the
+    new password while it is added; ``previous``: the old one once the operator uses
+    ``current``, the new one."""
+    if next_ is not None:
+        new = password_hash(next_)
+        if not servers or any(
+            s.operator_hashes is None or new not in s.operator_hashes for s in servers
+        ):
+            return ADDING
+        return SWITCHING
+    if previous is None:
+        return ""
+    if not servers or any(s.switched is not True or not s.probe_user for s in servers):
+        return SWITCHING
+    old = password_hash(previous)
+    if old != password_hash(current) and any(
+        s.operator_hashes is None or old in s.operator_hashes for s in servers
+    ):
+        # Every server must answer: a silent one may still accept the old password.
+        return REMOVING
+    return DONE
+
+
+def operator_updates(
+    stage_: str, next_: str | None, previous: str | None, servers: tuple[Server, ...]
+) -> tuple[list[tuple[Server, tuple[str, ...], tuple[str, ...]]], list[Server]]:
+    """(server, operator passwords to add, to remove) for this stage, and the servers
+    to switch to the operator password in use (``masterauth``, ``sentinel-pass``)."""
+    acl: list[tuple[Server, tuple[str, ...], tuple[str, ...]]] = []
+    switch: list[Server] = []
+    for s in servers:
+        hashes = s.operator_hashes
+        if stage_ == ADDING and next_ and hashes is not None:
+            if password_hash(next_) not in hashes:
+                acl.append((s, (next_,), ()))
+        elif stage_ == SWITCHING and s.switched is False:
+            switch.append(s)
+        elif stage_ == REMOVING and previous and hashes and password_hash(previous) in hashes:
+            acl.append((s, (), (previous,)))
+    return acl, switch
+
+
+def probes_as_probe_user(pod: dict[str, Any]) -> bool:
+    """Every readiness probe of ``pod`` logs in as the probe user (or needs no login)."""
+    for container in (pod.get("spec") or {}).get("containers") or ():
+        command = ((container.get("readinessProbe") or {}).get("exec") or {}).get("command")
+        text = " ".join(str(part) for part in command or ())
+        if f"--user {names.OPERATOR_USER}" in text:
+            return False
+    return True
 
 
 def servers_of(pods: tuple[dict[str, Any], ...] | None) -> list[tuple[str, str, int, bool]]:

@@ -77,6 +77,14 @@ OPERATOR_NAMESPACE = os.environ.get("CACHETIER_OPERATOR_NAMESPACE") or names.OPE
 """The operator's own namespace (downward API in manifests/), admitted by NetworkPolicies."""
 
 
+ROTATION_KEYS = (
+    names.PREVIOUS_PASSWORD_KEY,
+    names.NEXT_OPERATOR_PASSWORD_KEY,
+    names.PREVIOUS_OPERATOR_PASSWORD_KEY,
+)
+"""Keys of <tier>-auth present only while a password rotation runs."""
+
+
 @dataclass
 class Result:
     """What one reconcile asks of the runtime: when to run again (None: on the next event)."""
@@ -208,9 +216,18 @@ class TierReconciler:
         auth = read.get(names.auth_secret(ref.name))
         asked = obs.annotations.get(names.ANNOTATION_ROTATE_PASSWORD)
         handled = (obs.status.get("auth") or {}).get("requested")
-        if profile(spec).runs_redis and (auth is None or (asked and asked != handled)):
-            obs = replace(obs, fresh_passwords=(self.passwords(), self.passwords()))
-        if profile(spec).runs_redis and names.PREVIOUS_PASSWORD_KEY in (auth or {}).get("data", {}):
+        asked_operator = obs.annotations.get(names.ANNOTATION_ROTATE_OPERATOR_PASSWORD)
+        handled_operator = ((obs.status.get("auth") or {}).get("operator") or {}).get("requested")
+        if profile(spec).runs_redis and (
+            auth is None
+            or (asked and asked != handled)
+            or (asked_operator and asked_operator != handled_operator)
+        ):
+            obs = replace(
+                obs, fresh_passwords=(self.passwords(), self.passwords(), self.passwords())
+            )
+        held = (auth or {}).get("data") or {}
+        if profile(spec).runs_redis and any(key in held for key in ROTATION_KEYS):
             obs = self._observe_acl(obs, spec, auth)
         return obs
 
@@ -218,7 +235,9 @@ class TierReconciler:
         self, obs: Observed, spec: CacheTierSpec, auth: dict[str, Any] | None
     ) -> Observed:
         """During a password rotation only: the application user's password hashes on
-        every Redis pod and Sentinel (``ACL GETUSER default``)."""
+        every Redis pod and Sentinel (``ACL GETUSER default``); during an operator
+        password rotation, the operator user's too, and whether each server logs in to
+        the others with the password in use."""
         if self.acl is None:
             return obs
         pods = obs.pods
@@ -234,6 +253,10 @@ class TierReconciler:
         ca = None
         if spec.tls.enabled and spec.tls.secret_name:
             ca = _decode(obs.secrets.get(spec.tls.secret_name), "ca.crt")
+        held = (auth or {}).get("data") or {}
+        app = names.PREVIOUS_PASSWORD_KEY in held
+        operator = any(key in held for key in ROTATION_KEYS if key != names.PREVIOUS_PASSWORD_KEY)
+        by_name = {str(p["metadata"]["name"]): p for p in pods}
         servers = []
         for pod, host, port, sentinel in rotation.servers_of(pods):
             target = Target(
@@ -244,8 +267,21 @@ class TierReconciler:
                 tls=spec.tls.enabled and not sentinel,
                 ca_data=None if sentinel else ca,
             )
-            hashes = self.acl.password_hashes(target, "default")
-            servers.append(rotation.Server(pod, host, port, sentinel, hashes))
+            server = rotation.Server(
+                pod,
+                host,
+                port,
+                sentinel,
+                self.acl.password_hashes(target, "default") if app else None,
+                probe_user=rotation.probes_as_probe_user(by_name[pod]),
+            )
+            if operator:
+                server = replace(
+                    server,
+                    operator_hashes=self.acl.password_hashes(target, names.OPERATOR_USER),
+                    switched=self.acl.switched(target, sentinel),
+                )
+            servers.append(server)
         return replace(obs, acl=tuple(servers))
 
     def _observe_claims(self, obs: Observed, spec: CacheTierSpec) -> Observed:
@@ -388,13 +424,25 @@ class TierReconciler:
                 break
             try:
                 self.acl.update(update)
+                what = "added a password" if update.add else "removed a password"
                 log.info(
-                    "%s/%s: password rotation: %s on %s:%s", *key,
-                    "added the new password" if update.add else "removed the old password",
+                    "%s/%s: password rotation: ACL user %s %s on %s:%s", *key, update.user,
+                    what if update.add or update.remove else "set up",
                     update.target.host, update.target.port,
                 )  # fmt: skip
             except RedisUnavailable as exc:
                 log.warning("%s/%s: password rotation: %s (retried)", *key, exc)
+        for switch in decision.operator_switches:
+            if self.acl is None:
+                break
+            try:
+                self.acl.switch(switch)
+                log.info(
+                    "%s/%s: operator password rotation: %s:%s logs in with the new one",
+                    *key, switch.target.host, switch.target.port,
+                )  # fmt: skip
+            except RedisUnavailable as exc:
+                log.warning("%s/%s: operator password rotation: %s (retried)", *key, exc)
         for pod in decision.pod_deletes:
             # Supervised update: the StatefulSet (OnDelete) re-creates it from the new
             # template; the next pod waits until this one is back and in sync. After

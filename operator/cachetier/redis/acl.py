@@ -7,7 +7,7 @@ from typing import Any
 
 import redis
 
-from cachetier.ports import AclUpdate, RedisUnavailable, Target
+from cachetier.ports import AclUpdate, OperatorSwitch, RedisUnavailable, Target
 from cachetier.redis.probe import connect
 
 __all__ = ["RedisAclAdmin"]
@@ -42,7 +42,7 @@ class RedisAclAdmin:
         rules = [f">{p}" for p in update.add] + [f"<{p}" for p in update.remove]
         client = connect(update.target, TIMEOUT)
         try:
-            _send(client, "ACL", "SETUSER", update.user, *rules)
+            _send(client, "ACL", "SETUSER", update.user, *update.rules, *rules)
             if update.sentinel:
                 # A Sentinel runs from a copy of sentinel.conf it rewrites: persist the
                 # users now, so a restarted container keeps the change.
@@ -50,5 +50,46 @@ class RedisAclAdmin:
         except redis.RedisError as exc:
             where = f"{update.target.host}:{update.target.port}"
             raise RedisUnavailable(f"ACL SETUSER on {where}: {type(exc).__name__}") from exc
+        finally:
+            client.close()
+
+    def switched(self, target: Target, sentinel: bool) -> bool | None:
+        client = connect(target, TIMEOUT)
+        try:
+            if sentinel:
+                reply = _send(client, "SENTINEL", "CONFIG", "GET", "sentinel-pass")
+            else:
+                reply = _send(client, "CONFIG", "GET", "masterauth")
+        except redis.RedisError:
+            return None
+        finally:
+            client.close()
+        # RESP3: a map; RESP2: a flat name/value list.
+        values = list(reply.values()) if isinstance(reply, dict) else list(reply or [])[1::2]
+        value = values[0] if values else b""
+        text = value.decode() if isinstance(value, bytes) else str(value)
+        return text == (target.password or "")
+
+    def switch(self, switch: OperatorSwitch) -> None:
+        password = switch.target.password or ""
+        client = connect(switch.target, TIMEOUT)
+        try:
+            if switch.sentinel:
+                # The primary's auth-pass first: sentinel-pass is what `switched` reads.
+                try:
+                    _send(client, "SENTINEL", "SET", switch.master, "auth-pass", password)
+                except redis.ResponseError as exc:
+                    if "No such master" not in str(exc):
+                        raise
+                    # Not monitoring yet: SENTINEL MONITOR will carry the password.
+                _send(client, "SENTINEL", "CONFIG", "SET", "sentinel-pass", password)
+                _send(client, "SENTINEL", "FLUSHCONFIG")
+            else:
+                _send(client, "CONFIG", "SET", "masterauth", password)
+        except redis.RedisError as exc:
+            where = f"{switch.target.host}:{switch.target.port}"
+            raise RedisUnavailable(
+                f"operator password switch on {where}: {type(exc).__name__}"
+            ) from exc
         finally:
             client.close()

@@ -192,8 +192,20 @@ def acl_denied(spec: CacheTierSpec) -> list[str]:
 
 def operator_acl_user(secrets: TierSecrets) -> str:
     """The ACL line of the operator's own user (every command), in redis.conf syntax."""
-    password = quote_conf(">" + secrets.operator_password)
-    return " ".join(["user", names.OPERATOR_USER, "on", password, "~*", "&*", "+@all"])
+    passwords = [quote_conf(">" + pw) for pw in secrets.operator_passwords()]
+    return " ".join(["user", names.OPERATOR_USER, "on", *passwords, "~*", "&*", "+@all"])
+
+
+PROBE_USER_RULES = ("-@all", "+ping")
+"""The probe user may PING and nothing else (AUTH and HELLO are always allowed)."""
+
+
+def probe_acl_user(secrets: TierSecrets) -> list[str]:
+    """The readiness probes' ACL line (none for a tier whose probes predate it)."""
+    if not secrets.probe_password:
+        return []
+    password = quote_conf(">" + secrets.probe_password)
+    return [" ".join(["user", names.PROBE_USER, "on", password, *PROBE_USER_RULES])]
 
 
 def render_auth_conf(spec: CacheTierSpec, secrets: TierSecrets) -> str:
@@ -227,6 +239,7 @@ def render_auth_conf(spec: CacheTierSpec, secrets: TierSecrets) -> str:
         " ".join(default_user),
         "# The operator's own user: health probes, cluster formation and healing.",
         operator_acl_user(secrets),
+        *probe_acl_user(secrets),
         # (The text of this comment is in every auth.conf hash: changing it would
         # restart every tier's pods on upgrade.)
         "# Replicas (cluster mode) authenticate to their master as the operator's user."

@@ -34,6 +34,21 @@ def config_hash(redis_conf: str, auth_conf: str) -> str:
     return digest.hexdigest()
 
 
+def _operator_values(secrets: TierSecrets) -> dict[str, str]:
+    """The operator's and the probe user's passwords, and an operator password
+    rotation's state, as <tier>-auth (and its recovery copy) keep them."""
+    values = {names.OPERATOR_PASSWORD_KEY: secrets.operator_password}
+    if secrets.hash_operator_password:
+        values[names.HASH_OPERATOR_PASSWORD_KEY] = secrets.hash_operator_password
+    if secrets.next_operator_password:
+        values[names.NEXT_OPERATOR_PASSWORD_KEY] = secrets.next_operator_password
+    if secrets.previous_operator_password:
+        values[names.PREVIOUS_OPERATOR_PASSWORD_KEY] = secrets.previous_operator_password
+    if secrets.probe_password:
+        values[names.PROBE_PASSWORD_KEY] = secrets.probe_password
+    return values
+
+
 def build_auth_secret(ref: TierRef, spec: CacheTierSpec, secrets: TierSecrets) -> dict[str, Any]:
     """<tier>-auth: operator password, auth.conf (sentinel.conf), the application
     password in use (generated, or a copy of spec.auth.passwordSecretRef's), the one
@@ -47,7 +62,7 @@ def build_auth_secret(ref: TierRef, spec: CacheTierSpec, secrets: TierSecrets) -
         values[names.HASH_PASSWORD_KEY] = secrets.hash_password or secrets.app_password
         if secrets.previous_app_password:
             values[names.PREVIOUS_PASSWORD_KEY] = secrets.previous_app_password
-    values[names.OPERATOR_PASSWORD_KEY] = secrets.operator_password
+    values.update(_operator_values(secrets))
     values[names.AUTH_CONF_KEY] = render_auth_conf(spec, secrets)
     if profile(spec).sentinel:
         values[names.SENTINEL_CONF_KEY] = render_sentinel_conf(spec, secrets)
@@ -74,7 +89,7 @@ def build_auth_recovery_secret(
     if spec.auth.enabled and secrets.app_password_generated and secrets.app_password:
         values[names.AUTH_PASSWORD_KEY] = secrets.app_password
         values[names.HASH_PASSWORD_KEY] = secrets.hash_password or secrets.app_password
-    values[names.OPERATOR_PASSWORD_KEY] = secrets.operator_password
+    values.update(_operator_values(secrets))
     return stamp(
         {
             "apiVersion": "v1",

@@ -13,11 +13,19 @@ from typing import Any
 from cachetier import names
 from cachetier.api.models import CacheTierSpec
 
-from ._conf import AUTH_DIR, DATA_DIR, HEADER, TMP_DIR, operator_acl_user, quote_conf
+from ._conf import (
+    AUTH_DIR,
+    DATA_DIR,
+    HEADER,
+    TMP_DIR,
+    operator_acl_user,
+    probe_acl_user,
+    quote_conf,
+)
 from ._meta import object_meta, stamp
 from ._network import clients_and_operator
 from ._scheduling import apply_pod_metadata, apply_scheduling
-from ._statefulset import REDIS_UID, SECRET_FILE_MODE
+from ._statefulset import REDIS_UID, SECRET_FILE_MODE, probe_login
 from ._types import TierRef, TierSecrets
 
 SENTINEL_CONF_DIR = f"{AUTH_DIR}-sentinel"
@@ -66,6 +74,7 @@ def render_sentinel_conf(spec: CacheTierSpec, secrets: TierSecrets) -> str:
         " ".join(["user", "default", "on", app, *SENTINEL_APP_RULES]),
         "# The operator (and the Sentinels among themselves): everything.",
         operator_acl_user(secrets),
+        *probe_acl_user(secrets),
         f"sentinel sentinel-user {names.OPERATOR_USER}",
         f"sentinel sentinel-pass {quote_conf(secrets.operator_password)}",
     ]
@@ -82,9 +91,10 @@ SENTINEL_START = (
 )
 
 
-def _sentinel_container(ref: TierRef, spec: CacheTierSpec) -> dict[str, Any]:
+def _sentinel_container(ref: TierRef, spec: CacheTierSpec, probe_user: bool) -> dict[str, Any]:
+    user, auth_env = probe_login(ref, probe_user)
     ready = (
-        f'redis-cli -h "$POD_IP" -p {names.SENTINEL_PORT} --user {names.OPERATOR_USER}'
+        f'redis-cli -h "$POD_IP" -p {names.SENTINEL_PORT} --user {user}'
         " --no-auth-warning ping | grep -q PONG"
     )
     return {
@@ -93,15 +103,7 @@ def _sentinel_container(ref: TierRef, spec: CacheTierSpec) -> dict[str, Any]:
         "command": ["sh", "-c", SENTINEL_START],
         "env": [
             {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-            {
-                "name": "REDISCLI_AUTH",
-                "valueFrom": {
-                    "secretKeyRef": {
-                        "name": names.auth_secret(ref.name),
-                        "key": names.OPERATOR_PASSWORD_KEY,
-                    }
-                },
-            },
+            auth_env,
         ],
         "ports": [
             {
@@ -136,7 +138,9 @@ def _sentinel_container(ref: TierRef, spec: CacheTierSpec) -> dict[str, Any]:
     }
 
 
-def build_sentinel_statefulset(ref: TierRef, spec: CacheTierSpec, conf_hash: str) -> dict[str, Any]:
+def build_sentinel_statefulset(
+    ref: TierRef, spec: CacheTierSpec, conf_hash: str, probe_user: bool = True
+) -> dict[str, Any]:
     """<tier>-sentinel: ``replication.sentinels`` Redis Sentinel processes.
 
     ``conf_hash`` (of sentinel.conf) goes on the pod template: a new password rolls them.
@@ -156,7 +160,7 @@ def build_sentinel_statefulset(ref: TierRef, spec: CacheTierSpec, conf_hash: str
             "fsGroup": REDIS_UID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "containers": [_sentinel_container(ref, spec)],
+        "containers": [_sentinel_container(ref, spec, probe_user)],
         "volumes": [
             {
                 "name": "sentinel-conf",

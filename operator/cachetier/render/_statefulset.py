@@ -36,16 +36,32 @@ def replicas(spec: CacheTierSpec) -> int:
     return profile(spec).pods(spec)
 
 
-def _readiness_command(spec: CacheTierSpec) -> str:
-    # REDISCLI_AUTH carries the operator's password, so it is never on a command line.
+def probe_login(ref: TierRef, probe_user: bool) -> tuple[str, dict[str, Any]]:
+    """The user the readiness probe logs in as, and the REDISCLI_AUTH env var with its
+    password (from the auth Secret, so it is never on a command line). The probe user
+    (PING only) on tiers that have one; the operator's user on tiers created before."""
+    user, key = (
+        (names.PROBE_USER, names.PROBE_PASSWORD_KEY)
+        if probe_user
+        else (names.OPERATOR_USER, names.OPERATOR_PASSWORD_KEY)
+    )
+    env = {
+        "name": "REDISCLI_AUTH",
+        "valueFrom": {"secretKeyRef": {"name": names.auth_secret(ref.name), "key": key}},
+    }
+    return user, env
+
+
+def _readiness_command(spec: CacheTierSpec, user: str) -> str:
     tls = f" --tls --cacert {TLS_CA_PATH}" if spec.tls.enabled else ""
     return (
-        f'redis-cli -h "$POD_IP" -p {names.REDIS_PORT}{tls} --user {names.OPERATOR_USER}'
+        f'redis-cli -h "$POD_IP" -p {names.REDIS_PORT}{tls} --user {user}'
         " --no-auth-warning ping | grep -q PONG"
     )
 
 
-def _container(ref: TierRef, spec: CacheTierSpec) -> dict[str, Any]:
+def _container(ref: TierRef, spec: CacheTierSpec, probe_user: bool) -> dict[str, Any]:
+    user, auth_env = probe_login(ref, probe_user)
     cluster = profile(spec).cluster_protocol
     ports: list[dict[str, Any]] = [
         {"name": names.REDIS_PORT_NAME, "containerPort": names.REDIS_PORT, "protocol": "TCP"}
@@ -91,20 +107,12 @@ def _container(ref: TierRef, spec: CacheTierSpec) -> dict[str, Any]:
             if cluster
             else []
         ),
-        {
-            "name": "REDISCLI_AUTH",
-            "valueFrom": {
-                "secretKeyRef": {
-                    "name": names.auth_secret(ref.name),
-                    "key": names.OPERATOR_PASSWORD_KEY,
-                }
-            },
-        },
+        auth_env,
     ]
     container["ports"] = ports
     container["volumeMounts"] = mounts
     container["readinessProbe"] = {
-        "exec": {"command": ["sh", "-c", _readiness_command(spec)]},
+        "exec": {"command": ["sh", "-c", _readiness_command(spec, user)]},
         "periodSeconds": 5,
         # Spawning a shell and redis-cli can exceed the 1s default on a busy node.
         "timeoutSeconds": 3,
@@ -162,7 +170,7 @@ def _volumes(ref: TierRef, spec: CacheTierSpec) -> list[dict[str, Any]]:
     return volumes
 
 
-def _pod_spec(ref: TierRef, spec: CacheTierSpec) -> dict[str, Any]:
+def _pod_spec(ref: TierRef, spec: CacheTierSpec, probe_user: bool) -> dict[str, Any]:
     pod: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
@@ -184,7 +192,7 @@ def _pod_spec(ref: TierRef, spec: CacheTierSpec) -> dict[str, Any]:
     apply_scheduling(pod, spec, names.selector_labels(ref.name), spread=many, anti_affinity=many)
     if profile(spec).cluster_protocol:
         pod["initContainers"] = [_resolve_peers_container(spec)]
-    pod["containers"] = [_container(ref, spec)]
+    pod["containers"] = [_container(ref, spec, probe_user)]
     pod["volumes"] = _volumes(ref, spec)
     return pod
 
@@ -258,9 +266,12 @@ def update_strategy(spec: CacheTierSpec) -> dict[str, str]:
     return {"type": "OnDelete" if supervised else "RollingUpdate"}
 
 
-def build_statefulset(ref: TierRef, spec: CacheTierSpec, config_hash: str) -> dict[str, Any]:
+def build_statefulset(
+    ref: TierRef, spec: CacheTierSpec, config_hash: str, probe_user: bool = True
+) -> dict[str, Any]:
     """<tier>: the Redis pods. ``config_hash`` goes on the pod template, so a change
-    of redis.conf or auth.conf rolls the pods.
+    of redis.conf or auth.conf rolls the pods. ``probe_user``: the readiness probe logs
+    in as names.PROBE_USER (False: as the operator, on tiers created before it existed).
 
     Immutable once created (the API server refuses changes): selector, serviceName,
     podManagementPolicy, volumeClaimTemplates.
@@ -277,7 +288,7 @@ def build_statefulset(ref: TierRef, spec: CacheTierSpec, config_hash: str) -> di
                 "labels": names.component_labels(ref.name, names.COMPONENT_REDIS),
                 "annotations": {names.ANNOTATION_CONFIG_HASH: config_hash},
             },
-            "spec": _pod_spec(ref, spec),
+            "spec": _pod_spec(ref, spec, probe_user),
         },
     }
     apply_pod_metadata(sts_spec["template"]["metadata"], spec)

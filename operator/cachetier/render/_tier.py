@@ -84,6 +84,7 @@ def render_tier(
             ref,
             spec,
             config_hash(render_redis_conf(spec, live_user_settings=False), auth_conf),
+            probe_user=secrets.probe_password is not None,
         ),
         build_pdb(ref),
         build_network_policy(ref, spec, operator_namespace),
@@ -93,7 +94,12 @@ def render_tier(
         objects += [
             build_replicas_service(ref),
             build_sentinel_service(ref),
-            build_sentinel_statefulset(ref, spec, config_hash(sentinel_conf, "")),
+            build_sentinel_statefulset(
+                ref,
+                spec,
+                config_hash(sentinel_conf, ""),
+                probe_user=secrets.probe_password is not None,
+            ),
             build_sentinel_pdb(ref),
             build_sentinel_network_policy(ref, operator_namespace),
         ]

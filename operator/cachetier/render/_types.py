@@ -44,6 +44,29 @@ class TierSecrets:
     """The application password the pods' config hash is computed with (the first one):
     a rotation restarts no pod. None: app_password."""
 
+    probe_password: str | None = None
+    """Password of the probe user (names.PROBE_USER); None: a tier created before it
+    existed, whose probes still log in as the operator's user (until its first operator
+    password rotation)."""
+    other_operator_password: str | None = None
+    """During an operator password rotation: the second operator password the servers
+    accept (the new one while it is being added, then the old one until it is removed)."""
+    next_operator_password: str | None = None
+    """While the new operator password is being added (kept in <tier>-auth)."""
+    previous_operator_password: str | None = None
+    """Once the operator uses the new password: the one being retired (kept in
+    <tier>-auth until no server accepts it)."""
+    hash_operator_password: str | None = None
+    """The operator password the config hash is computed with (the first one). None:
+    operator_password."""
+
+    def operator_passwords(self) -> tuple[str, ...]:
+        """The operator passwords the servers accept (auth.conf, sentinel.conf)."""
+        other = self.other_operator_password
+        if other and other != self.operator_password:
+            return (self.operator_password, other)
+        return (self.operator_password,)
+
     @property
     def connection_password(self) -> str | None:
         """What consumers are told (the connection Secret)."""
@@ -60,9 +83,13 @@ class TierSecrets:
         return tuple(out)
 
     def for_hash(self) -> TierSecrets:
-        """The secrets as the config hash sees them: the first application password."""
+        """The secrets as the config hash sees them: the first application and operator
+        passwords (a rotation restarts no pod)."""
         app = self.app_password and (self.hash_password or self.app_password)
-        return TierSecrets(app, self.operator_password, self.app_password_generated)
+        operator = self.hash_operator_password or self.operator_password
+        return TierSecrets(
+            app, operator, self.app_password_generated, probe_password=self.probe_password
+        )
 
     def __repr__(self) -> str:
         # Never let a password reach a log line or a test failure message.
