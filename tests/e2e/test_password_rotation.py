@@ -339,3 +339,74 @@ def test_a_replication_tier_rotates_on_every_redis_and_sentinel(
         with pytest.raises(redis.AuthenticationError):
             redis.Redis(host=ip, port=port, password=old_pw, **quiet_handshake()).ping()
     assert {p["metadata"]["uid"] for p in pods()} == set(before)
+
+    # -- then the operator's own password (the CLI), on the same tier ---------------------
+    auth_before = _secret(kube_cluster, ns, names.auth_secret("rot-r"))
+    old_op = auth_before[names.OPERATOR_PASSWORD_KEY]
+    assert names.PROBE_PASSWORD_KEY in auth_before, "a new tier's probes log in as the probe user"
+    done = run_cli(kube_cluster.kubeconfig, "rotate-password", "rot-r", "--operator", namespace=ns)
+    assert done.returncode == 0, done.stderr
+    assert "operator password rotation requested" in done.stdout
+    started = time.monotonic()
+    wait_for(
+        lambda: (
+            ((_status(kube_cluster, ns, "rot-r").get("auth") or {}).get("operator") or {}).get(
+                "rotation"
+            )
+            == "Done"
+        ),
+        timeout=120,
+        what="the operator password rotation Done",
+    )
+    print(
+        f"\noperator password rotation Done in {time.monotonic() - started:.1f}s",
+        file=sys.__stdout__,
+    )
+    auth = _secret(kube_cluster, ns, names.auth_secret("rot-r"))
+    new_op = auth[names.OPERATOR_PASSWORD_KEY]
+    assert new_op != old_op
+    assert names.PREVIOUS_OPERATOR_PASSWORD_KEY not in auth
+    assert auth["password"] == new_pw, "the application's password is untouched"
+    assert {p["metadata"]["uid"] for p in pods()} == set(before), "no pod restarted"
+
+    def login(pod: dict[str, Any], password: str) -> redis.Redis:
+        sentinel = pod["metadata"]["labels"].get(names.LABEL_COMPONENT) == names.COMPONENT_SENTINEL
+        return redis.Redis(
+            host=pod["status"]["podIP"],
+            port=names.SENTINEL_PORT if sentinel else names.REDIS_PORT,
+            username=names.OPERATOR_USER,
+            password=password,
+            **quiet_handshake(),
+        )
+
+    for pod in before.values():
+        with login(pod, new_op) as c:
+            assert c.ping(), pod["metadata"]["name"]
+        with pytest.raises(redis.AuthenticationError):
+            login(pod, old_op).ping()
+    # The new password works where it matters: the Sentinels fail the primary over (they
+    # log in to the Redis pods and to each other with it) and the old primary follows the
+    # new one as a replica (masterauth).
+    primary = _status(kube_cluster, ns, "rot-r")["replication"]["primary"]
+    sentinel_pod = next(
+        p
+        for p in pods()
+        if p["metadata"]["labels"].get(names.LABEL_COMPONENT) == names.COMPONENT_SENTINEL
+    )
+    with login(sentinel_pod, new_op) as s:
+        s.execute_command("SENTINEL", "FAILOVER", names.sentinel_master("rot-r"))
+
+    def settled_elsewhere() -> bool:
+        st = _status(kube_cluster, ns, "rot-r")
+        rs = st.get("replication") or {}
+        return st.get("phase") == "Ready" and rs.get("primary") not in ("", None, primary)
+
+    wait_for(settled_elsewhere, timeout=120, what="a failover with the new operator password")
+    old_primary = next(p for p in pods() if p["metadata"]["name"] == primary)
+
+    def follows() -> bool:
+        with login(old_primary, new_op) as c:
+            info = c.info("replication")
+        return info.get("role") == "slave" and info.get("master_link_status") == "up"
+
+    wait_for(follows, timeout=60, what="the old primary replicating from the new one")
