@@ -19,6 +19,7 @@ from cachetier.api.crd import render_crd_yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = REPO_ROOT / "crds" / "cachetier.yaml"
+CHART_OUTPUT = REPO_ROOT / "charts" / "cachetier" / "crds" / "cachetier.yaml"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,9 +34,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     wanted = render_crd_yaml()
-    output: Path = args.output
+    outputs: list[Path] = [args.output]
+    if args.output == DEFAULT_OUTPUT:
+        outputs.append(CHART_OUTPUT)  # the Helm chart ships the same file
+    status = 0
+    for output in outputs:
+        status |= _write_or_check(output, wanted, args.check)
+    return status
+
+
+def _write_or_check(output: Path, wanted: str, check: bool) -> int:
     current = output.read_text() if output.exists() else ""
-    if args.check:
+    if check:
         if current == wanted:
             return 0
         sys.stdout.writelines(

@@ -5,8 +5,9 @@
 #   npm      node-redis 4 and ioredis, pinned by tests/clients/package-lock.json
 #   kstatus  the kstatus verdict of sigs.k8s.io/cli-utils (hack/kstatus, go.sum-pinned)
 #   luahealth  Argo CD's Lua health checks in gopher-lua (hack/luahealth, go.sum-pinned)
+#   helm     Helm v4, built from the Go module proxy (hack/helm: go.mod's tool, go.sum-pinned)
 # Usage: hack/tools.sh install        (idempotent; what bootstrap runs)
-#        hack/tools.sh path npm|kstatus|luahealth   (the node_modules dir / a binary)
+#        hack/tools.sh path npm|kstatus|luahealth|helm   (the node_modules dir / a binary)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE="${CACHETIER_CACHE:-$HOME/.cache/cachetier}"
@@ -19,6 +20,7 @@ kstatus_bin() {
 luahealth_bin() {
   echo "$CACHE/luahealth/$(key hack/luahealth/go.mod hack/luahealth/go.sum hack/luahealth/main.go)/luahealth"
 }
+helm_bin() { echo "$CACHE/helm/$(key hack/helm/go.mod hack/helm/go.sum)/helm"; }
 log() { printf '[tools] %s\n' "$*" >&2; }
 
 install_npm() {
@@ -52,14 +54,25 @@ install_luahealth() {
     go build -trimpath -o "$bin.tmp" . && mv "$bin.tmp" "$bin")
 }
 
+install_helm() {
+  local bin; bin="$(helm_bin)"
+  [[ -x $bin ]] && return 0
+  command -v go >/dev/null || { log "Go toolchain not found"; exit 1; }
+  log "building helm $(awk '$1 == "helm.sh/helm/v4" {print $2}' hack/helm/go.mod) into $(dirname "$bin") (a few minutes, cold)"
+  mkdir -p "$(dirname "$bin")"
+  (cd hack/helm && CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS="-mod=readonly -buildvcs=false" \
+    go build -trimpath -o "$bin.tmp" helm.sh/helm/v4/cmd/helm && mv "$bin.tmp" "$bin")
+}
+
 case "${1:-}" in
-  install) install_npm; install_kstatus; install_luahealth ;;
+  install) install_npm; install_kstatus; install_luahealth; install_helm ;;
   path)
     case "${2:-}" in
       npm) echo "$(npm_dir)/node_modules" ;;
       kstatus) kstatus_bin ;;
       luahealth) luahealth_bin ;;
-      *) echo "usage: $0 path npm|kstatus|luahealth" >&2; exit 2 ;;
+      helm) helm_bin ;;
+      *) echo "usage: $0 path npm|kstatus|luahealth|helm" >&2; exit 2 ;;
     esac ;;
-  *) echo "usage: $0 install | path npm|kstatus|luahealth" >&2; exit 2 ;;
+  *) echo "usage: $0 install | path npm|kstatus|luahealth|helm" >&2; exit 2 ;;
 esac

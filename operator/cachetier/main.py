@@ -1,4 +1,5 @@
-"""Entry point of the operator process: ``cachetier-operator`` (kopf, all namespaces).
+"""Entry point of the operator process: ``cachetier-operator`` (kopf; every namespace, or
+those of ``--namespace`` / ``WATCH_NAMESPACES``).
 
 Its two ports are checked before kopf starts, so a port that another program holds
 is one clear line and exit code 1, not a traceback after the operator began:
@@ -62,6 +63,13 @@ def liveness_host_port(url: str) -> tuple[str, int]:
     return parts.hostname or "0.0.0.0", parts.port or 80
 
 
+def watch_namespaces(flags: list[str] | None, env: str) -> list[str]:
+    """The namespaces to watch: ``--namespace`` flags, else ``WATCH_NAMESPACES``
+    (comma-separated); [] means every namespace."""
+    names_ = flags if flags else env.split(",")
+    return sorted({n.strip() for n in names_ if n.strip()})
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the operator until interrupted."""
     parser = argparse.ArgumentParser(prog="cachetier-operator", description=__doc__)
@@ -94,8 +102,17 @@ def main(argv: list[str] | None = None) -> None:
         default=os.environ.get("CACHETIER_OPERATOR_NAMESPACE") or names.OPERATOR_NAMESPACE,
         help="where the Lease lives (env CACHETIER_OPERATOR_NAMESPACE)",
     )
+    parser.add_argument(
+        "--namespace",
+        action="append",
+        default=None,
+        metavar="NS",
+        help="reconcile the CacheTiers of NS only (repeatable; env WATCH_NAMESPACES, "
+        "comma-separated); default: every namespace",
+    )
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
+    namespaces = watch_namespaces(args.namespace, os.environ.get("WATCH_NAMESPACES", ""))
     try:
         host, port = liveness_host_port(args.liveness)
         check_port(host, port, "the liveness endpoint", "--liveness or CACHETIER_LIVENESS")
@@ -108,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     # The startup handler reads the metrics port from the environment, and kopf's
     # kubeconfig login reads only KUBECONFIG: --kubeconfig alone must be enough.
     os.environ["CACHETIER_METRICS_PORT"] = str(args.metrics_port)
+    os.environ["WATCH_NAMESPACES"] = ",".join(namespaces)  # the resync lists these only
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
     if args.log_format not in logfmt.FORMATS:  # from the environment
@@ -125,7 +143,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         kopf.run(
             standalone=True,
-            clusterwide=True,
+            clusterwide=not namespaces,
+            namespaces=namespaces,
             liveness_endpoint=args.liveness,
             memo=memo,
         )

@@ -58,3 +58,11 @@ def test_operator_exits_at_once_with_one_line_when_liveness_port_is_taken() -> N
     assert proc.stderr.startswith("cachetier-operator: error: cannot listen for the liveness")
     assert "--liveness or CACHETIER_LIVENESS" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_watch_namespaces_from_flags_else_the_environment() -> None:
+    from cachetier.main import watch_namespaces
+
+    assert watch_namespaces(None, "") == []
+    assert watch_namespaces(None, " team-a, team-b ,,") == ["team-a", "team-b"]
+    assert watch_namespaces(["x", "x", "y"], "ignored") == ["x", "y"]

@@ -142,6 +142,14 @@ async def _probe_loop(rt: Runtime) -> None:
             log.exception("probe loop")
 
 
+def watched_namespaces() -> list[str]:
+    """The namespaces this operator reconciles ([]: every one): ``--namespace`` or
+    ``WATCH_NAMESPACES``, which the entry point leaves in the environment."""
+    return sorted(
+        {n.strip() for n in os.environ.get("WATCH_NAMESPACES", "").split(",") if n.strip()}
+    )
+
+
 async def _resync_loop(rt: Runtime) -> None:
     loop = asyncio.get_running_loop()
     reconciles = _Dispatcher("reconcile", 8)
@@ -155,10 +163,12 @@ async def _resync_loop(rt: Runtime) -> None:
             keys = rt.due()
             if time.monotonic() - last_full >= period:
                 last_full = time.monotonic()
-                tiers = await loop.run_in_executor(
-                    reconciles.pool, rt.kube.list_objects, names.KIND, None
-                )
-                keys += [(t["metadata"]["namespace"], t["metadata"]["name"]) for t in tiers]
+                scopes: list[str | None] = [*watched_namespaces()] or [None]
+                for scope in scopes:
+                    tiers = await loop.run_in_executor(
+                        reconciles.pool, rt.kube.list_objects, names.KIND, scope
+                    )
+                    keys += [(t["metadata"]["namespace"], t["metadata"]["name"]) for t in tiers]
             for key in dict.fromkeys(keys):
                 if not reconciles.submit(key, rt.reconcile):
                     rt.schedule(key, 0.1)  # still running: once it ends
