@@ -31,7 +31,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -41,8 +42,16 @@ from cachetier.cli_format import (
     field,
     format_tier_detail,
     format_tiers,
+    format_watch,
 )
-from cachetier.kube.tier_api import TierApiError, connect, get_tier, list_tiers, patch_tier
+from cachetier.kube.tier_api import (
+    TierApiError,
+    connect,
+    get_tier,
+    list_tiers,
+    patch_tier,
+    tier_events,
+)
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -103,6 +112,18 @@ def build_parser(prog: str = "cachetier") -> argparse.ArgumentParser:
     status.add_argument("tier", nargs="?", metavar="TIER", help="show one tier in detail")
     status.add_argument(
         "-A", "--all-namespaces", action="store_true", help="list tiers of every namespace"
+    )
+    status.add_argument(
+        "-w",
+        "--watch",
+        action="store_true",
+        help="with TIER: a live view (rollout bar, consumers, health, last Events)",
+    )
+    status.add_argument(
+        "--interval", type=float, default=2.0, metavar="S", help="--watch: seconds between views"
+    )
+    status.add_argument(
+        "--count", type=int, default=0, metavar="N", help="--watch: stop after N views (0: never)"
     )
 
     rollout = commands.add_parser("rollout", help="change the rollout of a tier")
@@ -239,6 +260,8 @@ def describe_change(
 
 def run(args: argparse.Namespace, now: datetime) -> str:
     """Carry out a parsed command; returns what to print on stdout."""
+    if getattr(args, "watch", False) and args.tier is None:
+        raise UsageError("status --watch needs a TIER")
     patch = None if args.command == "status" else build_patch(args)  # bad input: no API call
     api, context_namespace = connect(args.kubeconfig or default_kubeconfig())
     namespace: str = args.namespace or context_namespace
@@ -253,6 +276,8 @@ def run(args: argparse.Namespace, now: datetime) -> str:
         patch = rotate_patch(now, operator=args.operator)
     if patch is not None:
         return describe_change(args, patch_tier(api, namespace, args.tier, patch))
+    if args.tier is not None and getattr(args, "watch", False):
+        return watch(api, namespace, args)
     if args.tier is not None:
         return format_tier_detail(get_tier(api, namespace, args.tier), now)
     scope = None if args.all_namespaces else namespace
@@ -261,6 +286,32 @@ def run(args: argparse.Namespace, now: datetime) -> str:
         where = "any namespace" if scope is None else f"namespace {namespace}"
         return f"No CacheTiers found in {where}."
     return format_tiers(tiers, now, namespaces=scope is None)
+
+
+CLEAR = "\x1b[H\x1b[2J"
+
+
+def watch(
+    api: object,
+    namespace: str,
+    args: argparse.Namespace,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str:
+    """``status TIER --watch``: a fresh view every ``--interval`` seconds (the screen
+    cleared on a terminal, views separated otherwise) until Ctrl-C or ``--count``."""
+    shown = 0
+    tty = sys.stdout.isatty()
+    while True:
+        tier = get_tier(api, namespace, args.tier)
+        view = format_watch(tier, tier_events(api, namespace, args.tier), datetime.now(UTC))
+        print((CLEAR if tty else ("" if shown == 0 else "\n---\n")) + view, flush=True)
+        shown += 1
+        if args.count and shown >= args.count:
+            return ""
+        try:
+            sleep(max(0.2, args.interval))
+        except KeyboardInterrupt:
+            return ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

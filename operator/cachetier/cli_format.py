@@ -215,6 +215,91 @@ def format_tier_detail(tier: JsonObj, now: datetime) -> str:
     return "\n".join(parts)
 
 
+BAR_WIDTH = 30
+
+
+def percent_bar(effective: int | None, target: int, width: int = BAR_WIDTH) -> str:
+    """``[######|.......]``: ``#`` up to the effective percent, ``|`` at the target."""
+    filled = round(width * (effective or 0) / 100)
+    mark = min(width - 1, round(width * target / 100)) if target < 100 else None
+    cells = ["#" if i < filled else "." for i in range(width)]
+    if mark is not None and mark >= filled:
+        cells[mark] = "|"
+    return "[" + "".join(cells) + "]"
+
+
+def format_watch(tier: JsonObj, events: Sequence[JsonObj], now: datetime, last: int = 6) -> str:
+    """One view of ``status TIER --watch``: phase, the rollout as a bar, consumers, health,
+    rotations and updates under way, and the tier's last Events (newest last)."""
+    name = field(tier, "metadata", "name")
+    ns = field(tier, "metadata", "namespace")
+    spec = field(tier, "spec", "rollout") or {}
+    target = int(spec.get("percent", 100))
+    effective = field(tier, "status", "rollout", "effectivePercent")
+    ready = _condition(tier, "Ready") or {}
+    lines = [
+        f"CacheTier {ns}/{name}  mode {field(tier, 'spec', 'mode') or 'standalone'}  "
+        f"phase {field(tier, 'status', 'phase') or '-'}  ready {ready.get('status', '-')}"
+        f"  generation {field(tier, 'metadata', 'generation')}"
+        f" (observed {field(tier, 'status', 'observedGeneration') or '-'})",
+        "",
+        f"Rollout    {percent_bar(effective, target)} "
+        f"{'-' if effective is None else effective}% of {target}%"
+        + ("" if spec.get("enabled", True) else "  ROLLED BACK (enabled: false)")
+        + ("  paused" if is_paused(tier) else ""),
+        f"Consumers  {consumers_cell(tier)} enabled/selected",
+    ]
+    health = field(tier, "status", "health")
+    if isinstance(health, dict) and health.get("checkedAt"):
+        parts = ["up" if health.get("up") else "DOWN"]
+        for key, label, fmt in (
+            ("latencyMs", "latency", "{:.2f} ms"),
+            ("hitRate", "hit rate", "{:.0%}"),
+            ("errorRate", "error rate", "{:.2%}"),
+        ):
+            if health.get(key) is not None:
+                parts.append(f"{label} {fmt.format(health[key])}")
+        lines.append(f"Health     {', '.join(parts)} ({age(health['checkedAt'], now)} ago)")
+    else:
+        lines.append("Health     not probed yet")
+    progressing = _condition(tier, "Progressing") or {}
+    if progressing.get("status") == "True":
+        lines.append(f"Progress   {progressing.get('reason')}: {progressing.get('message', '')}")
+    update = field(tier, "status", "update")
+    if isinstance(update, dict) and update.get("total"):
+        lines.append(
+            f"Update     {update.get('updated', 0)}/{update.get('total')} pods updated"
+            + (f", replacing {update['current']}" if update.get("current") else "")
+        )
+    auth = field(tier, "status", "auth") or {}
+    for label, rot in (("Password", auth), ("Operator", auth.get("operator") or {})):
+        if rot.get("rotation"):
+            lines.append(
+                f"{label:<10} rotation {rot['rotation']}"
+                + (f" ({rot['stage']})" if rot.get("stage") and rot["rotation"] != "Done" else "")
+                + (f" since {age(rot.get('since'), now)}" if rot.get("since") else "")
+            )
+    shown = sorted(
+        events,
+        key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""),
+    )[-last:]
+    lines.append("")
+    if shown:
+        rows = [
+            [
+                age(e.get("lastTimestamp") or e.get("eventTime"), now),
+                str(e.get("type", "")),
+                str(e.get("reason", "")),
+                " ".join(str(e.get("message", "")).split())[:100],
+            ]
+            for e in shown
+        ]
+        lines.append("Events:\n" + format_table(("AGE", "TYPE", "REASON", "MESSAGE"), rows))
+    else:
+        lines.append("Events:    none")
+    return "\n".join(lines)
+
+
 def api_error_message(status: int, body: str | None, *, name: str | None, namespace: str) -> str:
     """One line for a non-2xx answer of the API server about CacheTier ``name``."""
     try:

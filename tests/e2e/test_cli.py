@@ -133,6 +133,18 @@ def test_cli_drives_the_rollout(kube_cluster: Any, kube_api: Any, namespace: str
     assert detail.splitlines()[1].startswith(TIER)
     assert "Rollout:  enabled, target 50%, granularity workload" in detail
     assert "paused" not in detail
+    # The live view (not a terminal here: views separated, not the screen cleared).
+    live = ok(
+        run_cli(kubeconfig, "status", TIER, "--watch", "--count", "2", "--interval", "0.2",
+                namespace=namespace)
+    )  # fmt: skip
+    views = live.split("\n---\n")
+    assert len(views) == 2, live
+    for view in views:
+        assert view.startswith(f"CacheTier {namespace}/{TIER}  mode standalone"), view
+        assert "Rollout    [" in view and "% of 50%" in view and "Events:" in view
+    usage = run_cli(kubeconfig, "status", "--watch", namespace=namespace)
+    assert usage.returncode == 2 and "needs a TIER" in usage.stderr
 
 
 def test_namespace_defaults_to_the_kubeconfig_context(

@@ -360,3 +360,43 @@ def test_rotate_password_sets_the_annotation_of_the_password_asked_for() -> None
     assert list(operator) == [names.ANNOTATION_ROTATE_OPERATOR_PASSWORD]
     args = cli.build_parser().parse_args(["rotate-password", "cache", "--operator"])
     assert args.operator and "status.auth.operator" in cli.describe_change(args, {})
+
+
+def test_the_watch_view_shows_the_rollout_as_a_bar_and_the_last_events() -> None:
+    from cachetier.cli_format import format_watch, percent_bar
+
+    assert percent_bar(0, 100, width=10) == "[..........]"
+    assert percent_bar(50, 100, width=10) == "[#####.....]"
+    assert percent_bar(20, 50, width=10) == "[##...|....]"
+    assert percent_bar(100, 100, width=10) == "[##########]"
+    now = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+    tier = {
+        "metadata": {"name": "c", "namespace": "ns", "generation": 3},
+        "spec": {"mode": "replication", "rollout": {"percent": 50}},
+        "status": {
+            "phase": "Ready",
+            "observedGeneration": 3,
+            "rollout": {"effectivePercent": 20},
+            "consumers": {"enabled": 2, "selected": 5},
+            "health": {"up": True, "latencyMs": 0.5, "hitRate": 0.9, "errorRate": 0.0,
+                       "checkedAt": "2026-12-03T11:59:55Z"},
+            "conditions": [{"type": "Ready", "status": "True"},
+                           {"type": "Progressing", "status": "True", "reason": "PasswordRotation",
+                            "message": "rotating the operator's password: Switching"}],
+            "auth": {"operator": {"rotation": "InProgress", "stage": "Switching",
+                                  "since": "2026-12-03T11:59:00Z"}},
+        },
+    }  # fmt: skip
+    events = [
+        {"type": "Normal", "reason": f"R{i}", "message": f"m{i}",
+         "lastTimestamp": f"2026-12-03T11:5{i}:00Z"}
+        for i in range(9)
+    ]  # fmt: skip
+    view = format_watch(tier, events, now)
+    assert view.splitlines()[0].startswith("CacheTier ns/c  mode replication  phase Ready")
+    assert "Rollout    [######.........|..............] 20% of 50%" in view
+    assert "Consumers  2/5 enabled/selected" in view
+    assert "latency 0.50 ms, hit rate 90%" in view
+    assert "Operator   rotation InProgress (Switching)" in view
+    assert "R8" in view and "R2" not in view  # the last six, newest last
+    assert view.index("R3") < view.index("R8")

@@ -590,3 +590,46 @@ def test_a_replica_that_does_not_come_back_halts_the_update() -> None:
     degraded = {c["type"]: c for c in status_dict(d)["conditions"]}["Degraded"]
     assert degraded["status"] == "True" and degraded["reason"] == "UpdateStalled"
     assert pod(1) in degraded["message"]
+
+
+def test_a_whole_restart_with_new_addresses_is_reformed_on_the_last_primary() -> None:
+    """Every Redis pod restarted at once with new addresses: the Sentinels' primary is an
+    address no pod has, they judge it down and know no replica to promote. The last
+    primary's pod (pod 1 here, after a failover) leads again; the others follow it; every
+    Sentinel is pointed at it. Not while any pod is still a replica (Sentinel's case)."""
+    w = formed_world()
+    moved = ReplicationObservation(
+        nodes=(node(0, "replica", 1), node(1, "primary"), node(2, "replica", 1)),
+        sentinels=tuple(sentinel(i, 1) for i in range(3)),
+    )
+    for _ in range(2):
+        w.act_with(moved)
+    assert w.tier["status"]["replication"]["primary"] == pod(1)
+    gone = "10.0.9.9"  # pod 1's address before the restart
+    restarted = [node(i, "primary", offset=0) for i in range(3)]
+    restarted = [replace(n, connected_replicas=0) for n in restarted]
+    stuck = ReplicationObservation(
+        nodes=tuple(restarted),
+        sentinels=tuple(
+            replace(sentinel(i, None), monitoring=True, master_host=gone, master_down=True)
+            for i in range(3)
+        ),
+    )
+    d = w.decide_with(stuck)
+    monitors = [a for a in d.redis_actions if isinstance(a, Monitor)]
+    assert sorted(a.host for a in monitors) == SENTINEL_IPS
+    assert {a.primary_host for a in monitors} == {IPS[1]}
+    follows = {a.host for a in d.redis_actions if isinstance(a, ReplicaOf)}
+    assert follows == {IPS[0], IPS[2]}
+    assert all(a.primary_host == IPS[1] for a in d.redis_actions if isinstance(a, ReplicaOf))
+    assert "PrimaryReformed" in [e.reason for e in d.events]
+    # A pod still a replica of the dead address: the Sentinels can promote it; wait.
+    waiting = replace(stuck, nodes=(restarted[0], restarted[1], node(2, "replica", 0)))
+    d = w.decide_with(replace(waiting, nodes=tuple(
+        replace(n, master_host=gone, link_up=False) if n.role == "replica" else n
+        for n in waiting.nodes
+    )))  # fmt: skip
+    assert not [a for a in d.redis_actions if isinstance(a, Monitor | ReplicaOf)]
+    # Not judged down by a quorum: wait too.
+    lively = replace(stuck, sentinels=tuple(replace(s, master_down=False) for s in stuck.sentinels))
+    assert not [a for a in w.decide_with(lively).redis_actions if isinstance(a, Monitor)]

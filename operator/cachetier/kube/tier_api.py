@@ -128,3 +128,15 @@ def patch_tier(api: Any, namespace: str, name: str, patch: JsonObj) -> JsonObj:
                 _request_timeout=_TIMEOUT,
             ),
         )
+
+
+def tier_events(api: Any, namespace: str, name: str) -> list[JsonObj]:
+    """The Events whose object is CacheTier ``name`` (any order)."""
+    core = kubernetes.client.CoreV1Api(api.api_client)
+    with _api_errors(api, namespace, name):
+        answer = core.list_namespaced_event(
+            namespace,
+            field_selector=f"involvedObject.name={name},involvedObject.kind={names.KIND}",
+            _request_timeout=_TIMEOUT,
+        )
+    return cast(list[JsonObj], api.api_client.sanitize_for_serialization(answer.items))

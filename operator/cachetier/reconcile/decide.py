@@ -199,6 +199,7 @@ def decide(obs: Observed, now: datetime) -> Decision:
         applies, written, apply_events = _plan_applies(obs, held)
         events += apply_events
         judgement = mode.judge(inputs, desired, written)
+        events += [Event(kind, reason, message) for kind, reason, message in judgement.notices]
         verdict, requeue = _volume_verdict(obs, volume, judgement.verdict), judgement.requeue
         if volume.orphan_statefulset or volume.hold_statefulset or volume.expanding:
             requeue = _sooner(requeue, VOLUME_RECHECK)

@@ -75,6 +75,8 @@ class Judgement:
     """Pods to delete (a supervised update replaces them one at a time)."""
     update: dict[str, Any] | None = None
     """``status.update`` (a supervised update's progress)."""
+    notices: tuple[tuple[str, str, str], ...] = ()
+    """Events to post: (type, reason, message)."""
 
 
 @dataclass(frozen=True)

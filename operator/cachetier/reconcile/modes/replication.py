@@ -95,6 +95,44 @@ def bootstrap_primary(nodes: list[NodeState]) -> NodeState | None:
     return max(up, key=lambda n: (n.offset, -up.index(n)))
 
 
+def orphaned_primary(
+    observation: ReplicationObservation,
+    nodes: list[NodeState],
+    primary_host: str,
+    pod_hosts: set[str],
+    quorum: int,
+    want: int,
+) -> bool:
+    """The Sentinels agree on a primary that no pod has the address of, a quorum of
+    them judges it down, and every Redis pod runs as a primary of its own with no
+    replica: Sentinel can only fail over to a replica it knows, and none is left (the
+    whole StatefulSet restarted at once, with new addresses). Sentinel cannot heal this;
+    while any pod is still a replica, it is Sentinel's to fail over to."""
+    if primary_host in pod_hosts or len(nodes) < want or not nodes:
+        return False
+    if any(s.failover for s in observation.sentinels if s.up):
+        return False
+    if not all(n.up and n.role == "primary" and n.connected_replicas == 0 for n in nodes):
+        return False
+    down = sum(
+        1
+        for s in observation.sentinels
+        if s.up and s.monitoring and s.master_host == primary_host and s.master_down
+    )
+    return down >= quorum
+
+
+def restart_primary(
+    nodes: list[NodeState], by_host: dict[str, dict[str, Any]], last_primary: str
+) -> NodeState | None:
+    """Whom to lead after a whole restart: the last primary's pod (same volume, the
+    newest data), else the pod with the most data (:func:`bootstrap_primary`)."""
+    for n in nodes:
+        if by_host[n.host]["metadata"]["name"] == last_primary and n.up:
+            return n
+    return bootstrap_primary(nodes)
+
+
 def _may_scale_in(inputs: Inputs, keep: int) -> bool:
     """The StatefulSet may shrink to ``keep`` pods: a quorum of Sentinels agrees on a
     primary, none is failing over, and the primary is one of the pods kept."""
@@ -237,9 +275,32 @@ class ReplicationMode:
                 chosen = bootstrap_primary(nodes)
                 if chosen is not None:
                     primary_host = chosen.host
+        notices: list[tuple[str, str, str]] = []
+        reformed = False
+        if primary_host is not None and orphaned_primary(
+            observation, nodes, primary_host, set(by_host), quorum, workload.desired_replicas
+        ):
+            # Every Redis pod restarted at once (new addresses): the Sentinels' primary is
+            # gone and they know no replica to promote, so they never will. The last
+            # primary's pod (its data is the newest) leads again; the others follow it.
+            chosen = restart_primary(nodes, by_host, str(previous.get("primary") or ""))
+            if chosen is not None:
+                notices.append(
+                    (
+                        "Warning",
+                        "PrimaryReformed",
+                        f"every Redis pod restarted: the Sentinels' primary {primary_host} is "
+                        f"gone and they have no replica to promote; "
+                        f"{by_host[chosen.host]['metadata']['name']} (the last primary's pod, "
+                        "or the one with the most data) leads again and the others replicate "
+                        "from it",
+                    )
+                )
+                primary_host, agreed, reformed = chosen.host, False, True
         if primary_host is not None and primary_host in by_host and not failing_over:
             for s in observation.sentinels:
-                if s.up and (not s.monitoring or (agreed and s.master_host != primary_host)):
+                moved = (agreed or reformed) and s.master_host != primary_host
+                if s.up and (not s.monitoring or moved):
                     actions.append(
                         Monitor(
                             host=s.host,
@@ -382,6 +443,7 @@ class ReplicationMode:
             )
         judged = replace(
             base,
+            notices=tuple(notices),
             replication=status,
             replication_actions=tuple(actions),
             labels=tuple(labels),
