@@ -285,3 +285,38 @@ def test_a_namespace_scoped_release_installs_reconciles_upgrades_and_uninstalls(
             proc.kill()
             proc.wait(timeout=10)
         kube_cluster.run_kubectl("delete", "namespace", release_ns, "--wait=false", check=False)
+
+
+def test_the_namespaced_overlay_is_the_charts_namespace_scoped_rendering(
+    kube_cluster: KubeCluster, namespace: str, crd_installed: None
+) -> None:
+    """``overlays/namespaced`` (kustomize, for team-a) renders the same RBAC and env as the
+    chart with ``watchNamespaces={team-a}``, and the API server accepts it (dry run, with
+    the test's namespace in place of team-a)."""
+    overlay = kube_cluster.run_kubectl("kustomize", str(REPO / "overlays" / "namespaced")).stdout
+    kustomized = _objects(overlay)
+    rendered = _objects(
+        helm(
+            None, "template", "cachetier", str(CHART), "-n", "cachetier-system",
+            "--set", "watchNamespaces={team-a}",
+        ).stdout
+    )  # fmt: skip
+    assert kustomized.pop(("Namespace", "cachetier-system"))
+    kustomized.pop(("CustomResourceDefinition", "cachetiers.cachetier.io"))
+    assert sorted(rendered) == sorted(kustomized)
+    for key, want in kustomized.items():
+        assert _without_helm_labels(rendered[key]) == _without_helm_labels(want), key
+    assert ("ClusterRole", "cachetier-operator") not in kustomized
+    kube_cluster.run_kubectl("apply", "-f", str(REPO / "manifests" / "namespace.yaml"))
+    dry = subprocess.run(
+        [
+            kube_cluster.kubectl, "--kubeconfig", kube_cluster.kubeconfig, "apply",
+            "--dry-run=server", "-f", "-",
+        ],
+        input=overlay.replace("namespace: team-a", f"namespace: {namespace}"),
+        capture_output=True, text=True, timeout=90, check=False,
+    )  # fmt: skip
+    assert dry.returncode == 0, dry.stderr
+    assert (
+        "role.rbac.authorization.k8s.io/cachetier-operator created (server dry run)" in dry.stdout
+    )

@@ -49,10 +49,8 @@ watched namespace. Exactly the verbs the code uses (manifests/rbac.yaml explains
   verbs: ["create", "patch"]
 {{- end -}}
 
-{{- define "cachetier.clusterRules" -}}
-- apiGroups: ["apiextensions.k8s.io"]
-  resources: ["customresourcedefinitions"]
-  verbs: ["get", "list", "watch"]
+{{/* Cluster-scoped reads, by name: a node's zone (placement), a class's allowVolumeExpansion. */}}
+{{- define "cachetier.clusterReads" -}}
 - apiGroups: ["storage.k8s.io"]
   resources: ["storageclasses"]
   verbs: ["get"]

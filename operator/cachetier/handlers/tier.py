@@ -68,6 +68,10 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Configure kopf and build the runtime."""
     settings.posting.enabled = False  # we post our own, deduplicated Events
+    if watched_namespaces():
+        # Namespace-scoped: the listed namespaces exactly, the resources found at start;
+        # no cluster-wide list/watch of Namespaces or CRDs (a Role cannot grant them).
+        settings.scanning.disabled = True
     # kopf logs every handled event at INFO ("Handler ... succeeded"): one line per
     # Deployment and Pod change of the cluster. Our own log says what matters.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
