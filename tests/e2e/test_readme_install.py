@@ -1,0 +1,80 @@
+"""The README's install commands, verbatim, against a real API server.
+
+Every ``kubectl`` and ``helm`` command in the ``sh`` blocks of the README's "Install on a
+cluster" section is run as written, plus only what makes it a server-side dry run
+(``--dry-run=server``) and points it at the test's control plane (``--kubeconfig``). A
+change that breaks one (a renamed directory, a chart value, a refused object) fails
+here. The namespaces the commands install into are created first (a dry run creates
+nothing).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import KubeCluster
+from tests.e2e.test_helm import _helm
+
+pytestmark = pytest.mark.timeout(300)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def install_commands() -> list[list[str]]:
+    """The kubectl/helm commands of the README's install section, continuation lines
+    joined and comments dropped."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("\n## Install on a cluster\n", 1)[1].split("\n## ", 1)[0]
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", section, re.S):
+        joined = re.sub(r"\\\n\s*", " ", block)
+        for line in joined.splitlines():
+            words = shlex.split(line, comments=True)
+            if words and words[0] in ("kubectl", "helm"):
+                commands.append(words)
+    return commands
+
+
+def test_the_readme_has_the_install_commands() -> None:
+    commands = [" ".join(c[:3]) for c in install_commands()]
+    assert "kubectl apply -k" in commands and "kubectl apply -f" in commands, commands
+    assert sum(c.startswith("helm install") for c in commands) == 2, commands
+
+
+def test_every_install_command_of_the_readme_works(
+    kube_cluster: KubeCluster, crd_installed: None
+) -> None:
+    commands = install_commands()
+    for words in commands:
+        for flag in ("-n", "--namespace"):
+            if flag in words:
+                kube_cluster.run_kubectl(
+                    "create", "namespace", words[words.index(flag) + 1], check=False
+                )
+        for value in words:
+            for ns in re.findall(r"watchNamespaces=\{([^}]*)\}", value):
+                for name in ns.split(","):
+                    kube_cluster.run_kubectl("create", "namespace", name, check=False)
+    kube_cluster.run_kubectl("apply", "-f", str(REPO / "manifests" / "namespace.yaml"))
+    env = {
+        **os.environ,
+        "HELM_CACHE_HOME": "/tmp/cachetier-helm/cache",
+        "HELM_CONFIG_HOME": "/tmp/cachetier-helm/config",
+        "HELM_DATA_HOME": "/tmp/cachetier-helm/data",
+    }
+    for words in commands:
+        if words[0] == "kubectl":
+            argv = [kube_cluster.kubectl, "--kubeconfig", kube_cluster.kubeconfig, *words[1:]]
+        else:
+            argv = [_helm(), "--kubeconfig", kube_cluster.kubeconfig, *words[1:]]
+        argv.append("--dry-run=server")
+        proc = subprocess.run(
+            argv, cwd=REPO, capture_output=True, text=True, env=env, timeout=120, check=False
+        )
+        assert proc.returncode == 0, f"{' '.join(words)}:\n{proc.stdout}\n{proc.stderr}"
