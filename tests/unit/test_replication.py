@@ -623,12 +623,14 @@ def test_a_whole_restart_with_new_addresses_is_reformed_on_the_last_primary() ->
     assert follows == {IPS[0], IPS[2]}
     assert all(a.primary_host == IPS[1] for a in d.redis_actions if isinstance(a, ReplicaOf))
     assert "PrimaryReformed" in [e.reason for e in d.events]
-    # A pod still a replica of the dead address: the Sentinels can promote it; wait.
-    waiting = replace(stuck, nodes=(restarted[0], restarted[1], node(2, "replica", 0)))
-    d = w.decide_with(replace(waiting, nodes=tuple(
-        replace(n, master_host=gone, link_up=False) if n.role == "replica" else n
-        for n in waiting.nodes
-    )))  # fmt: skip
+    # Pods made replicas of the old primary just before it restarted too (its address
+    # is gone, their links down) and unknown to the Sentinels: the same.
+    lost = replace(node(2, "replica", 0), master_host=gone, link_up=False)
+    d = w.decide_with(replace(stuck, nodes=(restarted[0], restarted[1], lost)))
+    assert {a.host for a in d.redis_actions if isinstance(a, ReplicaOf)} == {IPS[0], IPS[2]}
+    # A replica the Sentinels know: they can promote it; wait.
+    known = tuple(replace(s, priorities=((IPS[2], 100),)) for s in stuck.sentinels)
+    d = w.decide_with(replace(stuck, nodes=(restarted[0], restarted[1], lost), sentinels=known))
     assert not [a for a in d.redis_actions if isinstance(a, Monitor | ReplicaOf)]
     # Not judged down by a quorum: wait too.
     lively = replace(stuck, sentinels=tuple(replace(s, master_down=False) for s in stuck.sentinels))

@@ -104,15 +104,22 @@ def orphaned_primary(
     want: int,
 ) -> bool:
     """The Sentinels agree on a primary that no pod has the address of, a quorum of
-    them judges it down, and every Redis pod runs as a primary of its own with no
-    replica: Sentinel can only fail over to a replica it knows, and none is left (the
-    whole StatefulSet restarted at once, with new addresses). Sentinel cannot heal this;
-    while any pod is still a replica, it is Sentinel's to fail over to."""
+    them judges it down, and they know no replica at a pod's address: Sentinel can only
+    fail over to a replica it knows, and none is left (the whole StatefulSet restarted,
+    every pod with a new address). Every Redis pod is a primary with no replica of its
+    own, or a replica of an address that is no pod's, with its link down. Sentinel cannot
+    heal this; while it knows a live replica, failing over is Sentinel's."""
     if primary_host in pod_hosts or len(nodes) < want or not nodes:
         return False
     if any(s.failover for s in observation.sentinels if s.up):
         return False
-    if not all(n.up and n.role == "primary" and n.connected_replicas == 0 for n in nodes):
+    for n in nodes:
+        alone = n.role == "primary" and n.connected_replicas == 0
+        lost = n.role == "replica" and not n.link_up and n.master_host not in pod_hosts
+        if not n.up or not (alone or lost):
+            return False
+    known = {host for s in observation.sentinels if s.up for host, _ in s.priorities}
+    if known & pod_hosts:
         return False
     down = sum(
         1
