@@ -226,9 +226,10 @@ def test_replication_serves_one_url_and_follows_sentinel_through_a_failover(
     killed = _sigkill_restarts_in_place(kube_cluster, ns, conn["url"], settled)
     _operator_away_during_a_failover(kube_cluster, ns, conn, operator, monkeypatch, settled)
     _scale_out_and_in_keeps_the_keys(kube_cluster, ns, conn["url"], settled, operator, monkeypatch)
+    whole = _every_pod_deleted_at_once(kube_cluster, ns, conn["url"], settled)
     result = json.dumps({
         "sigstop_of_the_primary": frozen, "delete_of_the_primary_pod": deleted,
-        "sigkill_of_the_primary": killed,
+        "sigkill_of_the_primary": killed, "every_redis_pod_deleted": whole,
     })  # fmt: skip
     print(result, file=sys.__stdout__)
 
@@ -413,6 +414,34 @@ def _scale_out_and_in_keeps_the_keys(
         values = client.mget([f"scale{i}" for i in range(1000)])
     assert values == [str(i).encode() for i in range(1000)]
     assert _primary(cluster, ns)[0] in ("sessions-0", "sessions-1")
+
+
+def _every_pod_deleted_at_once(
+    cluster: Any, ns: str, url: str, settled: Callable[[], bool]
+) -> dict[str, Any]:
+    """Every Redis pod deleted at once (a power cut, ``kubectl delete pods -l``): they come
+    back with new addresses, the Sentinels' primary is gone and they know no replica to
+    promote. The operator re-forms the topology on the last primary's pod (its volume has
+    the newest data), the others follow it, the Sentinels watch it; the keys stay."""
+    import redis
+
+    with redis.from_url(url, socket_timeout=5) as client:
+        for i in range(500):
+            client.set(f"whole:{i}", str(i))
+        client.execute_command("WAIT", 2, 5000)
+    primary, _ = _primary(cluster, ns)
+    selector = ",".join(f"{k}={v}" for k, v in names.selector_labels("sessions").items())
+    cluster.run_kubectl("delete", "pods", "-n", ns, "-l", selector, "--wait=false")
+    deleted_at = time.monotonic()
+    wait_for(settled, timeout=240, what="one primary again after every pod was replaced")
+    took = round(time.monotonic() - deleted_at, 1)
+    assert _primary(cluster, ns)[0] == primary, "the last primary's pod leads again"
+    with redis.from_url(url, socket_timeout=5) as client:
+        lost = sum(client.get(f"whole:{i}") != str(i).encode() for i in range(500))
+        assert client.get("greeting") == b"hello"
+    assert lost == 0
+    assert any(primary in m for m in event_messages(cluster, ns, "PrimaryReformed"))
+    return {"settled_seconds": took, "keys_lost": lost}
 
 
 def _redis_pid(ip: str) -> int:
