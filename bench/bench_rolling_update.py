@@ -171,10 +171,20 @@ def one_setup(cp: Any, ns: str) -> dict[str, Any]:
         new = [
             p for p in pods if p["metadata"]["labels"].get("controller-revision-hash") == revision
         ]
-        return bool(revision) and revision != initial and len(new) == 6 and whole() is not None
+        st = whole()
+        # The status must describe these pods, not those of before.
+        ips = {p["status"].get("podIP") for p in new}
+        members = {m["address"].rsplit(":", 1)[0] for m in (st or {}).get("cluster", {}).get(
+            "members") or []}  # fmt: skip
+        return bool(revision) and revision != initial and len(new) == 6 and members == ips
 
-    wait_until("every pod updated and the cluster whole", rolled, 600, 0.5)
-    seconds = round(time.monotonic() - started, 2)
+    seconds: float | None
+    try:
+        wait_until("every pod updated and the cluster whole", rolled, 300, 0.5)
+        seconds = round(time.monotonic() - started, 2)
+    except SystemExit as exc:  # the baseline may never be whole again: say so
+        say(f"{ns}: {exc}")
+        seconds = None
     writer.stop.set()
     writer.join(timeout=10)
 
@@ -193,8 +203,8 @@ def one_setup(cp: Any, ns: str) -> dict[str, Any]:
                 password=password, socket_timeout=5, require_full_coverage=False,
                 **quiet_handshake(),
             )  # fmt: skip
-        except (redis.RedisError, RedisClusterException):
-            return None
+        except (redis.RedisError, RedisClusterException, IndexError):
+            return None  # no master answers (redis-py: IndexError)
         try:
             lost = 0
             for i in range(KEYS):
@@ -206,7 +216,12 @@ def one_setup(cp: Any, ns: str) -> dict[str, Any]:
         finally:
             client.close()
 
-    lost = wait_until("the keys readable", count_lost, 120, 1.0)[0]
+    lost: int | None
+    try:
+        lost = wait_until("the keys readable", count_lost, 120, 1.0)[0]
+    except SystemExit as exc:
+        say(f"{ns}: {exc}: no key readable")
+        lost = KEYS
     subprocess.run([*kubectl, "delete", "namespace", ns, "--wait=false"], capture_output=True)
     result = {
         "longest_write_gap_seconds": round(writer.gap, 3),
