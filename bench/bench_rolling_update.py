@@ -76,10 +76,13 @@ class Writer(threading.Thread):
                 now = time.monotonic()
                 self.gap = max(self.gap, now - last)
                 last, self.acked, i = now, self.acked + 1, i + 1
-            except redis.RedisError:
+            except (redis.RedisError, RedisClusterException, IndexError):
+                # IndexError: redis-py finds no master among the nodes it knows.
                 self.errors += 1
                 time.sleep(0.05)
             time.sleep(0.005)
+        # A writer that never got through again: the gap lasts until it stopped.
+        self.gap = max(self.gap, time.monotonic() - last)
         client.close()
 
 
@@ -268,6 +271,7 @@ class UrlWriter(threading.Thread):
                 client = connect()
                 time.sleep(0.05)
             time.sleep(0.005)
+        self.gap = max(self.gap, time.monotonic() - last)
         client.close()
 
 
