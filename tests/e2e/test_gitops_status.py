@@ -88,7 +88,7 @@ class Watcher:
 
 
 def tool(name: str) -> str:
-    """The binary ``hack/tools.sh`` built for ``name`` (kstatus, luahealth)."""
+    """The binary ``hack/tools.sh`` built for ``name`` (kstatus, luahealth, helm)."""
     binary = subprocess.run(
         ["bash", str(REPO / "hack" / "tools.sh"), "path", name],
         capture_output=True,

@@ -32,6 +32,7 @@ import yaml
 from cachetier.handlers import tier as tier_handlers
 from tests.conftest import KubeCluster
 from tests.e2e.helpers import CHILDREN, get_json, kubectl_apply, wait_for
+from tests.e2e.test_gitops_status import tool
 from tests.e2e.test_rbac import FORBIDDEN, _token_kubeconfig
 
 pytestmark = pytest.mark.timeout(300)
@@ -53,26 +54,21 @@ spec:
 """
 
 
-def _helm() -> str:
-    out = subprocess.run(
-        ["bash", str(REPO / "hack" / "tools.sh"), "path", "helm"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    assert Path(out).is_file(), f"{out} missing: run `make bootstrap` (hack/tools.sh install)"
-    return out
+HELM_ENV = {
+    "HELM_CACHE_HOME": "/tmp/cachetier-helm/cache",
+    "HELM_CONFIG_HOME": "/tmp/cachetier-helm/config",
+    "HELM_DATA_HOME": "/tmp/cachetier-helm/data",
+}
 
 
 def helm(cluster: KubeCluster | None, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HELM_CACHE_HOME": "/tmp/cachetier-helm/cache"}
-    env.update(
-        HELM_CONFIG_HOME="/tmp/cachetier-helm/config", HELM_DATA_HOME="/tmp/cachetier-helm/data"
-    )
+    """Run helm (against ``cluster`` if given) from the repository root; it must succeed."""
     kube = ["--kubeconfig", cluster.kubeconfig] if cluster is not None else []
     proc = subprocess.run(
-        [_helm(), *kube, *args], capture_output=True, text=True, env=env, timeout=120, check=False
-    )
+        [tool("helm"), *kube, *args],
+        capture_output=True, text=True, env={**os.environ, **HELM_ENV}, cwd=REPO,
+        timeout=120, check=False,
+    )  # fmt: skip
     assert proc.returncode == 0, f"helm {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
     return proc
 

@@ -10,7 +10,6 @@ nothing).
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import subprocess
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import KubeCluster
-from tests.e2e.test_helm import _helm
+from tests.e2e.test_helm import helm
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -62,19 +61,13 @@ def test_every_install_command_of_the_readme_works(
                 for name in ns.split(","):
                     kube_cluster.run_kubectl("create", "namespace", name, check=False)
     kube_cluster.run_kubectl("apply", "-f", str(REPO / "manifests" / "namespace.yaml"))
-    env = {
-        **os.environ,
-        "HELM_CACHE_HOME": "/tmp/cachetier-helm/cache",
-        "HELM_CONFIG_HOME": "/tmp/cachetier-helm/config",
-        "HELM_DATA_HOME": "/tmp/cachetier-helm/data",
-    }
     for words in commands:
-        if words[0] == "kubectl":
-            argv = [kube_cluster.kubectl, "--kubeconfig", kube_cluster.kubeconfig, *words[1:]]
-        else:
-            argv = [_helm(), "--kubeconfig", kube_cluster.kubeconfig, *words[1:]]
-        argv.append("--dry-run=server")
+        if words[0] == "helm":
+            helm(kube_cluster, *words[1:], "--dry-run=server")
+            continue
         proc = subprocess.run(
-            argv, cwd=REPO, capture_output=True, text=True, env=env, timeout=120, check=False
-        )
+            [kube_cluster.kubectl, "--kubeconfig", kube_cluster.kubeconfig, *words[1:],
+             "--dry-run=server"],
+            cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
         assert proc.returncode == 0, f"{' '.join(words)}:\n{proc.stdout}\n{proc.stderr}"

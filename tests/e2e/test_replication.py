@@ -425,15 +425,21 @@ def _every_pod_deleted_at_once(
     the newest data), the others follow it, the Sentinels watch it; the keys stay."""
     import redis
 
-    with redis.from_url(url, socket_timeout=5) as client:
+    with redis.from_url(url, socket_timeout=10) as client:
         for i in range(500):
             client.set(f"whole:{i}", str(i))
-        client.execute_command("WAIT", 2, 5000)
+        client.execute_command("WAIT", 2, 3000)  # on the replicas too (not asserted)
     primary, _ = _primary(cluster, ns)
     selector = ",".join(f"{k}={v}" for k, v in names.selector_labels("sessions").items())
     cluster.run_kubectl("delete", "pods", "-n", ns, "-l", selector, "--wait=false")
     deleted_at = time.monotonic()
-    wait_for(settled, timeout=240, what="one primary again after every pod was replaced")
+    try:
+        wait_for(settled, timeout=240, what="one primary again after every pod was replaced")
+    except AssertionError as exc:
+        raise AssertionError(
+            f"{exc}; status {json.dumps(_status(cluster, ns))[:2000]}; "
+            f"servers {_topology(cluster, ns)}"
+        ) from None
     took = round(time.monotonic() - deleted_at, 1)
     assert _primary(cluster, ns)[0] == primary, "the last primary's pod leads again"
     with redis.from_url(url, socket_timeout=5) as client:
@@ -442,6 +448,38 @@ def _every_pod_deleted_at_once(
     assert lost == 0
     assert any(primary in m for m in event_messages(cluster, ns, "PrimaryReformed"))
     return {"settled_seconds": took, "keys_lost": lost}
+
+
+def _topology(cluster: Any, ns: str) -> dict[str, Any]:
+    """Per pod: its address and what it says (role and master; a Sentinel: the master it
+    watches, its flags and the replicas it knows) -- diagnostics."""
+    import redis
+
+    password = _secret(cluster, ns, "sessions-auth")["operator-password"]
+    out: dict[str, Any] = {}
+    pods = json.loads(cluster.run_kubectl("get", "pods", "-n", ns, "-o", "json").stdout)["items"]
+    for pod in pods:
+        ip = (pod.get("status") or {}).get("podIP")
+        sentinel = "sentinel" in pod["metadata"]["name"]
+        try:
+            with redis.Redis(
+                host=ip, port=26379 if sentinel else 6379, username=names.OPERATOR_USER,
+                password=password, socket_timeout=2, decode_responses=True,
+            ) as c:  # fmt: skip
+                if sentinel:
+                    m = c.execute_command("SENTINEL", "MASTER", "sessions")
+                    m = dict(zip(m[::2], m[1::2], strict=False)) if isinstance(m, list) else m
+                    known = [r["ip"] for r in c.sentinel_slaves("sessions")]
+                    out[pod["metadata"]["name"]] = [ip, m.get("ip"), m.get("flags"), known]
+                else:
+                    info = c.info("replication")
+                    out[pod["metadata"]["name"]] = [
+                        ip, info.get("role"), info.get("master_host"),
+                        info.get("master_link_status"),
+                    ]  # fmt: skip
+        except (redis.RedisError, OSError) as exc:
+            out[pod["metadata"]["name"]] = [ip, type(exc).__name__]
+    return out
 
 
 def _redis_pid(ip: str) -> int:

@@ -632,6 +632,10 @@ def test_a_whole_restart_with_new_addresses_is_reformed_on_the_last_primary() ->
     known = tuple(replace(s, priorities=((IPS[2], 100),)) for s in stuck.sentinels)
     d = w.decide_with(replace(stuck, nodes=(restarted[0], restarted[1], lost), sentinels=known))
     assert not [a for a in d.redis_actions if isinstance(a, Monitor | ReplicaOf)]
+    # A known address given again to a pod that is a primary of its own: no candidate.
+    reused = tuple(replace(s, priorities=((IPS[0], 100),)) for s in stuck.sentinels)
+    d = w.decide_with(replace(stuck, nodes=(restarted[0], restarted[1], lost), sentinels=reused))
+    assert {a.host for a in d.redis_actions if isinstance(a, ReplicaOf)} == {IPS[0], IPS[2]}
     # Not judged down by a quorum: wait too.
     lively = replace(stuck, sentinels=tuple(replace(s, master_down=False) for s in stuck.sentinels))
     assert not [a for a in w.decide_with(lively).redis_actions if isinstance(a, Monitor)]

@@ -118,8 +118,10 @@ def orphaned_primary(
         lost = n.role == "replica" and not n.link_up and n.master_host not in pod_hosts
         if not n.up or not (alone or lost):
             return False
+    # A replica Sentinel knows at a pod's address (an address may be given again to a
+    # new pod, which is then a primary of its own: no candidate for Sentinel).
     known = {host for s in observation.sentinels if s.up for host, _ in s.priorities}
-    if known & pod_hosts:
+    if known & {n.host for n in nodes if n.role == "replica"}:
         return False
     down = sum(
         1
