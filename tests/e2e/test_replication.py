@@ -226,7 +226,7 @@ def test_replication_serves_one_url_and_follows_sentinel_through_a_failover(
     killed = _sigkill_restarts_in_place(kube_cluster, ns, conn["url"], settled)
     _operator_away_during_a_failover(kube_cluster, ns, conn, operator, monkeypatch, settled)
     _scale_out_and_in_keeps_the_keys(kube_cluster, ns, conn["url"], settled, operator, monkeypatch)
-    whole = _every_pod_deleted_at_once(kube_cluster, ns, conn["url"], settled)
+    whole = _every_pod_deleted_at_once(kube_cluster, ns, conn["url"])
     result = json.dumps({
         "sigstop_of_the_primary": frozen, "delete_of_the_primary_pod": deleted,
         "sigkill_of_the_primary": killed, "every_redis_pod_deleted": whole,
@@ -416,19 +416,31 @@ def _scale_out_and_in_keeps_the_keys(
     assert _primary(cluster, ns)[0] in ("sessions-0", "sessions-1")
 
 
-def _every_pod_deleted_at_once(
-    cluster: Any, ns: str, url: str, settled: Callable[[], bool]
-) -> dict[str, Any]:
+def _every_pod_deleted_at_once(cluster: Any, ns: str, url: str) -> dict[str, Any]:
     """Every Redis pod deleted at once (a power cut, ``kubectl delete pods -l``): they come
     back with new addresses, the Sentinels' primary is gone and they know no replica to
     promote. The operator re-forms the topology on the last primary's pod (its volume has
     the newest data), the others follow it, the Sentinels watch it; the keys stay."""
     import redis
 
+    count = len(_roles(cluster, ns))  # what the scale steps before left
+
+    def settled() -> bool:
+        roles = list(_roles(cluster, ns).values())
+        st = _ready(cluster, ns)
+        return bool(
+            st
+            and len(roles) == count
+            and roles.count("primary") == 1
+            and roles.count("replica") == count - 1
+            and len(st["replication"]["replicas"]) == count - 1
+            and all(r["linkUp"] for r in st["replication"]["replicas"])
+        )
+
     with redis.from_url(url, socket_timeout=10) as client:
         for i in range(500):
             client.set(f"whole:{i}", str(i))
-        client.execute_command("WAIT", 2, 3000)  # on the replicas too (not asserted)
+        client.execute_command("WAIT", count - 1, 3000)  # on the replicas too (not asserted)
     primary, _ = _primary(cluster, ns)
     selector = ",".join(f"{k}={v}" for k, v in names.selector_labels("sessions").items())
     cluster.run_kubectl("delete", "pods", "-n", ns, "-l", selector, "--wait=false")
