@@ -116,6 +116,9 @@ def test_the_chart_renders_what_manifests_install(kube_cluster: KubeCluster) -> 
     assert (CHART / "files" / "prometheusrule.yaml").read_text() == (
         REPO / "manifests" / "monitoring" / "prometheusrule.yaml"
     ).read_text()
+    assert (CHART / "files" / "argocd-health.lua").read_text() == (
+        REPO / "manifests" / "argocd" / "health.lua"
+    ).read_text()
     monitored = _objects(
         helm(
             None,
