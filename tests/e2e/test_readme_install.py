@@ -2,7 +2,9 @@
 
 Every ``kubectl`` and ``helm`` command in the ``sh`` blocks of the README's "Install on a
 cluster" section is run as written, plus only what makes it a server-side dry run
-(``--dry-run=server``) and points it at the test's control plane (``--kubeconfig``). A
+(``--dry-run=server``) and points it at a control plane of the test's own
+(``--kubeconfig``; a new user's cluster has nothing of CacheTier yet, while the session's
+has the objects other tests applied with kubectl, which Helm would refuse to adopt). A
 change that breaks one (a renamed directory, a chart value, a refused object) fails
 here. The namespaces the commands install into are created first (a dry run creates
 nothing).
@@ -10,9 +12,12 @@ nothing).
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,9 +51,27 @@ def test_the_readme_has_the_install_commands() -> None:
     assert sum(c.startswith("helm install") for c in commands) == 2, commands
 
 
-def test_every_install_command_of_the_readme_works(
-    kube_cluster: KubeCluster, crd_installed: None
-) -> None:
+@pytest.fixture(scope="module")
+def new_cluster() -> Iterator[KubeCluster]:
+    """A control plane of its own (no node agent): nothing installed, as a new user's."""
+    from ctdev.controlplane import ControlPlane
+
+    state_dir = REPO / ".local" / f"readme-{os.getpid()}"
+    control_plane = ControlPlane(state_dir, node_agent=False)
+    try:
+        control_plane.start()
+        yield KubeCluster(
+            kubeconfig=str(control_plane.kubeconfig),
+            kubectl=str(control_plane.kubectl_path),
+            control_plane=control_plane,
+        )
+    finally:
+        control_plane.stop()
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def test_every_install_command_of_the_readme_works(new_cluster: KubeCluster) -> None:
+    kube_cluster = new_cluster
     commands = install_commands()
     for words in commands:
         for flag in ("-n", "--namespace"):

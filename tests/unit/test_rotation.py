@@ -387,3 +387,27 @@ def test_one_rotation_at_a_time() -> None:
     assert auth["rotation"] == "Done", auth
     assert _secret(w, names.auth_secret("cache"), "password") != app
     assert _secret(w, names.auth_secret("cache"), names.OPERATOR_PASSWORD_KEY) != old
+
+
+def test_the_old_password_stays_while_a_consumer_pod_runs_or_stops_with_it() -> None:
+    dep = {
+        "kind": "Deployment",
+        "metadata": {"name": "app", "namespace": "ns"},
+        "spec": {"selector": {"matchLabels": {"app": "a"}}},
+    }
+
+    def pod(revision: str, **meta: Any) -> dict[str, Any]:
+        return {
+            "metadata": {"namespace": "ns", "labels": {"app": "a"},
+                         "annotations": {names.ANNOTATION_AUTH_REVISION: revision}, **meta},
+            "status": {"phase": "Running"},
+        }  # fmt: skip
+
+    other = {"metadata": {"namespace": "ns", "labels": {"app": "b"}}, "status": {}}
+    assert rotation.pods_on(dep, (pod("r"), pod("r"), other), "r")
+    assert not rotation.pods_on(dep, (pod("r"), pod("q")), "r")  # an old one runs
+    stopping = pod("q", deletionTimestamp="2026-12-03T12:00:00Z")
+    assert not rotation.pods_on(dep, (pod("r"), stopping), "r")  # still shutting down
+    done = {**pod("q"), "status": {"phase": "Succeeded"}}
+    assert rotation.pods_on(dep, (pod("r"), done), "r")
+    assert not rotation.pods_on(dep, None, "r")  # not listed: not known

@@ -605,7 +605,12 @@ def _rotation(
         for w in matching_workloads(spec, obs.workloads)
         if (w["metadata"].get("annotations") or {}).get(names.ANNOTATION_TIER) == obs.ref.name
     ]
-    rolled = all(rotation.rolled_out(w, revision) for w in ours)
+    # Rolled out by the workload's status, and by its pods: none still running (or
+    # shutting down) from a template with the old password.
+    rolled = all(
+        rotation.rolled_out(w, revision) and rotation.pods_on(w, obs.rotation_pods, revision)
+        for w in ours
+    )
     stage = rotation.stage(target, previous, servers, rolled)
     started = previous_status.get("rotation") != "InProgress"
     since = now_text if started else str(previous_status.get("since") or now_text)

@@ -130,6 +130,9 @@ class Observed:
     acl: tuple[Server, ...] | None = None
     """During a password rotation: the application user's password hashes on every Redis
     pod and Sentinel (None: not asked -- no rotation runs)."""
+    rotation_pods: tuple[dict[str, Any], ...] | None = None
+    """During an application password rotation: the namespace's pods (is any consumer
+    pod still running, or shutting down, with the old password?)."""
     fresh_passwords: tuple[str, str, str] = ("", "", "")
     """Entropy for passwords (operator, application, probe user): used when every copy
     of the auth Secret is gone, or a rotation starts."""

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cachetier import names
+from cachetier.reconcile.injection import selector_matches
 
 ADDING = "Adding"
 CONSUMERS = "Consumers"
@@ -192,6 +193,34 @@ def updates(
         elif stage_ == REMOVING and old in s.hashes and old != new:
             out.append((s, (), (previous,)))
     return out
+
+
+def pods_on(
+    workload: dict[str, Any], pods: tuple[dict[str, Any], ...] | None, revision: str
+) -> bool:
+    """Every pod of ``workload`` (its selector, its namespace) was started from the
+    template with ``revision`` and none is shutting down: no consumer pod may still use
+    the old password. None (pods not listed): not known, so not yet."""
+    if pods is None:
+        return False
+    meta = workload.get("metadata") or {}
+    selector = (workload.get("spec") or {}).get("selector") or {}
+    if not selector:
+        return False
+    for pod in pods:
+        pod_meta = pod.get("metadata") or {}
+        if pod_meta.get("namespace", meta.get("namespace")) != meta.get("namespace"):
+            continue
+        if not selector_matches(pod_meta.get("labels") or {}, selector):
+            continue
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            continue  # its containers have stopped
+        annotations = pod_meta.get("annotations") or {}
+        if pod_meta.get("deletionTimestamp") or (
+            annotations.get(names.ANNOTATION_AUTH_REVISION) != revision
+        ):
+            return False
+    return True
 
 
 def rolled_out(workload: dict[str, Any], revision: str) -> bool:

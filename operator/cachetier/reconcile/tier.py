@@ -229,6 +229,11 @@ class TierReconciler:
         held = (auth or {}).get("data") or {}
         if profile(spec).runs_redis and any(key in held for key in ROTATION_KEYS):
             obs = self._observe_acl(obs, spec, auth)
+        if profile(spec).runs_redis and names.PREVIOUS_PASSWORD_KEY in held:
+            pods = obs.consumer_pods
+            if pods is None:
+                pods = tuple(self.kube.list_objects("Pod", ref.namespace))
+            obs = replace(obs, rotation_pods=pods)
         return obs
 
     def _observe_acl(
