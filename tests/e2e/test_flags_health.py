@@ -271,8 +271,21 @@ def test_pod_granularity_and_live_rollback(
     ips = {p["metadata"]["name"]: p["status"]["podIP"] for p in live}
     want = spec_pods(pod_names, 50)
     assert len(want) == 2
-    flags = {p["metadata"]["name"]: p["metadata"]["annotations"] for p in live}
-    assert {n for n, a in flags.items() if a[names.ANNOTATION_REDIS_ENABLED] == "true"} == want
+
+    def enabled() -> set[str]:
+        now = {p["metadata"]["name"]: p for p in pods(api, ns, "app=demo")}
+        return {
+            n
+            for n in pod_names
+            if ((now.get(n) or {}).get("metadata", {}).get("annotations") or {}).get(
+                names.ANNOTATION_REDIS_ENABLED
+            )
+            == "true"
+        }
+
+    # The pod set just settled: the operator's next pass (a pod event away) flags exactly
+    # the pods the spec picks among these; a flag of the set before may linger until then.
+    wait_for(lambda: enabled() == want, timeout=TIMEOUT, what=f"exactly {sorted(want)} flagged")
 
     def caches() -> dict[str, str]:
         out = {}
