@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 import sys
 import threading
 import time
@@ -120,11 +121,42 @@ class Clients:
         self.first_pod_uid = ""
         self.first_pod_gone: float | None = None
         """When the first demo pod was no longer listed (deleted for good)."""
+        self.watch: subprocess.Popen[str] | None = None
+        self.deleted_event = False
         self.threads = [
             threading.Thread(target=self._old, daemon=True),
             threading.Thread(target=self._new, daemon=True),
             threading.Thread(target=self._poll_pods, daemon=True),
+            threading.Thread(target=self._watch_deleted, daemon=True),
         ]
+
+    def _gone(self) -> None:
+        if self.first_pod_gone is None:
+            self.first_pod_gone = time.monotonic()
+
+    def _watch_deleted(self) -> None:
+        """The first demo pod's DELETED event, from a watch: the moment it is gone, not
+        when a poll that also calls every pod over HTTP happens to notice."""
+        self.watch = subprocess.Popen(
+            [
+                self.cluster.kubectl, "--kubeconfig", self.cluster.kubeconfig, "get", "pods",
+                "-n", self.ns, "-l", "app=rot-demo", "--watch", "--output-watch-events",
+                "-o", "json",
+            ],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        decoder, buffer = json.JSONDecoder(), ""
+        for line in self.watch.stdout or ():
+            buffer += line
+            try:
+                event, end = decoder.raw_decode(buffer.lstrip())
+            except ValueError:
+                continue  # the object is not complete yet
+            buffer = buffer.lstrip()[end:]
+            uid = ((event.get("object") or {}).get("metadata") or {}).get("uid")
+            if event.get("type") == "DELETED" and uid == self.first_pod_uid:
+                self.deleted_event = True
+                self._gone()
 
     def _old(self) -> None:
         while not self.stop.is_set():
@@ -146,8 +178,8 @@ class Clients:
         while not self.stop.is_set():
             pods = _pods(self.cluster, self.ns, "app=rot-demo")
             listed = {p["metadata"]["uid"] for p in pods}
-            if self.first_pod_gone is None and self.first_pod_uid not in listed:
-                self.first_pod_gone = time.monotonic()
+            if self.first_pod_uid not in listed:
+                self._gone()
             for pod in pods:
                 ip = (pod.get("status") or {}).get("podIP")
                 if not ip or pod["metadata"].get("deletionTimestamp"):
@@ -171,6 +203,8 @@ class Clients:
 
     def __exit__(self, *_: object) -> None:
         self.stop.set()
+        if self.watch is not None:
+            self.watch.terminate()
         for t in self.threads:
             t.join(timeout=10)
 
@@ -230,6 +264,7 @@ def test_rotate_password_with_consumers_running_old_and_new(
         time.sleep(2)
     gone = clients.first_pod_gone
     assert gone is not None, "the old demo pod was never replaced"
+    assert clients.deleted_event, "the watch saw no DELETED event of the old demo pod"
     new_pw = _secret(kube_cluster, ns, names.auth_secret("rot"))["password"]
     assert new_pw != old_pw
     assert names.PREVIOUS_PASSWORD_KEY not in _secret(kube_cluster, ns, names.auth_secret("rot"))
