@@ -207,6 +207,10 @@ class Clients:
             self.watch.terminate()
         for t in self.threads:
             t.join(timeout=10)
+        if self.watch is not None:  # reaped and its pipe closed: no ResourceWarning later
+            self.watch.wait(timeout=10)
+            if self.watch.stdout is not None:
+                self.watch.stdout.close()
 
 
 def test_rotate_password_with_consumers_running_old_and_new(
