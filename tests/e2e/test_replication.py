@@ -389,18 +389,7 @@ def _scale_out_and_in_keeps_the_keys(
         )  # fmt: skip
 
     def pods_are(count: int) -> bool:
-        return len(_roles(cluster, ns)) == count and settled_for(count)
-
-    def settled_for(count: int) -> bool:
-        roles = _roles(cluster, ns)
-        st = _ready(cluster, ns)
-        return bool(
-            st
-            and list(roles.values()).count("primary") == 1
-            and list(roles.values()).count("replica") == count - 1
-            and len(st["replication"]["replicas"]) == count - 1
-            and all(r["linkUp"] for r in st["replication"]["replicas"])
-        )
+        return _settled_with(cluster, ns, count)
 
     scale(3)
     wait_for(lambda: pods_are(4), timeout=180, what="4 Redis pods, Ready")
@@ -416,6 +405,21 @@ def _scale_out_and_in_keeps_the_keys(
     assert _primary(cluster, ns)[0] in ("sessions-0", "sessions-1")
 
 
+def _settled_with(cluster: Any, ns: str, count: int) -> bool:
+    """``count`` Redis pods: one labelled primary, the others replicas, Ready, every
+    replica's link up."""
+    roles = list(_roles(cluster, ns).values())
+    st = _ready(cluster, ns)
+    return bool(
+        st
+        and len(roles) == count
+        and roles.count("primary") == 1
+        and roles.count("replica") == count - 1
+        and len(st["replication"]["replicas"]) == count - 1
+        and all(r["linkUp"] for r in st["replication"]["replicas"])
+    )
+
+
 def _every_pod_deleted_at_once(cluster: Any, ns: str, url: str) -> dict[str, Any]:
     """Every Redis pod deleted at once (a power cut, ``kubectl delete pods -l``): they come
     back with new addresses, the Sentinels' primary is gone and they know no replica to
@@ -426,16 +430,7 @@ def _every_pod_deleted_at_once(cluster: Any, ns: str, url: str) -> dict[str, Any
     count = len(_roles(cluster, ns))  # what the scale steps before left
 
     def settled() -> bool:
-        roles = list(_roles(cluster, ns).values())
-        st = _ready(cluster, ns)
-        return bool(
-            st
-            and len(roles) == count
-            and roles.count("primary") == 1
-            and roles.count("replica") == count - 1
-            and len(st["replication"]["replicas"]) == count - 1
-            and all(r["linkUp"] for r in st["replication"]["replicas"])
-        )
+        return _settled_with(cluster, ns, count)
 
     with redis.from_url(url, socket_timeout=10) as client:
         for i in range(500):
