@@ -103,8 +103,9 @@ def install_crd(cp: ControlPlane) -> None:
 
 
 @contextmanager
-def running_operator() -> Iterator[tier_handlers.Runtime]:
-    """The operator in this process (kopf.testing.KopfRunner, all namespaces, quiet).
+def running_operator(namespace: str | None = None) -> Iterator[tier_handlers.Runtime]:
+    """The operator in this process (kopf.testing.KopfRunner, quiet): every namespace,
+    or only ``namespace`` (as ``--namespace`` would).
 
     Yields its Runtime once started (SystemExit if it does not start within 60 s); after
     the block it is stopped, and SystemExit is raised if it failed.
@@ -112,7 +113,10 @@ def running_operator() -> Iterator[tier_handlers.Runtime]:
     from kopf.testing import KopfRunner
 
     tier_handlers.CURRENT = None
-    args = ["run", "--standalone", "--all-namespaces", "--quiet", "-m", "cachetier.handlers"]
+    scope = ["--namespace", namespace] if namespace else ["--all-namespaces"]
+    args = ["run", "--standalone", *scope, "--quiet", "-m", "cachetier.handlers"]
+    previous = os.environ.get("WATCH_NAMESPACES")
+    os.environ["WATCH_NAMESPACES"] = namespace or ""
     try:
         with KopfRunner(args, timeout=60) as runner:
             deadline = time.monotonic() + 60
@@ -123,6 +127,10 @@ def running_operator() -> Iterator[tier_handlers.Runtime]:
             yield tier_handlers.CURRENT
     finally:
         tier_handlers.CURRENT = None
+        if previous is None:
+            os.environ.pop("WATCH_NAMESPACES", None)
+        else:
+            os.environ["WATCH_NAMESPACES"] = previous
     if runner.exception is not None:
         raise SystemExit(f"operator failed: {runner.exception!r}")
 
@@ -135,6 +143,20 @@ def settle(rt: tier_handlers.Runtime, quiet: float = 3.0, limit: float = 30.0) -
         now = rt.kube.write_count
         if now != last:
             last, quiet_since = now, time.monotonic()
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far (every thread)."""
+    t = os.times()
+    return t.user + t.system
+
+
+def rss_mb() -> float:
+    """This process's resident set size now, in MB (from /proc)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
 
 
 def machine() -> dict[str, Any]:

@@ -27,6 +27,11 @@ RECONCILE_SECONDS = Histogram(
 API_WRITES = Counter(
     "cachetier_api_writes_total", "Write requests sent to the API server.", registry=REGISTRY
 )
+API_READS = Counter(
+    "cachetier_api_reads_total",
+    "Read requests sent to the API server (GET and LIST; watch caches answer the rest).",
+    registry=REGISTRY,
+)
 EFFECTIVE_PERCENT = _tier_gauge(
     "cachetier_rollout_effective_percent",
     "Percent of consumers switched to Redis now.",

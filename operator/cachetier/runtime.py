@@ -20,6 +20,7 @@ from typing import Any
 
 from cachetier import metrics, names
 from cachetier.api import validate
+from cachetier.kube.cache import Caches, Informer, Scope
 from cachetier.kube.client import ApiError, Kube
 from cachetier.kube.events import post_event
 from cachetier.reconcile import injection as inj
@@ -78,6 +79,66 @@ class Runtime:
         self.selectors: dict[tuple[str, str], dict[str, Any] | None] = {}
         self.failures: dict[tuple[str, str], int] = {}
         """Consecutive operator errors per tier (the back-off)."""
+        self.caches = Caches()
+        self.watch_kube: Kube | None = None
+        """The informers' client (:meth:`start_caches`)."""
+
+    # -- watch caches -------------------------------------------------------------------
+
+    def start_caches(self, namespaces: list[str]) -> None:
+        """The watches of what the operator owns (label selectors), in each watched
+        namespace or cluster-wide; consumer watches start per namespace as tiers with
+        consumers appear there (:meth:`_index`)."""
+        # The watches hold their connections for minutes: a pool of their own, so the
+        # reconciles' requests never wait for (or open past) a pooled connection.
+        self.watch_kube = Kube(type(self.kube.api_client)(self.kube.api_client.configuration))
+        self.kube.attach(self.caches)
+        owned = {names.LABEL_MANAGED_BY: frozenset({names.MANAGED_BY})}
+        scopes: list[str | None] = [*namespaces] or [None]
+        for ns in scopes:
+            self._watch(
+                Scope(
+                    "Pod",
+                    ns,
+                    {names.LABEL_NAME: frozenset({names.APP_NAME, names.SENTINEL_APP_NAME})},
+                )
+            )
+            self._watch(Scope("StatefulSet", ns, owned), self._owned_statefulset_event)
+            for kind in ("ConfigMap", "Service", "PodDisruptionBudget", "NetworkPolicy"):
+                self._watch(Scope(kind, ns, owned))
+
+    def _watch(self, scope: Scope, on_event: Any = None, slim: Any = None) -> None:
+        if self.watch_kube is None or self.caches.has(scope):
+            return
+        extra = {"slim": slim} if slim is not None else {}
+        self.caches.add(Informer(self.watch_kube, scope, on_event=on_event, **extra)).start()
+
+    def _owned_statefulset_event(self, _etype: str, body: dict[str, Any]) -> None:
+        """A tier's StatefulSet changed (pods became ready, say): reconcile its tier."""
+        for owner in body["metadata"].get("ownerReferences") or []:
+            if owner.get("kind") == names.KIND and owner.get("controller"):
+                # Coalesced: a new StatefulSet's status changes several times at once.
+                self._schedule((body["metadata"]["namespace"], owner["name"]), 0.1)
+
+    def _workload_event(self, _etype: str, body: dict[str, Any]) -> None:
+        labels = body["metadata"].get("labels") or {}
+        if body.get("kind") == "StatefulSet" and (
+            labels.get(names.LABEL_MANAGED_BY) == names.MANAGED_BY
+        ):
+            return  # a tier's own (the owned watch wakes it)
+        self.wake_for_workload(body)
+
+    def _pod_event(self, _etype: str, body: dict[str, Any]) -> None:
+        self.wake_pod_tiers(body["metadata"]["namespace"])
+
+    def _consumer_watches(self, namespace: str, consumers: bool, pods: bool) -> None:
+        """Consumer workloads (and, at pod granularity, pods) of one namespace: a
+        consumer selector may name any labels, so these watch the whole kind there."""
+        if consumers:
+            for kind in ("Deployment", "StatefulSet"):
+                self._watch(Scope(kind, namespace), self._workload_event, inj.slim_workload)
+        if pods:
+            self._watch(Scope("Pod", namespace), self._pod_event)
 
     def lock_for(self, key: tuple[str, str]) -> threading.Lock:
         """One lock per tier: watch events and the resync loop never overlap on a tier."""
@@ -201,6 +262,9 @@ class Runtime:
                 self.pod_tiers_by_ns[meta["namespace"]].add(meta["name"])
             else:
                 self.pod_tiers_by_ns[meta["namespace"]].discard(meta["name"])
+        # Every namespace with a tier: a tier without consumers still releases the
+        # workloads that carry its injection.
+        self._consumer_watches(meta["namespace"], True, granularity == "pod")
 
     def wake_pod_tiers(self, namespace: str) -> None:
         """A pod changed in ``namespace``: reconcile its pod-granularity tiers soon, coalesced."""

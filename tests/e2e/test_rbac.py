@@ -63,8 +63,10 @@ CAN_I = [
     ("delete", "secrets", [], "no"),
     ("list", "secrets", [], "no"),  # read by name only: not every Secret of the cluster
     ("watch", "secrets", [], "no"),
-    ("list", "configmaps", [], "no"),
-    ("watch", "services", [], "no"),
+    ("list", "configmaps", [], "yes"),  # watched (label selector): the watch caches
+    ("watch", "services", [], "yes"),
+    ("watch", "poddisruptionbudgets.policy", [], "yes"),
+    ("watch", "networkpolicies.networking.k8s.io", [], "yes"),
     ("update", "secrets", [], "no"),
     ("create", "cachetiers.cachetier.io", [], "no"),
     ("delete", "cachetiers.cachetier.io", [], "no"),

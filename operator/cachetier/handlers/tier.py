@@ -11,7 +11,7 @@ model (README "Concurrency"):
 - kopf's handlers are all ``async`` and only queue work (kopf hands one
   object's events over one at a time, so a handler that worked inline would
   hold back that object's next event — a rollback, say).
-- Reconciles run on 8 threads (``_Dispatcher``), at most one per tier at a
+- Reconciles run on 16 threads (``_Dispatcher``), at most one per tier at a
   time (a per-tier lock); the dispatch loop is woken at once for new work,
   re-runs tiers that asked for a retry, and re-checks every tier once a
   period (``CACHETIER_RESYNC_INTERVAL``, drift repair).
@@ -48,6 +48,12 @@ RESYNC_SECONDS = 60.0
 ``CACHETIER_RESYNC_INTERVAL`` (seconds) overrides it when the operator starts."""
 PROBE_SECONDS = float(os.environ.get("CACHETIER_PROBE_INTERVAL", "5"))
 
+RECONCILE_THREADS = 16
+"""Tiers reconciled at once (each waits on the API server most of its pass)."""
+OWN_WRITE_DELAY = 1.0
+"""A CacheTier event that shows only the operator's own last write is looked at once
+this many seconds later (coalesced), not at once."""
+
 CURRENT: Runtime | None = None
 """The runtime of the operator running in this process (tests and benchmarks read it)."""
 
@@ -81,6 +87,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.networking.request_timeout = 60
     kubeconfig = memo.get("kubeconfig")
     rt = Runtime(Kube(load_api_client(kubeconfig)))
+    rt.start_caches(watched_namespaces())
     memo["runtime"] = rt
     rt.loop = asyncio.get_running_loop()
     global CURRENT
@@ -105,6 +112,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     rt = memo.get("runtime")
     if rt is not None:
         rt.sentinels.close()
+        rt.caches.stop()
 
 
 class _Dispatcher:
@@ -156,7 +164,7 @@ def watched_namespaces() -> list[str]:
 
 async def _resync_loop(rt: Runtime) -> None:
     loop = asyncio.get_running_loop()
-    reconciles = _Dispatcher("reconcile", 8)
+    reconciles = _Dispatcher("reconcile", RECONCILE_THREADS)
     period = float(os.environ.get("CACHETIER_RESYNC_INTERVAL") or RESYNC_SECONDS)
     last_full = time.monotonic()
     while True:
@@ -191,33 +199,10 @@ async def tier_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: An
         return
     rt = _runtime(memo)
     key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    if rt.kube.wrote(names.KIND, *key, str(body["metadata"].get("resourceVersion"))):
+        # Only our own finalizer or status write: the pass that made it has seen the
+        # rest; one more look soon, coalesced with anything else that comes.
+        rt.schedule(key, OWN_WRITE_DELAY)
+        return
     rt.submit_rollback(dict(body), key)
     rt.schedule(key, 0.0)
-
-
-@kopf.on.event("apps", "v1", "statefulsets", labels={names.LABEL_MANAGED_BY: names.MANAGED_BY})
-async def statefulset_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """A tier's StatefulSet changed (pods became ready, say): reconcile its tier soon."""
-    for owner in body["metadata"].get("ownerReferences") or []:
-        if owner.get("kind") == names.KIND and owner.get("controller"):
-            _runtime(memo).schedule((body["metadata"]["namespace"], owner["name"]), 0.0)
-
-
-@kopf.on.event("apps", "v1", "deployments")
-async def deployment_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """A Deployment changed: the tiers it concerns re-check their consumers."""
-    _runtime(memo).wake_for_workload(dict(body))
-
-
-@kopf.on.event("apps", "v1", "statefulsets")
-async def consumer_statefulset_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """A StatefulSet (possibly a consumer) changed: same as a Deployment."""
-    labels = body["metadata"].get("labels") or {}
-    if labels.get(names.LABEL_MANAGED_BY) != names.MANAGED_BY:
-        _runtime(memo).wake_for_workload(dict(body))
-
-
-@kopf.on.event("", "v1", "pods")
-async def pod_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Pods come and go: tiers at pod granularity keep their exact per-pod count."""
-    _runtime(memo).wake_pod_tiers(body["metadata"]["namespace"])

@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +21,7 @@ from urllib.parse import quote
 import kubernetes
 
 from cachetier import metrics, names
+from cachetier.kube.cache import Caches
 from cachetier.ports import ApiError, Conflict, NotFound
 
 __all__ = ["ApiError", "Conflict", "Kube", "NotFound", "load_api_client"]
@@ -98,6 +99,17 @@ def path(kind: str, namespace: str | None, name: str | None = None, sub: str = "
     return "/".join(parts)
 
 
+def _plural_of(resource_path: str) -> str:
+    """``/api/v1/namespaces/x/pods/p/status`` -> ``pods/status``; collections -> ``pods``."""
+    parts = [p for p in resource_path.split("/") if p]
+    plurals = {r.plural for r in RESOURCES.values()}
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] in plurals and not (i > 0 and parts[i - 1] == "namespaces"):
+            rest = parts[i + 2 :]
+            return parts[i] + (f"/{rest[0]}" if rest else "")
+    return resource_path
+
+
 class Kube:
     """A small, thread-safe JSON client over one ApiClient."""
 
@@ -106,7 +118,26 @@ class Kube:
         self._lock = threading.Lock()
         self.writes: Counter[str] = Counter()
         self.writes_by_scope: Counter[str] = Counter()
+        self.writes_by_kind: Counter[str] = Counter()
+        """Writes per ``METHOD plural`` (``PATCH statefulsets``): what a benchmark shows."""
+        self.reads: Counter[str] = Counter()
+        """GET requests sent per plural (a cache hit sends none)."""
         self._scope = threading.local()
+        self.caches: Caches | None = None
+        self._own_versions: dict[tuple[Any, Any], list[str]] = {}
+
+    def wrote(self, kind: str, namespace: str, name: str, resource_version: str) -> bool:
+        """Whether ``resource_version`` of this object is one our recent writes made
+        (a watch event of a CacheTier that only shows our own finalizer or status)."""
+        if kind != names.KIND:
+            return False
+        with self._lock:
+            return resource_version in self._own_versions.get((namespace, name), ())
+
+    def attach(self, caches: Caches) -> None:
+        """Serve reads from these watch caches where they cover them, and write the
+        answers to our writes through to them (``cachetier.kube.cache``)."""
+        self.caches = caches
 
     # -- transport ---------------------------------------------------------
 
@@ -139,6 +170,11 @@ class Kube:
             with self._lock:
                 self.writes[method] += 1
                 self.writes_by_scope[getattr(self._scope, "name", "")] += 1
+                self.writes_by_kind[f"{method} {_plural_of(resource_path)}"] += 1
+        else:
+            metrics.API_READS.inc()
+            with self._lock:
+                self.reads[_plural_of(resource_path)] += 1
         response = self.api_client.rest_client.request(  # type: ignore[no-untyped-call]
             method, url, headers=header_params, body=raw, _request_timeout=30
         )
@@ -157,6 +193,54 @@ class Kube:
                 exc = Conflict
             raise exc(response.status, str(response.reason), parsed)
         return parsed
+
+    def collection(self, kind: str, namespace: str | None) -> str:
+        """REST path of ``kind`` in ``namespace`` (None: every namespace)."""
+        return path(kind, namespace)
+
+    def watch(
+        self,
+        resource_path: str,
+        query: list[tuple[str, str]],
+        *,
+        timeout: float,
+        on_response: Callable[[Any], None] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """The events of one watch request, parsed, until the server ends it."""
+        serialized = self.api_client.param_serialize(
+            method="GET",
+            resource_path=resource_path,
+            query_params=query,
+            header_params={"Accept": "application/json"},
+            body=None,
+            auth_settings=["BearerToken"],
+        )
+        _, url, header_params, _, _ = serialized
+        with self._lock:
+            self.reads[f"watch {_plural_of(resource_path)}"] += 1
+        response = self.api_client.rest_client.request(  # type: ignore[no-untyped-call]
+            "GET", url, headers=header_params, _request_timeout=(10, timeout)
+        )
+        raw = response.response
+        if on_response is not None:
+            on_response(raw)
+        if not 200 <= response.status < 300:
+            data = response.read()
+            try:
+                parsed = json.loads(data)
+            except ValueError:
+                parsed = {"message": data.decode("utf-8", "replace")}
+            raise ApiError(response.status, str(response.reason), parsed)
+        buffer = b""
+        try:
+            for chunk in raw.stream(65536, decode_content=True):
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip():
+                        yield json.loads(line)
+        finally:
+            raw.release_conn()
 
     @contextmanager
     def scoped(self, name: str) -> Iterator[None]:
@@ -187,7 +271,11 @@ class Kube:
     # -- verbs ---------------------------------------------------------------
 
     def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
-        """The object, or None when it does not exist."""
+        """The object, or None when it does not exist (from a watch cache if one holds it)."""
+        if self.caches is not None:
+            certain, obj = self.caches.for_get(kind, namespace, name)
+            if certain:
+                return obj  # type: ignore[no-any-return]
         try:
             return self.request("GET", path(kind, namespace, name))
         except NotFound:
@@ -196,7 +284,11 @@ class Kube:
     def list_objects(
         self, kind: str, namespace: str | None, label_selector: str | None = None
     ) -> list[dict[str, Any]]:
-        """Items of a collection."""
+        """Items of a collection (from a watch cache if one covers it)."""
+        if self.caches is not None:
+            cached = self.caches.for_list(kind, namespace, label_selector)
+            if cached is not None:
+                return cached
         query = [("labelSelector", label_selector)] if label_selector else []
         items = self.request("GET", path(kind, namespace), query=query).get("items", [])
         return list(items)
@@ -214,13 +306,27 @@ class Kube:
         query = [("fieldManager", field_manager)]
         if force:
             query.append(("force", "true"))
-        return self.request(
-            "PATCH",
-            path(obj["kind"], meta.get("namespace"), meta["name"], subresource),
-            query=query,
-            body=obj,
-            content_type="application/apply-patch+yaml",
+        return self._remember(
+            self.request(
+                "PATCH",
+                path(obj["kind"], meta.get("namespace"), meta["name"], subresource),
+                query=query,
+                body=obj,
+                content_type="application/apply-patch+yaml",
+            ),
+            obj["kind"],
         )
+
+    def _remember(self, answer: dict[str, Any], kind: str) -> dict[str, Any]:
+        """Write the API's answer to a write through to the watch caches."""
+        meta = answer.get("metadata") or {}
+        if kind == names.KIND and meta.get("resourceVersion"):
+            with self._lock:
+                mine = self._own_versions.setdefault((meta.get("namespace"), meta.get("name")), [])
+                mine[:] = [*mine[-7:], str(meta["resourceVersion"])]
+        if self.caches is not None and answer.get("metadata"):
+            self.caches.remember({**answer, "kind": answer.get("kind") or kind})
+        return answer
 
     def merge_patch(
         self,
@@ -233,12 +339,15 @@ class Kube:
         field_manager: str = names.FIELD_MANAGER,
     ) -> dict[str, Any]:
         """A JSON merge patch."""
-        return self.request(
-            "PATCH",
-            path(kind, namespace, name, subresource),
-            query=[("fieldManager", field_manager)],
-            body=patch,
-            content_type="application/merge-patch+json",
+        return self._remember(
+            self.request(
+                "PATCH",
+                path(kind, namespace, name, subresource),
+                query=[("fieldManager", field_manager)],
+                body=patch,
+                content_type="application/merge-patch+json",
+            ),
+            kind,
         )
 
     def json_patch(
@@ -251,18 +360,23 @@ class Kube:
         field_manager: str = names.FIELD_MANAGER,
     ) -> dict[str, Any]:
         """An RFC 6902 JSON patch (used with a `test` op for optimistic updates)."""
-        return self.request(
-            "PATCH",
-            path(kind, namespace, name),
-            query=[("fieldManager", field_manager)],
-            body=ops,
-            content_type="application/json-patch+json",
+        return self._remember(
+            self.request(
+                "PATCH",
+                path(kind, namespace, name),
+                query=[("fieldManager", field_manager)],
+                body=ops,
+                content_type="application/json-patch+json",
+            ),
+            kind,
         )
 
     def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         """POST a new object."""
         meta = obj["metadata"]
-        return self.request("POST", path(obj["kind"], meta.get("namespace")), body=obj)
+        return self._remember(
+            self.request("POST", path(obj["kind"], meta.get("namespace")), body=obj), obj["kind"]
+        )
 
     def delete(
         self, kind: str, namespace: str | None, name: str, *, propagation: str | None = None
@@ -273,3 +387,6 @@ class Kube:
             body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
         with suppress(NotFound):
             self.request("DELETE", path(kind, namespace, name), body=body)
+        if self.caches is not None and kind != "Pod":
+            # A pod being deleted stays (terminating) until the watch says it is gone.
+            self.caches.forget(kind, namespace, name)

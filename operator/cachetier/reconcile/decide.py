@@ -969,6 +969,10 @@ def planned_outcome(decision: Decision) -> ConsumerOutcome | None:
     return ConsumerOutcome(changed=tuple(changed))
 
 
+def _only_created(message: str) -> bool:
+    return all(part.startswith("Created ") for part in message.split("; "))
+
+
 def settle(
     obs: Observed, decision: Decision, outcome: ConsumerOutcome | None, now: datetime
 ) -> Decision:
@@ -1056,7 +1060,13 @@ def settle(
     status = CacheTierStatus.model_validate({k: v for k, v in body.items() if v is not None})
     if old.get("phase") != phase:
         etype = "Normal" if verdict.phase in ("Ready", "Provisioning", "Pending") else "Warning"
-        events.append(Event(etype, verdict.ready[1], f"phase {phase}: {verdict.ready[2]}"))
+        message = f"phase {phase}: {verdict.ready[2]}"
+        created = [e for e in events if e.reason == "Applied" and _only_created(e.message)]
+        if not old.get("phase") and created:
+            # A new tier: one Event says what was created and the phase (not two).
+            events = [e for e in events if e not in created]
+            message = f"{message}; {created[0].message}"
+        events.append(Event(etype, verdict.ready[1], message[:1000]))
     return replace(decision, status=status, events=tuple(events), requeue=requeue)
 
 

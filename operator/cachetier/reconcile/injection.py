@@ -232,3 +232,43 @@ def selector_matches(labels: dict[str, str], selector: dict[str, Any]) -> bool:
         if op == "DoesNotExist" and key in labels:
             return False
     return True
+
+
+def slim_workload(workload: dict[str, Any]) -> dict[str, Any]:
+    """What the watch cache keeps of a Deployment/StatefulSet: everything but its
+    managedFields, of which only other managers' claims on the env names we inject
+    stay (all :func:`env_owners` reads), so a thousand workloads stay small."""
+    meta = workload.get("metadata") or {}
+    if "managedFields" not in meta:
+        return workload
+    kept = []
+    for mf in meta.get("managedFields") or []:
+        manager = mf.get("manager", "")
+        if manager == names.FIELD_MANAGER:
+            continue
+        fields = mf.get("fieldsV1") or {}
+        spec_c = (
+            fields.get("f:spec", {}).get("f:template", {}).get("f:spec", {}).get("f:containers", {})
+        )
+        containers: dict[str, Any] = {}
+        for ckey, cval in spec_c.items():
+            env: dict[str, Any] = {
+                ekey: {}
+                for ekey in (cval.get("f:env") or {})
+                if any(f'"name":"{ename}"' in ekey for ename in INJECTED_ENV)
+            }
+            if env:
+                containers[ckey] = {"f:env": env}
+        if containers:
+            kept.append(
+                {
+                    "manager": manager,
+                    "fieldsV1": {
+                        "f:spec": {"f:template": {"f:spec": {"f:containers": containers}}}
+                    },
+                }
+            )
+    slim_meta = {k: v for k, v in meta.items() if k != "managedFields"}
+    if kept:
+        slim_meta["managedFields"] = kept
+    return {**workload, "metadata": slim_meta}
