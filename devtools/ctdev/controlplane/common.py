@@ -13,7 +13,7 @@ DEFAULT_STATE_DIR: Final = REPO_ROOT / ".local"
 NODE_AGENT_MAIN: Final = Path(__file__).resolve().parents[1] / "nodeagent" / "__main__.py"
 
 HOST: Final = "127.0.0.1"
-SERVICE_CLUSTER_IP_RANGE: Final = "10.0.0.0/24"
+SERVICE_CLUSTER_IP_RANGE: Final = "10.0.0.0/16"  # room for thousands of Services (bench_scale)
 FIRST_SERVICE_IP: Final = "10.0.0.1"
 SERVICE_ACCOUNT_ISSUER: Final = "https://kubernetes.default.svc.cluster.local"
 CLUSTER_NAME: Final = "cachetier-local"

@@ -73,7 +73,7 @@ def load_api_client(kubeconfig: str | None = None) -> kubernetes.client.ApiClien
         kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
             config_file=path_, client_configuration=configuration
         )
-    configuration.connection_pool_maxsize = 32
+    configuration.connection_pool_maxsize = 64
     return kubernetes.client.ApiClient(configuration)
 
 
