@@ -131,3 +131,38 @@ def test_a_whole_kind_scope_answers_misses_too() -> None:
     assert caches.for_get("Pod", "ns", "missing") == (True, None)
     assert caches.for_get("Pod", "other", "d0") == (False, None)  # another namespace
     assert len(caches.for_list("Pod", "ns", None) or []) == 1
+
+
+def test_a_slim_workload_keeps_what_the_conflict_check_reads() -> None:
+    from cachetier import names
+    from cachetier.reconcile.injection import env_owners, slim_workload
+
+    env = {f'k:{{"name":"{names.ENV_REDIS_URL}"}}': {}, 'k:{"name":"OTHER"}': {}}
+    workload = {
+        "kind": "Deployment",
+        "metadata": {
+            "name": "w",
+            "managedFields": [
+                {
+                    "manager": "kubectl",
+                    "fieldsV1": {
+                        "f:spec": {
+                            "f:replicas": {},
+                            "f:template": {
+                                "f:spec": {"f:containers": {'k:{"name":"app"}': {"f:env": env}}}
+                            },
+                        }
+                    },
+                },
+                {"manager": "other", "fieldsV1": {"f:spec": {"f:replicas": {}}}},
+                {"manager": names.FIELD_MANAGER, "fieldsV1": {"f:spec": {}}},
+            ],
+        },
+    }
+    slim = slim_workload(workload)
+    assert (
+        env_owners(slim, ("app",))
+        == env_owners(workload, ("app",))
+        == {names.ENV_REDIS_URL: {"kubectl"}}
+    )
+    assert [m["manager"] for m in slim["metadata"]["managedFields"]] == ["kubectl"]

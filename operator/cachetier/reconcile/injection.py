@@ -195,9 +195,9 @@ def _normalise(entry: dict[str, Any] | None) -> Any:
     return out
 
 
-def env_owners(workload: dict[str, Any], containers: tuple[str, ...]) -> dict[str, set[str]]:
-    """Managers (other than ours) owning our env names, per env name, from managedFields."""
-    owners: dict[str, set[str]] = {}
+def _foreign_container_fields(workload: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(manager, its ``f:containers`` of the pod template) for every manager but ours."""
+    out = []
     for mf in (workload.get("metadata") or {}).get("managedFields") or []:
         manager = mf.get("manager", "")
         if manager == names.FIELD_MANAGER:
@@ -206,6 +206,14 @@ def env_owners(workload: dict[str, Any], containers: tuple[str, ...]) -> dict[st
         spec_c = (
             fields.get("f:spec", {}).get("f:template", {}).get("f:spec", {}).get("f:containers", {})
         )
+        out.append((str(manager), dict(spec_c)))
+    return out
+
+
+def env_owners(workload: dict[str, Any], containers: tuple[str, ...]) -> dict[str, set[str]]:
+    """Managers (other than ours) owning our env names, per env name, from managedFields."""
+    owners: dict[str, set[str]] = {}
+    for manager, spec_c in _foreign_container_fields(workload):
         for ckey, cval in spec_c.items():
             if not any(f'"name":"{c}"' in ckey for c in containers):
                 continue
@@ -242,14 +250,7 @@ def slim_workload(workload: dict[str, Any]) -> dict[str, Any]:
     if "managedFields" not in meta:
         return workload
     kept = []
-    for mf in meta.get("managedFields") or []:
-        manager = mf.get("manager", "")
-        if manager == names.FIELD_MANAGER:
-            continue
-        fields = mf.get("fieldsV1") or {}
-        spec_c = (
-            fields.get("f:spec", {}).get("f:template", {}).get("f:spec", {}).get("f:containers", {})
-        )
+    for manager, spec_c in _foreign_container_fields(workload):
         containers: dict[str, Any] = {}
         for ckey, cval in spec_c.items():
             env: dict[str, Any] = {
