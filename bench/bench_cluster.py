@@ -9,7 +9,10 @@ Prints one JSON object and writes it to bench/results/cluster.json:
   `cluster_state:ok` and every slot is served by a node that answers (Redis
   itself promotes the replica; our loop only watches), then the time for the
   restarted node to rejoin as a replica through `converge`;
-- migration: keys per second moved during a 3 -> 4 shard scale-out.
+- migration: keys per second moved during a 3 -> 4 shard scale-out (a new
+  master and its replica), with our `converge` and, on the `redis-cli`-created
+  cluster holding the same keys, with `redis-cli --cluster add-node` (master),
+  `rebalance --cluster-use-empty-masters` and `add-node --cluster-slave`.
 
 Usage: .venv/bin/python bench/bench_cluster.py [--keys 20000] [--node-timeout-ms 2000]
 """
@@ -230,28 +233,139 @@ def bench_migration(
     }
 
 
+def _known_to_all(servers: list[Server]) -> bool:
+    """Every node knows every other, none in handshake (what `rebalance` checks first)."""
+    for s in servers:
+        with s.client() as c:
+            lines = c.execute_command("CLUSTER", "NODES").decode().strip().splitlines()
+        if len(lines) != len(servers) or any("handshake" in line for line in lines):
+            return False
+    return True
+
+
+def _agree(servers: list[Server]) -> bool:
+    """Every node sees the same slot owners (redis-cli's "nodes agree" check)."""
+    views = set()
+    for s in servers:
+        with s.client() as c:
+            lines = c.execute_command("CLUSTER", "NODES").decode().strip().splitlines()
+        views.add(frozenset((f[0], " ".join(sorted(f[8:]))) for f in (x.split() for x in lines)))
+    return len(views) == 1
+
+
+def bench_redis_cli_scale_out(
+    servers: list[Server], extra: list[Server], payload: dict[str, str]
+) -> dict[str, object]:
+    """The same 3 -> 4 shard scale-out with redis-cli's cluster manager, as shipped."""
+    redis_cli = [shutil.which("redis-cli") or "redis-cli", "-a", PASSWORD, "--no-auth-warning"]
+    master, replica = extra
+    seed = str(servers[0].address)
+    t = time.monotonic()
+    subprocess.run(
+        [*redis_cli, "--cluster", "add-node", str(master.address), seed],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    # rebalance (like our executor) needs every node to know the others and be `ok`
+    wait_for(lambda: _known_to_all([*servers, master]), 60, "new master known to all")
+    wait_for(lambda: all_ok([*servers, master]), 60, "new master sees the cluster ok")
+    joined = time.monotonic()
+    done = subprocess.run(
+        [*redis_cli, "--cluster", "rebalance", seed, "--cluster-use-empty-masters"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"redis-cli rebalance failed:\n{done.stdout}")
+    rebalanced = time.monotonic()
+    with master.client() as c:
+        moved = int(c.dbsize())
+    with master.client() as c:
+        master_id = c.execute_command("CLUSTER", "MYID").decode()
+    # add-node's own check refuses while gossip has not told every node the new slots
+    wait_for(lambda: _agree([*servers, master]), 60, "nodes agree after rebalance")
+    done = subprocess.run(
+        [*redis_cli, "--cluster", "add-node", str(replica.address), seed, "--cluster-slave",
+         "--cluster-master-id", master_id],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"redis-cli add-node --cluster-slave failed:\n{done.stdout}")
+
+    def replica_in_sync() -> bool:
+        with replica.client() as c:
+            info = c.info("replication")
+        return info.get("role") == "slave" and info.get("master_link_status") == "up"
+
+    wait_for(replica_in_sync, 60, "redis-cli replica in sync")
+    wait_for(lambda: all_ok([*servers, *extra]), 60, "redis-cli cluster ok after scale-out")
+    total = time.monotonic() - t
+    rebalance_s = rebalanced - joined
+    names = list(payload)
+    with RedisCluster(host="127.0.0.1", port=servers[0].address.port, password=PASSWORD) as rc:
+        values: list[bytes | None] = []
+        for i in range(0, len(names), 1000):
+            values += rc.mget_nonatomic(names[i : i + 1000])
+    verified = all(
+        v is not None and v.decode() == payload[k] for k, v in zip(names, values, strict=True)
+    )
+    return {
+        "keys": len(payload),
+        "keys_migrated": moved,
+        "scale_out_total_s": round(total, 3),
+        "rebalance_s": round(rebalance_s, 3),
+        "keys_per_s_while_migrating": round(moved / rebalance_s),
+        "keys_per_s_overall": round(moved / total),
+        "all_keys_readable_after": verified,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--keys", type=int, default=20_000)
     parser.add_argument("--node-timeout-ms", type=int, default=2000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
-        ports = free_ports(14)
+        ports = free_ports(16)
         servers = [
             Server(Path(tmp) / f"n{i}", port, args.node_timeout_ms) for i, port in enumerate(ports)
         ]
         try:
             for s in servers:
                 s.start()
-            ours, theirs, extra = servers[:6], servers[6:12], servers[12:]
+            ours, theirs = servers[:6], servers[6:12]
+            extra, their_extra = servers[12:14], servers[14:]
+            bootstrap = bench_bootstrap(ours, theirs)
+            payload = write_keys(ours, args.keys)
+            write_keys(theirs, args.keys)
+            heal = bench_heal(ours)
+            ours_out = bench_migration(ours, extra, payload)
+            theirs_out = bench_redis_cli_scale_out(theirs, their_extra, payload)
             result = {
                 "benchmark": "cluster",
                 "redis_version": _version(servers[0]),
                 "cluster_node_timeout_ms": args.node_timeout_ms,
-                "bootstrap_six_nodes": bench_bootstrap(ours, theirs),
-                "keys_written": len(payload := write_keys(ours, args.keys)),
-                "heal_after_master_kill": bench_heal(ours),
-                "migration_3_to_4_shards": bench_migration(ours, extra, payload),
+                "bootstrap_six_nodes": {
+                    **bootstrap,
+                    "ratio_to_redis_cli": round(
+                        bootstrap["cachetier_s"] / bootstrap["redis_cli_s"], 2
+                    ),
+                },
+                "keys_written": len(payload),
+                "heal_after_master_kill": heal,
+                "migration_3_to_4_shards": ours_out,
+                "migration_3_to_4_shards_redis_cli": theirs_out,
+                "migration_ratios": {
+                    "keys_per_s_while_migrating": _ratio(
+                        ours_out, theirs_out, "keys_per_s_while_migrating"
+                    ),
+                    "total_time_cachetier_over_redis_cli": _ratio(
+                        ours_out, theirs_out, "scale_out_total_s"
+                    ),
+                },
             }
         finally:
             for s in servers:
@@ -260,6 +374,12 @@ def main() -> None:
     text = json.dumps(result, indent=2)
     RESULTS.write_text(text + "\n")
     sys.stdout.write(text + "\n")
+
+
+def _ratio(ours: dict[str, object], theirs: dict[str, object], key: str) -> float:
+    a, b = ours[key], theirs[key]
+    assert isinstance(a, int | float) and isinstance(b, int | float)
+    return round(a / b, 2) if b else 0.0
 
 
 def _version(server: Server) -> str:
