@@ -127,7 +127,13 @@ def all_ok(servers: list[Server]) -> bool:
     return all(s.state() == "ok" for s in servers)
 
 
-def bench_bootstrap(ours: list[Server], theirs: list[Server]) -> dict[str, float]:
+WRITABLE_DELAY_S = 2.0
+"""Redis keeps a master's cluster_state `fail` for 2 s after it starts (CLUSTER_WRITABLE_DELAY)."""
+
+
+def bench_bootstrap(ours: list[Server], theirs: list[Server], started: float) -> dict[str, float]:
+    # Both sides start past Redis's start-up delay: the side that runs first must not pay it alone.
+    time.sleep(max(0.0, started + WRITABLE_DELAY_S + 0.2 - time.monotonic()))
     t = time.monotonic()
     result = converge([s.address for s in ours], PASSWORD, 3, 1, timeout=120)
     if not result.converged:
@@ -298,7 +304,7 @@ def bench_redis_cli_scale_out(
     def replica_in_sync() -> bool:
         with replica.client() as c:
             info = c.info("replication")
-        return info.get("role") == "slave" and info.get("master_link_status") == "up"
+        return bool(info.get("role") == "slave" and info.get("master_link_status") == "up")
 
     wait_for(replica_in_sync, 60, "redis-cli replica in sync")
     wait_for(lambda: all_ok([*servers, *extra]), 60, "redis-cli cluster ok after scale-out")
@@ -336,24 +342,25 @@ def main() -> None:
         try:
             for s in servers:
                 s.start()
+            started = time.monotonic()
             ours, theirs = servers[:6], servers[6:12]
             extra, their_extra = servers[12:14], servers[14:]
-            bootstrap = bench_bootstrap(ours, theirs)
+            bootstrap = bench_bootstrap(ours, theirs, started)
             payload = write_keys(ours, args.keys)
             write_keys(theirs, args.keys)
             heal = bench_heal(ours)
             ours_out = bench_migration(ours, extra, payload)
             theirs_out = bench_redis_cli_scale_out(theirs, their_extra, payload)
+            # A master turns `ok` no sooner than its rejoin delay (cluster-node-timeout,
+            # clamped to 0.5-5 s) after it gets its slots, whoever bootstraps it; so the
+            # bootstrap is also measured at 500 ms, where the tools' own work shows.
+            quick = bench_bootstrap_at(Path(tmp) / "quick", 500)
             result = {
                 "benchmark": "cluster",
                 "redis_version": _version(servers[0]),
                 "cluster_node_timeout_ms": args.node_timeout_ms,
-                "bootstrap_six_nodes": {
-                    **bootstrap,
-                    "ratio_to_redis_cli": round(
-                        bootstrap["cachetier_s"] / bootstrap["redis_cli_s"], 2
-                    ),
-                },
+                "bootstrap_six_nodes": _with_ratio(bootstrap),
+                "bootstrap_six_nodes_node_timeout_500ms": _with_ratio(quick),
                 "keys_written": len(payload),
                 "heal_after_master_kill": heal,
                 "migration_3_to_4_shards": ours_out,
@@ -374,6 +381,25 @@ def main() -> None:
     text = json.dumps(result, indent=2)
     RESULTS.write_text(text + "\n")
     sys.stdout.write(text + "\n")
+
+
+def bench_bootstrap_at(directory: Path, node_timeout_ms: int) -> dict[str, float]:
+    """The bootstrap pair on twelve fresh nodes with another cluster-node-timeout."""
+    servers = [
+        Server(directory / f"n{i}", port, node_timeout_ms) for i, port in enumerate(free_ports(12))
+    ]
+    try:
+        for s in servers:
+            s.start()
+        return bench_bootstrap(servers[:6], servers[6:], time.monotonic())
+    finally:
+        for s in servers:
+            s.kill()
+
+
+def _with_ratio(bootstrap: dict[str, float]) -> dict[str, float]:
+    ratio = round(bootstrap["cachetier_s"] / bootstrap["redis_cli_s"], 2)
+    return {**bootstrap, "ratio_to_redis_cli": ratio}
 
 
 def _ratio(ours: dict[str, object], theirs: dict[str, object], key: str) -> float:
