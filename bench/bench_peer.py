@@ -17,7 +17,9 @@ Each run starts the operator, creates 50 instances from 16 threads, and measures
 time until each instance's StatefulSet and Services exist (the set it ends up with), the
 time until its pod is Ready, the operator's API writes (its own counters: OT's
 controller-runtime ``rest_client_requests_total`` with a write method, CacheTier's
-``cachetier_api_writes_total``), its writes while idle over ``BENCH_PEER_IDLE`` (60) s,
+``cachetier_api_writes_total``), its writes in the ``BENCH_PEER_SETTLE`` (15) s after
+the last pod is Ready (CacheTier writes the tier's Ready condition and its first health
+verdict there; OT writes nothing), then its writes while idle over ``BENCH_PEER_IDLE`` (60) s,
 its CPU seconds and RSS (/proc). The instance namespace is deleted while the operator
 still runs (both put finalizers on their objects), then the operator is stopped.
 
@@ -55,6 +57,9 @@ from ctdev.controlplane import ControlPlane
 
 INSTANCES = int(os.environ.get("BENCH_PEER_INSTANCES", "50"))
 IDLE = float(os.environ.get("BENCH_PEER_IDLE", "60"))
+SETTLE = float(os.environ.get("BENCH_PEER_SETTLE", "15"))
+# BENCH_PEER_ONLY=cachetier: CacheTier's run alone (no ratios), to look at its own figures
+ONLY = os.environ.get("BENCH_PEER_ONLY", "")
 THREADS = 16
 TIMEOUT = 600.0
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cachetier" / "peer"
@@ -133,10 +138,13 @@ class Process:
                     raise SystemExit(f"{argv[0]} did not start; see {log}") from None
                 time.sleep(0.2)
 
-    def writes(self) -> float:
+    def metrics(self) -> str:
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as r:
-            return self._writes(r.read().decode())
+            return str(r.read().decode())
+
+    def writes(self) -> float:
+        return self._writes(self.metrics())
 
     def cpu(self) -> float:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -168,6 +176,20 @@ def ot_writes(text: str) -> float:
 def cachetier_writes(text: str) -> float:
     m = re.search(r"^cachetier_api_writes_total (\S+)$", text, re.M)
     return float(m.group(1)) if m else 0.0
+
+
+def writes_by_resource(text: str) -> dict[str, float]:
+    """CacheTier's writes by verb and resource (OT's client metrics carry no resource)."""
+    out: dict[str, float] = {}
+    for m in re.finditer(r"^cachetier_api_writes_by_resource_total\{([^}]*)\} (\S+)$", text, re.M):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m[1]))
+        out[f"{labels.get('verb')} {labels.get('resource')}"] = float(m[2])
+    return out
+
+
+def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, int]:
+    out = {k: int(v - before.get(k, 0.0)) for k, v in after.items()}
+    return {k: v for k, v in sorted(out.items()) if v}
 
 
 def ot_instance(ns: str, i: int) -> dict[str, Any]:
@@ -253,16 +275,21 @@ def run(
     admin.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
     op = start(ns, cp.state_dir / f"{ns}.log")
     try:
-        w0, cpu0 = op.writes(), op.cpu()
+        w0, cpu0, t0_text = op.writes(), op.cpu(), op.metrics()
         say(f"{label}: creating {INSTANCES} instances")
         t0 = time.monotonic()
         with ThreadPoolExecutor(THREADS) as pool:
             list(pool.map(lambda i: create(admin, instance(ns, i)), range(INSTANCES)))
         seen = observe(admin, ns, t0, INSTANCES)
-        w1, cpu1 = op.writes(), op.cpu()
-        say(f"{label}: all Ready after {max(seen['ready'].values()):.1f}s; {IDLE:.0f}s idle")
+        w1, cpu1, t1_text = op.writes(), op.cpu(), op.metrics()
+        say(
+            f"{label}: all Ready after {max(seen['ready'].values()):.1f}s; "
+            f"{SETTLE:.0f}s settle, {IDLE:.0f}s idle"
+        )
+        time.sleep(SETTLE)
+        ws, cpus, ts_text = op.writes(), op.cpu(), op.metrics()
         time.sleep(IDLE)
-        w2, cpu2, rss = op.writes(), op.cpu(), op.rss_mb()
+        w2, cpu2, rss, t2_text = op.writes(), op.cpu(), op.rss_mb(), op.metrics()
         services = sum(1 for _ in admin.list_objects("Service", ns)) / INSTANCES
         admin.delete("Namespace", None, ns)
         gone = time.monotonic() + 180
@@ -276,12 +303,30 @@ def run(
         "services_per_instance": round(services, 1),
         "writes_until_ready": int(w1 - w0),
         "writes_per_instance": round((w1 - w0) / INSTANCES, 1),
-        "idle_writes": int(w2 - w1),
+        "settle_writes": int(ws - w1),
+        "settle_seconds": SETTLE,
+        "settle_cpu_seconds": round(cpus - cpu1, 2),
+        "idle_writes": int(w2 - ws),
         "idle_seconds": IDLE,
         "cpu_seconds_until_ready": round(cpu1 - cpu0, 2),
         "cpu_seconds_per_instance": round((cpu1 - cpu0) / INSTANCES, 3),
-        "idle_cpu_seconds": round(cpu2 - cpu1, 2),
+        "idle_cpu_seconds": round(cpu2 - cpus, 2),
         "rss_mb": rss,
+        **(
+            {
+                "writes_until_ready_by_resource": delta(
+                    writes_by_resource(t1_text), writes_by_resource(t0_text)
+                ),
+                "settle_writes_by_resource": delta(
+                    writes_by_resource(ts_text), writes_by_resource(t1_text)
+                ),
+                "idle_writes_by_resource": delta(
+                    writes_by_resource(t2_text), writes_by_resource(ts_text)
+                ),
+            }
+            if "cachetier_api_writes_by_resource_total" in t2_text
+            else {}
+        ),
     }
 
 
@@ -296,11 +341,15 @@ def main() -> None:
         install_crd(cp)
         kubectl = [str(cp.kubectl_path), "--kubeconfig", str(cp.kubeconfig)]
         subprocess.run([*kubectl, "apply", "--server-side", "-f", str(crd)], check=True)
-        subprocess.run(
-            [*kubectl, "wait", "--for=condition=Established", f"crd/redis.{OT_GROUP}"],
-            check=True,
-            capture_output=True,
-        )
+        wait = [*kubectl, "wait", "--for=condition=Established", "--timeout=120s"]
+        for attempt in range(3):  # a fresh API server may not serve the new CRD at once
+            done = subprocess.run([*wait, f"crd/redis.{OT_GROUP}"], capture_output=True, text=True)
+            if done.returncode == 0:
+                break
+            say(f"kubectl wait: {done.stderr.strip()} (attempt {attempt + 1})")
+            time.sleep(2)
+        else:
+            raise SystemExit("OT's CRD did not become Established")
         admin = Kube(load_api_client(str(cp.kubeconfig)))
 
         def ot(qps: float | None) -> Callable[[str, Path], Process]:
@@ -332,10 +381,19 @@ def main() -> None:
                 "{METRICS_PORT}",
                 "--liveness",
                 f"http://127.0.0.1:{free_port()}/healthz",
+                *(["--verbose"] if os.environ.get("BENCH_PEER_VERBOSE") == "1" else []),
             ]
             path = f"{REPO_ROOT / 'operator'}:{REPO_ROOT / 'devtools'}"
             return Process(argv, {"PYTHONPATH": path}, log, cachetier_writes)
 
+        if ONLY == "cachetier":
+            only = run(cp, admin, "cachetier", cachetier, cachetier_instance)
+            admin.api_client.close()
+            emit(
+                "peer-cachetier",
+                {"name": "peer-cachetier", "instances": INSTANCES, "only": only, **machine()},
+            )
+            return
         runs = {
             "ot_as_shipped": run(cp, admin, "ot-default", ot(None), ot_instance),
             "ot_qps_100": run(cp, admin, "ot-qps100", ot(100), ot_instance),

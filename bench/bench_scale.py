@@ -160,12 +160,12 @@ class Operator:
             self.proc.kill()
             self.proc.wait()
 
-    def errors(self) -> int:
-        return sum(
-            1
+    def errors(self) -> list[str]:
+        return [
+            line
             for line in self.log.read_text(errors="replace").splitlines()
             if '"level": "ERROR"' in line or "Traceback" in line or " ERROR " in line
-        )
+        ]
 
 
 def converged(kube: Kube, ns: str, tiers: int) -> bool:
@@ -237,7 +237,9 @@ def run_point(cp: ControlPlane, admin: Kube, tiers: int, consumers: int) -> dict
             "cpu_seconds_per_tier": round((cpu3 - cpu2) / tiers, 4),
         },
         "rss_mb": rss,
-        "error_lines": errors,
+        "error_lines": len(errors),
+        # the first few distinct ones, so a reader (and the next session) sees what they were
+        "error_samples": list(dict.fromkeys(e[:300] for e in errors))[:5],
     }
 
 

@@ -27,6 +27,12 @@ RECONCILE_SECONDS = Histogram(
 API_WRITES = Counter(
     "cachetier_api_writes_total", "Write requests sent to the API server.", registry=REGISTRY
 )
+API_WRITES_BY = Counter(
+    "cachetier_api_writes_by_resource_total",
+    "Write requests sent to the API server, by verb and resource (plural).",
+    ["verb", "resource"],
+    registry=REGISTRY,
+)
 API_READS = Counter(
     "cachetier_api_reads_total",
     "Read requests sent to the API server (GET and LIST; watch caches answer the rest).",

@@ -167,6 +167,7 @@ class Kube:
         if method != "GET":
             log.debug("write %s %s", method, resource_path)
             metrics.API_WRITES.inc()
+            metrics.API_WRITES_BY.labels(method, _plural_of(resource_path)).inc()
             with self._lock:
                 self.writes[method] += 1
                 self.writes_by_scope[getattr(self._scope, "name", "")] += 1
