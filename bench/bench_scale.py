@@ -27,6 +27,7 @@ whether a resync's reads per tier stay flat as consumers grow (O(N + M), not N x
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import socket
@@ -54,6 +55,11 @@ CONSUMER_SWEEP = [100, 1000] if QUICK else [100, 1000, 5000]
 FIXED_CONSUMERS = 100
 FIXED_TIERS = 50
 MEMORY_POINT = (200, 1000)
+# BENCH_SCALE_POINTS="500x100,200x1000": only these sizes (tiers x consumers), no growth
+POINTS = [
+    (int(t), int(c))
+    for t, c in (p.split("x") for p in os.environ.get("BENCH_SCALE_POINTS", "").split(",") if p)
+]
 
 
 def free_port() -> int:
@@ -161,11 +167,20 @@ class Operator:
             self.proc.wait()
 
     def errors(self) -> list[str]:
-        return [
-            line
-            for line in self.log.read_text(errors="replace").splitlines()
-            if '"level": "ERROR"' in line or "Traceback" in line or " ERROR " in line
-        ]
+        """ERROR lines and tracebacks of the log, each as its message and the
+        traceback's last line (the exception)."""
+        out = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            if not ('"level": "ERROR"' in line or "Traceback" in line or " ERROR " in line):
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                out.append(line)
+                continue
+            exc = str(record.get("exc") or "").strip().splitlines()
+            out.append(f"{record.get('msg')} | {exc[-1] if exc else ''}")
+        return out
 
 
 def converged(kube: Kube, ns: str, tiers: int) -> bool:
@@ -239,7 +254,9 @@ def run_point(cp: ControlPlane, admin: Kube, tiers: int, consumers: int) -> dict
         "rss_mb": rss,
         "error_lines": len(errors),
         # the first few distinct ones, so a reader (and the next session) sees what they were
-        "error_samples": list(dict.fromkeys(e[:300] for e in errors))[:5],
+        "error_samples": list(
+            dict.fromkeys(re.sub(r"tier-\d+", "tier-N", e)[:400] for e in errors)
+        )[:5],
     }
 
 
@@ -277,9 +294,14 @@ def main() -> None:
         wanted += [(FIXED_TIERS, c) for c in CONSUMER_SWEEP]
         if not QUICK:
             wanted.append(MEMORY_POINT)
+        if POINTS:
+            wanted = POINTS
         for point in dict.fromkeys(wanted):
             results[point] = run_point(cp, admin, *point)
         admin.api_client.close()
+    if POINTS:
+        emit("scale-points", {"name": "scale-points", "points": list(results.values())}, indent=1)
+        return
     tier_sweep = [results[(t, FIXED_CONSUMERS)] for t in TIER_SWEEP]
     consumer_sweep = [results[(FIXED_TIERS, c)] for c in CONSUMER_SWEEP]
     result = {

@@ -183,6 +183,11 @@ class Runtime:
                 self._schedule(key, 15.0)
                 return
             except Exception as exc:
+                if isinstance(exc, RuntimeError) and "cannot schedule new futures" in str(exc):
+                    # The process is stopping (SIGTERM) while this pass was in flight:
+                    # its thread pools refuse new work. Not a fault; a start re-reads it.
+                    log.info("reconcile %s/%s: stopped by shutdown", namespace, name)
+                    return
                 # Not the user's spec (that is SpecError -> InvalidSpec): the operator's
                 # own fault. Traceback in the log, an Event, a metric, retry with back-off.
                 delay = self._backoff(key)

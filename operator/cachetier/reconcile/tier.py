@@ -404,13 +404,22 @@ class TierReconciler:
             sentinel_port=names.SENTINEL_PORT,
         )
 
+    def _spent(self, phase: str, since: float) -> float:
+        """Add the time since ``since`` to ``timings[phase]``; returns now."""
+        now = time.perf_counter()
+        with self._timing_lock:
+            self.timings[phase] += now - since
+        return now
+
     def act(self, obs: Observed, decision: Decision) -> Result:
         """Carry the decision out, in order; status and Events last."""
         body, ref = obs.tier, obs.ref
         key = (ref.namespace, ref.name)
         now = self.clock()
+        t = time.perf_counter()
         if decision.add_finalizer:
             self._ensure_finalizer(body)
+            t = self._spent("act.finalizer", t)
         report: ConsumerReport | None = None
         if decision.consumers_first and decision.consumers is not None:
             # Instant rollback: consumers are switched off before any other work.
@@ -422,6 +431,7 @@ class TierReconciler:
                 self.kube.create(decision.seed)
             except Conflict:
                 return self.reconcile(body)
+            t = self._spent("act.seed", t)
         try:
             # Volume expansion: the claims grow first, then the StatefulSet is orphaned
             # (pods keep running) so that the next pass re-creates it with the new size.
@@ -441,6 +451,7 @@ class TierReconciler:
             if exc.status not in (400, 422):
                 raise
             decision = refused(obs, decision, exc.message, now)
+        t = self._spent("act.apply", t)
         request = decision.converge
         if request is not None:
             self.clusters.ensure(
@@ -498,12 +509,15 @@ class TierReconciler:
             decision = settle(obs, decision, outcome, now)
             if report.errors:
                 log.warning("consumer errors for %s/%s: %s", *key, report.errors)
+        t = self._spent("act.redis_and_consumers", t)
         self._export(obs, decision)
         self.write_status(body, obs.status, status_dict(decision))
+        t = self._spent("act.status", t)
         for event in decision.events:
             if event.reason == "DriftRepaired":
                 log.info("%s/%s: %s", ref.namespace, ref.name, event.message)
             self._event(body, event.type, event.reason, event.message)
+        self._spent("act.events", t)
         return Result(requeue_after=decision.requeue)
 
     def _consumer_pass(self, obs: Observed, decision: Decision) -> tuple[ConsumerReport, Decision]:
