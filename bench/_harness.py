@@ -151,12 +151,46 @@ def cpu_seconds() -> float:
     return t.user + t.system
 
 
-def rss_mb() -> float:
-    """This process's resident set size now, in MB (from /proc)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
+def rss_mb(pid: int | str = "self") -> float:
+    """A process's (default: this one's) resident set size now, in MB (from /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return round(int(line.split()[1]) / 1024, 1)
     return 0.0
+
+
+def child_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of another process so far (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_serving_metrics(
+    argv: list[str], env: dict[str, str], log: Path, port: int
+) -> subprocess.Popen[Any]:
+    """Start a process (output to ``log``); return once its /metrics on ``port`` answers."""
+    import urllib.request
+
+    proc = subprocess.Popen(argv, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5):
+                return proc
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise SystemExit(f"{argv[0]} did not start; see {log}") from None
+            time.sleep(0.2)
+
+
+def stop_process(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM, 20 s to exit, then SIGKILL."""
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def machine() -> dict[str, Any]:

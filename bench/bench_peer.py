@@ -49,8 +49,20 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from _harness import REPO_ROOT, emit, in_private_hosts, install_crd, machine, private_cluster, say
-from bench_scale import TICK, free_port
+from _harness import (
+    REPO_ROOT,
+    child_cpu_seconds,
+    emit,
+    in_private_hosts,
+    install_crd,
+    machine,
+    private_cluster,
+    rss_mb,
+    say,
+    start_serving_metrics,
+    stop_process,
+)
+from bench_scale import free_port
 from cachetier import names
 from cachetier.kube.client import Kube, load_api_client
 from ctdev.controlplane import ControlPlane
@@ -122,21 +134,8 @@ class Process:
         self.metrics_port = free_port()
         self.log = log
         self._writes = writes
-        self.proc = subprocess.Popen(
-            [a.replace("{METRICS_PORT}", str(self.metrics_port)) for a in argv],
-            env={**os.environ, **env},
-            stdout=log.open("w"),
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                self.writes()
-                return
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise SystemExit(f"{argv[0]} did not start; see {log}") from None
-                time.sleep(0.2)
+        argv = [a.replace("{METRICS_PORT}", str(self.metrics_port)) for a in argv]
+        self.proc = start_serving_metrics(argv, {**os.environ, **env}, log, self.metrics_port)
 
     def metrics(self) -> str:
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
@@ -147,22 +146,13 @@ class Process:
         return self._writes(self.metrics())
 
     def cpu(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICK
+        return child_cpu_seconds(self.proc.pid)
 
     def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-        return 0.0
+        return rss_mb(self.proc.pid)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
 
 
 def ot_writes(text: str) -> float:

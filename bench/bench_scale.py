@@ -31,7 +31,6 @@ import json
 import os
 import re
 import socket
-import subprocess
 import sys
 import time
 import urllib.request
@@ -39,7 +38,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from _harness import REPO_ROOT, emit, install_crd, machine, private_cluster, say
+from _harness import (
+    REPO_ROOT,
+    child_cpu_seconds,
+    emit,
+    install_crd,
+    machine,
+    private_cluster,
+    rss_mb,
+    say,
+    start_serving_metrics,
+    stop_process,
+)
 from cachetier import names
 from cachetier.kube.client import Kube, load_api_client
 from ctdev.controlplane import ControlPlane
@@ -47,7 +57,6 @@ from ctdev.controlplane import ControlPlane
 THREADS = 16
 RESYNC = 20.0
 TIMEOUT = 600.0
-TICK = os.sysconf("SC_CLK_TCK")
 
 QUICK = os.environ.get("BENCH_SCALE_QUICK") == "1"
 TIER_SWEEP = [10, 50] if QUICK else [10, 50, 200, 500]
@@ -111,33 +120,20 @@ class Operator:
             "PYTHONPATH": f"{REPO_ROOT / 'operator'}:{REPO_ROOT / 'devtools'}",
         }
         self.log = log
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "cachetier.main",
-                "--kubeconfig",
-                str(cp.kubeconfig),
-                "--namespace",
-                namespace,
-                "--metrics-port",
-                str(self.port),
-                "--liveness",
-                f"http://127.0.0.1:{free_port()}/healthz",
-            ],
-            env=env,
-            stdout=log.open("w"),
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                self.metrics()
-                return
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise SystemExit(f"the operator did not start; see {log}") from None
-                time.sleep(0.2)
+        argv = [
+            sys.executable,
+            "-m",
+            "cachetier.main",
+            "--kubeconfig",
+            str(cp.kubeconfig),
+            "--namespace",
+            namespace,
+            "--metrics-port",
+            str(self.port),
+            "--liveness",
+            f"http://127.0.0.1:{free_port()}/healthz",
+        ]
+        self.proc = start_serving_metrics(argv, env, log, self.port)
 
     def metrics(self) -> dict[str, float]:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
@@ -149,22 +145,13 @@ class Operator:
         return out
 
     def cpu(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICK
+        return child_cpu_seconds(self.proc.pid)
 
     def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-        return 0.0
+        return rss_mb(self.proc.pid)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
 
     def errors(self) -> list[str]:
         """ERROR lines and tracebacks of the log, each as its message and the
