@@ -25,6 +25,7 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -128,10 +129,17 @@ def _floor_seconds(apps: Any, ns: str, workloads: list[str]) -> float:
 
 
 def _phase(
-    apps: Any, custom: Any, ns: str, steady: list[str], floor: list[str]
+    apps: Any,
+    custom: Any,
+    ns: str,
+    steady: list[str],
+    floor: list[str],
+    before_round: Callable[[], None] | None = None,
 ) -> dict[str, float]:
     op, bare = [], []
     for _ in range(ROUNDS):
+        if before_round is not None:
+            before_round()
         op.append(_rollback_seconds(apps, custom, ns, steady))
         bare.append(_floor_seconds(apps, ns, floor))
     return {"operator": statistics.median(op), "floor": statistics.median(bare)}
@@ -178,11 +186,24 @@ def test_poison_tier_does_not_slow_another_tiers_rollback(
         except BaseException as exc:  # surfaced below
             failures.append(exc)
 
+    def churned() -> None:
+        """Each round starts after the fighter wrote twice more: the fight spans the
+        whole phase however fast the rounds run (a fixed phase length once let a quick
+        phase end after 9 flips and fail a count that only measured the machine's
+        speed). A fighter that stalls fails here."""
+        seen = flips[0]
+        wait_for(
+            lambda: failures or flips[0] >= seen + 2,
+            timeout=60,
+            what="the storm tier's percent flipped twice more",
+            interval=0.05,
+        )
+
     fighter = threading.Thread(target=fight, name="gitops-fight", daemon=True)
     fighter.start()
     try:
         time.sleep(2.0)  # the fight is in full swing before the first measurement
-        poisoned = _phase(apps, custom, ns, steady, floor)
+        poisoned = _phase(apps, custom, ns, steady, floor, before_round=churned)
     finally:
         stop.set()
         fighter.join(timeout=30)
@@ -202,5 +223,4 @@ def test_poison_tier_does_not_slow_another_tiers_rollback(
         "lane_rollbacks": rt.rollbacks,
     }
     print(json.dumps(result), file=sys.stderr, flush=True)
-    assert flips[0] >= 10, result
     assert result["ratio"] <= MAX_RATIO, result
