@@ -223,4 +223,5 @@ def test_poison_tier_does_not_slow_another_tiers_rollback(
         "lane_rollbacks": rt.rollbacks,
     }
     print(json.dumps(result), file=sys.stderr, flush=True)
+    assert flips[0] >= 2 * ROUNDS, result  # churned() made every round wait for two
     assert result["ratio"] <= MAX_RATIO, result
