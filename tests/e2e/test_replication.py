@@ -39,7 +39,12 @@ spec:
   mode: replication
   replication: {{replicas: 2, sentinels: 3, downAfterMilliseconds: 2000, failoverTimeout: 10000}}
   redis: {{maxmemory: 32mb, persistence: {{mode: aof, size: 64Mi}}}}
+  rollout: {{autoRollback: {{enabled: false}}}}
 """
+"""The health prober's auto-rollback is off: the failover freezes the primary for the
+Sentinels' down-after time, and whether the prober counts 3 bad probes before they
+promote a replica is a race (when it won, the phase stayed ``RolledBack`` and the
+``Ready again`` wait timed out). Auto-rollback has its own tests in test_flags_health."""
 
 
 def _secret(cluster: Any, ns: str, name: str) -> dict[str, str]:
