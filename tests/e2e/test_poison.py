@@ -44,14 +44,15 @@ pytestmark = pytest.mark.timeout(600)
 
 POISON_CONSUMERS = 60
 ROUNDS = 7
-MAX_RATIO = 5.0
+MAX_RATIO = 3.0
 """The poison may slow the operator's rollback (median over ``ROUNDS``) this many
-times as much as it slows the floor. What may legitimately remain: the lane waits for
-at most one consumer pass of its own tier (passes of a tier take turns), which under
-the fight's load is a LIST of the namespace's ~60 workloads — 0.1-0.3 s here against a
-quiet rollback of ~0.06 s. A rollback that queued behind the other tier's work took
-seconds (before the lane: ~1 s behind its own queued events; before the bounds of the
-self-healing issue: 62 s against 0.5 s)."""
+times as much as it slows the floor, both timed right after a flip of the fight.
+Measured here: 0.19-0.74 (the storm's burst of writes slows the API server for both
+alike). What may legitimately remain: the lane waits for at most one consumer pass of
+its own tier (passes of a tier take turns). A rollback that queued behind the other
+tier's work took seconds (before the lane: ~1 s behind its own queued events, a
+slowdown of ~20 against a floor's 6-9 here; before the bounds of the self-healing
+issue: 62 s against 0.5 s)."""
 
 
 def _tier(ns: str, name: str, label: str, percent: int) -> dict[str, Any]:
@@ -138,9 +139,14 @@ def _phase(
 ) -> dict[str, float]:
     op, bare = [], []
     for _ in range(ROUNDS):
+        # The floor is timed at the same point of the fight as the rollback (right
+        # after a flip, when the storm's writes load the API server): timed after the
+        # rollback's ramp-back instead, it fell in the quiet between two flips.
         if before_round is not None:
             before_round()
         op.append(_rollback_seconds(apps, custom, ns, steady))
+        if before_round is not None:
+            before_round()
         bare.append(_floor_seconds(apps, ns, floor))
     return {"operator": statistics.median(op), "floor": statistics.median(bare)}
 
