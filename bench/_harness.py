@@ -193,6 +193,38 @@ def stop_process(proc: subprocess.Popen[Any]) -> None:
         proc.wait()
 
 
+@contextmanager
+def profiled(label: str) -> Iterator[Path | None]:
+    """A sampling profile of this process (every thread) while the block runs.
+
+    Opt-in: ``BENCH_PROFILE=1`` and a ``py-spy`` on PATH (or named by ``BENCH_PYSPY``).
+    Writes ``bench/results/<label>.profile.txt`` (collapsed stacks, one per line with
+    its sample count, for flame-graph tools or ``sort -k2``); nothing when not asked.
+    """
+    tool = os.environ.get("BENCH_PYSPY") or shutil.which("py-spy")
+    if os.environ.get("BENCH_PROFILE") != "1" or not tool:
+        yield None
+        return
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / f"{label}.profile.txt"
+    proc = subprocess.Popen(
+        [tool, "record", "--pid", str(os.getpid()), "--rate", "250", "--threads",
+         "--nonblocking", "--format", "raw", "--output", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    time.sleep(1.0)  # py-spy attaches
+    try:
+        yield out
+    finally:
+        proc.send_signal(2)  # SIGINT: py-spy writes the file and exits
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        say(f"profile: {out}")
+
+
 def machine() -> dict[str, Any]:
     """The trailing keys of every result: ``cpus``, ``python`` and ``date``."""
     return {"cpus": os.cpu_count(), "python": platform.python_version(), "date": utc_now()}

@@ -37,6 +37,7 @@ from _harness import (
     install_crd,
     machine,
     private_cluster,
+    profiled,
     running_operator,
     say,
     settle,
@@ -183,9 +184,10 @@ def run_operator_phase(admin: Kube) -> dict[str, Any]:
 
         say("rollback")
         writes_before, by_method_before = rt.kube.write_count, dict(rt.kube.writes)
-        t0 = time.monotonic()
-        patch_rollout(admin, {"enabled": False})
-        rollback_seconds, rollback_polls = wait_all(admin, "false", t0, "rollback")
+        with profiled("rollback"):
+            t0 = time.monotonic()
+            patch_rollout(admin, {"enabled": False})
+            rollback_seconds, rollback_polls = wait_all(admin, "false", t0, "rollback")
         writes_at_done = rt.kube.write_count - writes_before
         settle(rt)
         rollback_writes = rt.kube.write_count - writes_before
