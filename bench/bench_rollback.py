@@ -11,16 +11,19 @@ and measures (the tier has ``autoRollback.enabled: false`` and ``maxLatencyMs:
 auto-rollback during the run, which would switch the consumers off early):
 
 - ``rollback``: seconds from the rollback patch (``rollout.enabled: false``)
-  until the last Deployment template carries ``REDIS_ENABLED=false`` (polled
-  with one list call every ~0.1 s), and the operator's API write requests
-  (``Kube.write_count``) per consumer change;
+  until the last Deployment template carries ``REDIS_ENABLED=false``, as seen by
+  an observer: a watch of the namespace's Deployments in a separate process (its
+  own interpreter, so decoding 200 events takes nothing from the operator's GIL;
+  no poll interval, so neither side is rounded up to the next poll), and the
+  operator's API write requests (``Kube.write_count``) per consumer change;
 - ``reenable``: the same back to 100 % (not a target, for context);
 - ``idle``: the operator's write requests during 60 s with 200 consumers and
   nothing to do (target 0; the window holds one full resync);
 - ``baseline`` (the floor, operator stopped first so it cannot fight back):
   the same 200 switched to ``REDIS_ENABLED=false`` directly by server-side
   apply under another field manager (forced: ``cachetier-operator`` owns the
-  value), from a pool of 16 threads, timed by the same poll.
+  value), from a pool of 16 threads, timed by the same observer (started
+  before the first apply, like the operator's before the patch).
 
 Prints one JSON object and writes it to ``bench/results/rollback.json``.
 Run from the repository root: ``env -u KUBECONFIG .venv/bin/python bench/bench_rollback.py``.
@@ -28,8 +31,13 @@ Run from the repository root: ``env -u KUBECONFIG .venv/bin/python bench/bench_r
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from _harness import (
@@ -44,7 +52,7 @@ from _harness import (
     wait,
 )
 from cachetier import names
-from cachetier.kube.client import Kube, load_api_client
+from cachetier.kube.client import Kube, load_api_client, path
 
 NAME = "rollback_200"
 CONSUMERS = 200
@@ -139,6 +147,71 @@ def wait_all(kube: Kube, value: str, t0: float, what: str) -> tuple[float, int]:
         time.sleep(POLL)
 
 
+def _flag(dep: dict[str, Any]) -> str | None:
+    for c in dep["spec"]["template"]["spec"]["containers"]:
+        if c["name"] == "app":
+            for e in c.get("env") or []:
+                if e.get("name") == names.ENV_REDIS_ENABLED:
+                    return str(e.get("value"))
+    return None
+
+
+def observe(kubeconfig: str, value: str) -> None:
+    """The observer process: list, print "ready", then watch until all CONSUMERS
+    carry ``value``; print that moment (``time.monotonic()``, one clock for every
+    process of the machine) and exit."""
+    kube = Kube(load_api_client(kubeconfig))
+    listed = kube.request("GET", path("Deployment", NAMESPACE))
+    current = {d["metadata"]["name"]: _flag(d) for d in listed.get("items", [])}
+    version = listed["metadata"]["resourceVersion"]
+    print("ready", flush=True)
+    while True:
+        if len(current) == CONSUMERS and all(v == value for v in current.values()):
+            print(f"{time.monotonic():.6f}", flush=True)
+            return
+        query = [("watch", "true"), ("resourceVersion", version),
+                 ("allowWatchBookmarks", "true"), ("timeoutSeconds", "60")]  # fmt: skip
+        for event in kube.watch(path("Deployment", NAMESPACE), query, timeout=70):
+            obj = event["object"]
+            version = obj["metadata"].get("resourceVersion", version)
+            if event["type"] in ("ADDED", "MODIFIED"):
+                current[obj["metadata"]["name"]] = _flag(obj)
+            elif event["type"] == "DELETED":
+                current.pop(obj["metadata"]["name"], None)
+            elif event["type"] == "ERROR":
+                raise SystemExit(f"observer: watch error {obj}")
+            if len(current) == CONSUMERS and all(v == value for v in current.values()):
+                break
+
+
+@contextmanager
+def observed(kubeconfig: str, value: str, what: str) -> Iterator[Callable[[float], float]]:
+    """An observer process watching for every consumer at ``value``; yields
+    ``done(t0)``: the seconds from ``t0`` until the observer saw the last one."""
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "--observe", kubeconfig, value],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    try:
+        if proc.stdout.readline().strip() != "ready":
+            raise SystemExit(f"the {what} observer did not start")
+
+        def done(t0: float) -> float:
+            assert proc.stdout is not None
+            out, _ = proc.communicate(timeout=TIMEOUT)
+            if proc.returncode != 0 or not out.strip():
+                raise SystemExit(f"timed out or failed waiting for {what}")
+            return float(out.strip().splitlines()[-1]) - t0
+
+        yield done
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def tier_ready(kube: Kube) -> bool:
     tier = kube.get(names.KIND, NAMESPACE, TIER) or {}
     for c in (tier.get("status") or {}).get("conditions") or []:
@@ -157,7 +230,7 @@ def patch_rollout(kube: Kube, rollout: dict[str, Any]) -> None:
     )
 
 
-def run_operator_phase(admin: Kube) -> dict[str, Any]:
+def run_operator_phase(kubeconfig: str, admin: Kube) -> dict[str, Any]:
     with running_operator() as rt:
         say("creating the tier; waiting for Ready")
         admin.create(tier_body())
@@ -184,10 +257,10 @@ def run_operator_phase(admin: Kube) -> dict[str, Any]:
 
         say("rollback")
         writes_before, by_method_before = rt.kube.write_count, dict(rt.kube.writes)
-        with profiled("rollback"):
+        with observed(kubeconfig, "false", "rollback") as done, profiled("rollback"):
             t0 = time.monotonic()
             patch_rollout(admin, {"enabled": False})
-            rollback_seconds, rollback_polls = wait_all(admin, "false", t0, "rollback")
+            rollback_seconds = done(t0)
         writes_at_done = rt.kube.write_count - writes_before
         settle(rt)
         rollback_writes = rt.kube.write_count - writes_before
@@ -195,16 +268,16 @@ def run_operator_phase(admin: Kube) -> dict[str, Any]:
 
         say("re-enable")
         writes_before = rt.kube.write_count
-        t0 = time.monotonic()
-        patch_rollout(admin, {"enabled": True})
-        reenable_seconds, _ = wait_all(admin, "true", t0, "re-enable")
+        with observed(kubeconfig, "true", "re-enable") as done:
+            t0 = time.monotonic()
+            patch_rollout(admin, {"enabled": True})
+            reenable_seconds = done(t0)
         settle(rt)
         reenable_writes = rt.kube.write_count - writes_before
     return {
         "onboard_seconds": round(onboard_seconds, 3),
         "rollback": {
             "seconds": round(rollback_seconds, 3),
-            "polls": rollback_polls,
             "writes_when_done": writes_at_done,
             "writes": rollback_writes,
             "writes_per_consumer_change": round(rollback_writes / CONSUMERS, 3),
@@ -259,11 +332,12 @@ def run_baseline_phase(kubeconfig: str, admin: Kube) -> dict[str, Any]:
     if sum(1 for v in before.values() if v == "true") != CONSUMERS:
         raise SystemExit("baseline: the consumers are not all enabled")
     say(f"baseline: {CONSUMERS} server-side applies with {THREADS} threads")
-    t0 = time.monotonic()
-    with ThreadPoolExecutor(THREADS) as pool:
-        list(pool.map(one, range(CONSUMERS)))
-    patch_seconds = time.monotonic() - t0
-    seconds, _ = wait_all(admin, "false", t0, "baseline")
+    with observed(kubeconfig, "false", "baseline") as done:
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(THREADS) as pool:
+            list(pool.map(one, range(CONSUMERS)))
+        patch_seconds = time.monotonic() - t0
+        seconds = done(t0)
     writes = kube.write_count
     kube.api_client.close()
     return {
@@ -280,7 +354,7 @@ def main() -> None:
         install_crd(cp)
         admin = Kube(load_api_client(str(cp.kubeconfig)))
         admin.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
-        operator = run_operator_phase(admin)
+        operator = run_operator_phase(str(cp.kubeconfig), admin)
         baseline = run_baseline_phase(str(cp.kubeconfig), admin)
         admin.api_client.close()
     result = {
@@ -299,8 +373,8 @@ def main() -> None:
             "local control plane with the node agent (the standalone tier's Redis runs); "
             "consumer Deployments have replicas 0 to keep the machine light (the "
             "controller manager still makes a ReplicaSet per template change); seconds "
-            f"are from the patch until a list call (every ~{POLL}s, same process) shows "
-            "the last template switched; the baseline applies REDIS_ENABLED=false "
+            "are from the patch until a watch in a separate process sees the last "
+            "template switched; the baseline applies REDIS_ENABLED=false "
             f"directly (server-side apply, field manager {BASELINE_MANAGER}, forced, "
             f"{THREADS} threads) with the operator stopped; autoRollback off and "
             "maxLatencyMs 60000 so health probes neither roll back nor write status"
@@ -311,4 +385,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--observe"]:
+        observe(sys.argv[2], sys.argv[3])
+    else:
+        main()
