@@ -193,6 +193,21 @@ def stop_process(proc: subprocess.Popen[Any]) -> None:
         proc.wait()
 
 
+class ServedProcess:
+    """A process started by `start_serving_metrics` (``self.proc``): its CPU, RSS, stop."""
+
+    proc: subprocess.Popen[Any]
+
+    def cpu(self) -> float:
+        return child_cpu_seconds(self.proc.pid)
+
+    def rss_mb(self) -> float:
+        return rss_mb(self.proc.pid)
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
 @contextmanager
 def profiled(label: str) -> Iterator[Path | None]:
     """A sampling profile of this process (every thread) while the block runs.

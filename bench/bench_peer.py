@@ -51,16 +51,14 @@ from typing import Any
 
 from _harness import (
     REPO_ROOT,
-    child_cpu_seconds,
+    ServedProcess,
     emit,
     in_private_hosts,
     install_crd,
     machine,
     private_cluster,
-    rss_mb,
     say,
     start_serving_metrics,
-    stop_process,
 )
 from bench_scale import free_port
 from cachetier import names
@@ -125,7 +123,7 @@ def build_peer() -> tuple[Path, Path, str] | str:
     return binary, src / OT_CRD, commit
 
 
-class Process:
+class Process(ServedProcess):
     """An operator process: its write counter (from its metrics page), CPU and RSS."""
 
     def __init__(
@@ -144,15 +142,6 @@ class Process:
 
     def writes(self) -> float:
         return self._writes(self.metrics())
-
-    def cpu(self) -> float:
-        return child_cpu_seconds(self.proc.pid)
-
-    def rss_mb(self) -> float:
-        return rss_mb(self.proc.pid)
-
-    def stop(self) -> None:
-        stop_process(self.proc)
 
 
 def ot_writes(text: str) -> float:
@@ -320,15 +309,49 @@ def run(
     }
 
 
+def cachetier_process(cp: ControlPlane) -> Callable[[str, Path], Process]:
+    """Starts CacheTier's operator, as its own process, watching one namespace."""
+
+    def cachetier(ns: str, log: Path) -> Process:
+        argv = [
+            sys.executable,
+            "-m",
+            "cachetier.main",
+            "--kubeconfig",
+            str(cp.kubeconfig),
+            "--namespace",
+            ns,
+            "--metrics-port",
+            "{METRICS_PORT}",
+            "--liveness",
+            f"http://127.0.0.1:{free_port()}/healthz",
+            *(["--verbose"] if os.environ.get("BENCH_PEER_VERBOSE") == "1" else []),
+        ]
+        path = f"{REPO_ROOT / 'operator'}:{REPO_ROOT / 'devtools'}"
+        return Process(argv, {"PYTHONPATH": path}, log, cachetier_writes)
+
+    return cachetier
+
+
 def main() -> None:
-    peer = build_peer()
+    # CacheTier alone needs no peer: neither its source nor its CRD.
+    peer = None if ONLY == "cachetier" else build_peer()
     if isinstance(peer, str):
         emit("peer", {"name": "peer", "skipped": peer, **machine()})
         return
     in_private_hosts()
-    binary, crd, commit = peer
     with private_cluster(node_agent=True, prefix="bench-peer") as cp:
         install_crd(cp)
+        admin = Kube(load_api_client(str(cp.kubeconfig)))
+        if peer is None:
+            only = run(cp, admin, "cachetier", cachetier_process(cp), cachetier_instance)
+            admin.api_client.close()
+            emit(
+                "peer-cachetier",
+                {"name": "peer-cachetier", "instances": INSTANCES, "only": only, **machine()},
+            )
+            return
+        binary, crd, commit = peer
         kubectl = [str(cp.kubectl_path), "--kubeconfig", str(cp.kubeconfig)]
         subprocess.run([*kubectl, "apply", "--server-side", "-f", str(crd)], check=True)
         wait = [*kubectl, "wait", "--for=condition=Established", "--timeout=120s"]
@@ -340,7 +363,6 @@ def main() -> None:
             time.sleep(2)
         else:
             raise SystemExit("OT's CRD did not become Established")
-        admin = Kube(load_api_client(str(cp.kubeconfig)))
 
         def ot(qps: float | None) -> Callable[[str, Path], Process]:
             def start(ns: str, log: Path) -> Process:
@@ -358,36 +380,10 @@ def main() -> None:
 
             return start
 
-        def cachetier(ns: str, log: Path) -> Process:
-            argv = [
-                sys.executable,
-                "-m",
-                "cachetier.main",
-                "--kubeconfig",
-                str(cp.kubeconfig),
-                "--namespace",
-                ns,
-                "--metrics-port",
-                "{METRICS_PORT}",
-                "--liveness",
-                f"http://127.0.0.1:{free_port()}/healthz",
-                *(["--verbose"] if os.environ.get("BENCH_PEER_VERBOSE") == "1" else []),
-            ]
-            path = f"{REPO_ROOT / 'operator'}:{REPO_ROOT / 'devtools'}"
-            return Process(argv, {"PYTHONPATH": path}, log, cachetier_writes)
-
-        if ONLY == "cachetier":
-            only = run(cp, admin, "cachetier", cachetier, cachetier_instance)
-            admin.api_client.close()
-            emit(
-                "peer-cachetier",
-                {"name": "peer-cachetier", "instances": INSTANCES, "only": only, **machine()},
-            )
-            return
         runs = {
             "ot_as_shipped": run(cp, admin, "ot-default", ot(None), ot_instance),
             "ot_qps_100": run(cp, admin, "ot-qps100", ot(100), ot_instance),
-            "cachetier": run(cp, admin, "cachetier", cachetier, cachetier_instance),
+            "cachetier": run(cp, admin, "cachetier", cachetier_process(cp), cachetier_instance),
         }
         admin.api_client.close()
     ct, fast = runs["cachetier"], runs["ot_qps_100"]

@@ -40,15 +40,13 @@ from typing import Any
 
 from _harness import (
     REPO_ROOT,
-    child_cpu_seconds,
+    ServedProcess,
     emit,
     install_crd,
     machine,
     private_cluster,
-    rss_mb,
     say,
     start_serving_metrics,
-    stop_process,
 )
 from cachetier import names
 from cachetier.kube.client import Kube, load_api_client
@@ -109,7 +107,7 @@ def tier(ns: str, t: int) -> dict[str, Any]:
     }
 
 
-class Operator:
+class Operator(ServedProcess):
     """The operator as its own process: its /metrics counters and /proc figures."""
 
     def __init__(self, cp: ControlPlane, namespace: str, log: Path) -> None:
@@ -143,15 +141,6 @@ class Operator:
             m = re.search(rf"^{key} (\S+)$", text, re.M)
             out[key] = float(m.group(1)) if m else 0.0
         return out
-
-    def cpu(self) -> float:
-        return child_cpu_seconds(self.proc.pid)
-
-    def rss_mb(self) -> float:
-        return rss_mb(self.proc.pid)
-
-    def stop(self) -> None:
-        stop_process(self.proc)
 
     def errors(self) -> list[str]:
         """ERROR lines and tracebacks of the log, each as its message and the

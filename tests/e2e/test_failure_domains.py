@@ -121,6 +121,15 @@ def _pods(cluster: Any, ns: str, name: str) -> dict[str, dict[str, Any]]:
     return {p["metadata"]["name"]: p for p in items}
 
 
+def _where(cluster: Any, ns: str, name: str) -> str:
+    """What a failed wait saw: the tier's status and each pod's node and phase."""
+    pods = {
+        pod: (p["spec"].get("nodeName"), (p.get("status") or {}).get("phase"))
+        for pod, p in _pods(cluster, ns, name).items()
+    }
+    return f"pods: {pods}; status: {json.dumps(_tier(cluster, ns, name).get('status'))[:3000]}"
+
+
 def _members(tier: dict[str, Any]) -> list[dict[str, Any]]:
     return list(((tier.get("status") or {}).get("cluster") or {}).get("members") or [])
 
@@ -201,9 +210,12 @@ def test_cluster_tier_is_spread_and_loses_nothing_with_a_node(
     ns, name = namespace, "spread"
     cp = kube_cluster.control_plane
     kubectl_apply(kube_cluster, TIER.format(ns=ns, name=name, scheduling=ON_WORKERS))
-    tier = wait_for(
-        lambda: _settled(kube_cluster, ns, name, "Spread"), timeout=300, what="a spread cluster"
-    )
+    try:
+        tier = wait_for(
+            lambda: _settled(kube_cluster, ns, name, "Spread"), timeout=300, what="a spread cluster"
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; {_where(kube_cluster, ns, name)}") from None
     assert _spread(tier), _members(tier)
     pods = _pods(kube_cluster, ns, name)
     assert {p["spec"]["nodeName"] for p in pods.values()} <= set(workers)
