@@ -193,6 +193,29 @@ def stop_process(proc: subprocess.Popen[Any]) -> None:
         proc.wait()
 
 
+OPERATOR_PYTHONPATH = f"{REPO_ROOT / 'operator'}:{REPO_ROOT / 'devtools'}"
+
+
+def operator_argv(
+    kubeconfig: Path, namespace: str, metrics_port: str, liveness_port: int
+) -> list[str]:
+    """The command line of the operator as its own process, watching ``namespace``
+    (with ``PYTHONPATH=OPERATOR_PYTHONPATH``)."""
+    return [
+        sys.executable,
+        "-m",
+        "cachetier.main",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--namespace",
+        namespace,
+        "--metrics-port",
+        metrics_port,
+        "--liveness",
+        f"http://127.0.0.1:{liveness_port}/healthz",
+    ]
+
+
 class ServedProcess:
     """A process started by `start_serving_metrics` (``self.proc``): its CPU, RSS, stop."""
 

@@ -41,7 +41,6 @@ import re
 import shutil
 import statistics
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -50,12 +49,14 @@ from pathlib import Path
 from typing import Any
 
 from _harness import (
+    OPERATOR_PYTHONPATH,
     REPO_ROOT,
     ServedProcess,
     emit,
     in_private_hosts,
     install_crd,
     machine,
+    operator_argv,
     private_cluster,
     say,
     start_serving_metrics,
@@ -313,22 +314,10 @@ def cachetier_process(cp: ControlPlane) -> Callable[[str, Path], Process]:
     """Starts CacheTier's operator, as its own process, watching one namespace."""
 
     def cachetier(ns: str, log: Path) -> Process:
-        argv = [
-            sys.executable,
-            "-m",
-            "cachetier.main",
-            "--kubeconfig",
-            str(cp.kubeconfig),
-            "--namespace",
-            ns,
-            "--metrics-port",
-            "{METRICS_PORT}",
-            "--liveness",
-            f"http://127.0.0.1:{free_port()}/healthz",
-            *(["--verbose"] if os.environ.get("BENCH_PEER_VERBOSE") == "1" else []),
-        ]
-        path = f"{REPO_ROOT / 'operator'}:{REPO_ROOT / 'devtools'}"
-        return Process(argv, {"PYTHONPATH": path}, log, cachetier_writes)
+        argv = operator_argv(cp.kubeconfig, ns, "{METRICS_PORT}", free_port())
+        if os.environ.get("BENCH_PEER_VERBOSE") == "1":
+            argv.append("--verbose")
+        return Process(argv, {"PYTHONPATH": OPERATOR_PYTHONPATH}, log, cachetier_writes)
 
     return cachetier
 

@@ -31,7 +31,6 @@ import json
 import os
 import re
 import socket
-import sys
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -39,11 +38,12 @@ from pathlib import Path
 from typing import Any
 
 from _harness import (
-    REPO_ROOT,
+    OPERATOR_PYTHONPATH,
     ServedProcess,
     emit,
     install_crd,
     machine,
+    operator_argv,
     private_cluster,
     say,
     start_serving_metrics,
@@ -115,22 +115,10 @@ class Operator(ServedProcess):
         env = {
             **os.environ,
             "CACHETIER_RESYNC_INTERVAL": str(RESYNC),
-            "PYTHONPATH": f"{REPO_ROOT / 'operator'}:{REPO_ROOT / 'devtools'}",
+            "PYTHONPATH": OPERATOR_PYTHONPATH,
         }
         self.log = log
-        argv = [
-            sys.executable,
-            "-m",
-            "cachetier.main",
-            "--kubeconfig",
-            str(cp.kubeconfig),
-            "--namespace",
-            namespace,
-            "--metrics-port",
-            str(self.port),
-            "--liveness",
-            f"http://127.0.0.1:{free_port()}/healthz",
-        ]
+        argv = operator_argv(cp.kubeconfig, namespace, str(self.port), free_port())
         self.proc = start_serving_metrics(argv, env, log, self.port)
 
     def metrics(self) -> dict[str, float]:
