@@ -26,8 +26,8 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import pytest
 import redis
@@ -38,6 +38,8 @@ from cachetier.redis.options import quiet_handshake
 from tests.e2e.helpers import ClusterWriter, Operator, get_json, kubectl_apply, wait_for
 
 pytestmark = pytest.mark.timeout(600)
+
+T = TypeVar("T")
 
 ZONES = ("a", "b", "c")
 KEYS = 5000
@@ -130,6 +132,14 @@ def _where(cluster: Any, ns: str, name: str) -> str:
     return f"pods: {pods}; status: {json.dumps(_tier(cluster, ns, name).get('status'))[:3000]}"
 
 
+def _wait(cluster: Any, ns: str, name: str, probe: Callable[[], T | None], **kwargs: Any) -> T:
+    """`wait_for` (same arguments), failing with what `_where` sees of the tier."""
+    try:
+        return wait_for(probe, **kwargs)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; {_where(cluster, ns, name)}") from None
+
+
 def _members(tier: dict[str, Any]) -> list[dict[str, Any]]:
     return list(((tier.get("status") or {}).get("cluster") or {}).get("members") or [])
 
@@ -210,12 +220,10 @@ def test_cluster_tier_is_spread_and_loses_nothing_with_a_node(
     ns, name = namespace, "spread"
     cp = kube_cluster.control_plane
     kubectl_apply(kube_cluster, TIER.format(ns=ns, name=name, scheduling=ON_WORKERS))
-    try:
-        tier = wait_for(
-            lambda: _settled(kube_cluster, ns, name, "Spread"), timeout=300, what="a spread cluster"
-        )
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; {_where(kube_cluster, ns, name)}") from None
+    tier = _wait(
+        kube_cluster, ns, name, lambda: _settled(kube_cluster, ns, name, "Spread"),
+        timeout=300, what="a spread cluster",
+    )  # fmt: skip
     assert _spread(tier), _members(tier)
     pods = _pods(kube_cluster, ns, name)
     assert {p["spec"]["nodeName"] for p in pods.values()} <= set(workers)
@@ -271,13 +279,10 @@ def test_cluster_tier_is_spread_and_loses_nothing_with_a_node(
             lost = on_victim and not any(m["healthy"] for m in on_victim)
             return st if lost and ready.get("status") == "False" else None
 
-        try:
-            lost_status = wait_for(
-                loss_reported, timeout=120, what="status marking the stopped node's members"
-            )
-        except AssertionError as exc:
-            st = _tier(kube_cluster, ns, name).get("status")
-            raise AssertionError(f"{exc}; status: {json.dumps(st)[:3000]}") from None
+        lost_status = _wait(
+            kube_cluster, ns, name, loss_reported,
+            timeout=120, what="status marking the stopped node's members",
+        )  # fmt: skip
 
         def node_marked() -> bool:
             node = json.loads(kube_cluster.run_kubectl("get", "node", victim, "-o", "json").stdout)
@@ -306,14 +311,10 @@ def test_cluster_tier_is_spread_and_loses_nothing_with_a_node(
         writer.join(timeout=10)
 
     repaired_at = time.monotonic()
-    try:
-        tier = wait_for(
-            lambda: _settled(kube_cluster, ns, name, "Spread"),
-            timeout=300, what="placement repaired after the node's return", interval=2,
-        )  # fmt: skip
-    except AssertionError as exc:
-        st = _tier(kube_cluster, ns, name).get("status")
-        raise AssertionError(f"{exc}; status: {json.dumps(st)[:3000]}") from None
+    tier = _wait(
+        kube_cluster, ns, name, lambda: _settled(kube_cluster, ns, name, "Spread"),
+        timeout=300, what="placement repaired after the node's return", interval=2,
+    )  # fmt: skip
     assert _spread(tier), _members(tier)
     # The cluster served throughout: the prober went to another node, no auto-rollback.
     rolled = {c["type"]: c for c in tier["status"]["conditions"]}.get("RolledBack") or {}
@@ -331,9 +332,9 @@ def test_a_spread_that_scheduling_forbids_is_reported(
 ) -> None:
     ns, name = namespace, "pinned"
     kubectl_apply(kube_cluster, TIER.format(ns=ns, name=name, scheduling=IN_ZONE_A))
-    tier = wait_for(
-        lambda: _settled(kube_cluster, ns, name, "Degraded"), timeout=300,
-        what="a Ready tier whose placement is Degraded",
+    tier = _wait(
+        kube_cluster, ns, name, lambda: _settled(kube_cluster, ns, name, "Degraded"),
+        timeout=300, what="a Ready tier whose placement is Degraded",
     )  # fmt: skip
     assert {p["spec"]["nodeName"] for p in _pods(kube_cluster, ns, name).values()} == {
         "cachetier-a"
@@ -437,11 +438,10 @@ def test_replication_tier_promotes_a_replica_on_another_node(
             and rs.get("placement") == "Spread"
         )
 
-    try:
-        wait_for(whole_again, timeout=240, what="the old primary back as a linked replica")
-    except AssertionError as exc:
-        st = _tier(kube_cluster, ns, name).get("status")
-        raise AssertionError(f"{exc}; status: {json.dumps(st)[:3000]}") from None
+    _wait(
+        kube_cluster, ns, name, whole_again,
+        timeout=240, what="the old primary back as a linked replica",
+    )  # fmt: skip
     with redis.from_url(url, socket_timeout=5, **quiet_handshake()) as client:
         values = client.mget([f"key:{i}" for i in range(KEYS)])
     lost = [i for i, v in enumerate(values) if v != str(i).encode()]
