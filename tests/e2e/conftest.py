@@ -38,9 +38,19 @@ def crd_installed(kube_cluster: KubeCluster) -> None:
         "-f",
         str(CRD_FILE),
     )
-    kube_cluster.run_kubectl(
-        "wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s", timeout=90
-    )
+    # kubectl wait fails at once (".status.conditions accessor error") while the API
+    # server has not written the new CRD's conditions yet: try again until it has.
+    deadline = time.monotonic() + 60
+    while True:
+        wait = kube_cluster.run_kubectl(
+            "wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s",
+            timeout=90, check=False,
+        )  # fmt: skip
+        if wait.returncode == 0:
+            break
+        if "accessor error" not in wait.stderr or time.monotonic() > deadline:
+            raise AssertionError(f"CRD {CRD_NAME} not Established: {wait.stderr.strip()}")
+        time.sleep(0.5)
     # Established can come a moment before kubectl's discovery sees the resource.
     deadline = time.monotonic() + 30
     while True:
