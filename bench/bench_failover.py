@@ -313,12 +313,11 @@ def redis_pid(ip: str) -> int:
 
 def cachetier(rounds: int) -> dict[str, Any]:
     from kubernetes import client as k8s
-
-    from cachetier.kube.client import load_api_client
+    from kubernetes import config
 
     with private_cluster(node_agent=True, prefix="bench-failover") as cp:
         install_crd(cp)
-        api = load_api_client(str(cp.kubeconfig))
+        api = config.new_client_from_config(config_file=str(cp.kubeconfig))
         core = k8s.CoreV1Api(api)
         custom = k8s.CustomObjectsApi(api)
         core.create_namespace({"metadata": {"name": NAMESPACE}})

@@ -338,7 +338,8 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run(rounds: int) -> dict[str, Any]:
-    from cachetier.kube.client import load_api_client
+    from kubernetes import config
+
     from ctdev.controlplane.nodes import worker
 
     out: dict[str, Any] = {}
@@ -346,7 +347,7 @@ def run(rounds: int) -> dict[str, Any]:
         for zone in ZONES:
             cp.add_node(worker(zone))
         install_crd(cp)
-        api = load_api_client(str(cp.kubeconfig))
+        api = config.new_client_from_config(config_file=str(cp.kubeconfig))
         with running_operator():
             for setup in ("cachetier", "baseline"):
                 results: list[dict[str, Any]] = []

@@ -25,6 +25,14 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
+# kopf imports the official ``kubernetes`` client at its own import when it is installed,
+# only to register a login handler this operator replaces; the operator speaks HTTP
+# through cachetier.kube.transport. Keep the package (32 MB of RSS) out of the operator's
+# process: ``python -m cachetier.main`` or the ``cachetier-operator`` script, never a
+# process that imports this module for its functions (a test).
+if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "cachetier-operator":
+    sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]
+
 import kopf
 
 import cachetier.handlers  # noqa: F401  (registers the handlers)

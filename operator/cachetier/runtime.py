@@ -91,7 +91,7 @@ class Runtime:
         consumers appear there (:meth:`_index`)."""
         # The watches hold their connections for minutes: a pool of their own, so the
         # reconciles' requests never wait for (or open past) a pooled connection.
-        self.watch_kube = Kube(type(self.kube.api_client)(self.kube.api_client.configuration))
+        self.watch_kube = Kube(self.kube.api_client.clone())
         self.kube.attach(self.caches)
         owned = {names.LABEL_MANAGED_BY: frozenset({names.MANAGED_BY})}
         scopes: list[str | None] = [*namespaces] or [None]

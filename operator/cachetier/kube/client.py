@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -18,13 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import kubernetes
-
 from cachetier import metrics, names
+from cachetier.kube import transport
 from cachetier.kube.cache import Caches
+from cachetier.kube.transport import ApiClient
 from cachetier.ports import ApiError, Conflict, NotFound
 
-__all__ = ["ApiError", "Conflict", "Kube", "NotFound", "load_api_client"]
+__all__ = ["ApiClient", "ApiError", "Conflict", "Kube", "NotFound", "load_api_client"]
 
 log = logging.getLogger("cachetier.kube")
 
@@ -57,24 +56,10 @@ RESOURCES: dict[str, Resource] = {
 }
 
 
-def load_api_client(kubeconfig: str | None = None) -> kubernetes.client.ApiClient:
-    """An ApiClient from in-cluster credentials, else the kubeconfig."""
-    configuration = kubernetes.client.Configuration()
-    try:
-        if kubeconfig is None:
-            kubernetes.config.load_incluster_config(  # type: ignore[no-untyped-call]
-                client_configuration=configuration
-            )
-        else:
-            raise kubernetes.config.ConfigException("explicit kubeconfig")
-    except kubernetes.config.ConfigException:
-        # The client library reads KUBECONFIG once, at import; read it now.
-        path_ = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None
-        kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=path_, client_configuration=configuration
-        )
-    configuration.connection_pool_maxsize = 64
-    return kubernetes.client.ApiClient(configuration)
+def load_api_client(kubeconfig: str | None = None) -> ApiClient:
+    """A client from in-cluster credentials, else the kubeconfig (``kubeconfig``, else
+    the first path of ``KUBECONFIG``, read now)."""
+    return ApiClient(transport.load(kubeconfig), maxsize=64)
 
 
 def path(kind: str, namespace: str | None, name: str | None = None, sub: str = "") -> str:
@@ -113,7 +98,7 @@ def _plural_of(resource_path: str) -> str:
 class Kube:
     """A small, thread-safe JSON client over one ApiClient."""
 
-    def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
+    def __init__(self, api_client: ApiClient) -> None:
         self.api_client = api_client
         self._lock = threading.Lock()
         self.writes: Counter[str] = Counter()
@@ -152,18 +137,6 @@ class Kube:
     ) -> dict[str, Any]:
         """One HTTP call; JSON in, JSON out; raises ApiError on non-2xx."""
         headers = {"Accept": "application/json", "Content-Type": content_type}
-        serialized = self.api_client.param_serialize(
-            method=method,
-            resource_path=resource_path,
-            query_params=query or [],
-            header_params=headers,
-            body=None,
-            auth_settings=["BearerToken"],
-        )
-        _, url, header_params, _, _ = serialized
-        # The REST layer serialises JSON and +yaml bodies itself (and rewrites a
-        # non-list json-patch body into a strategic merge patch), so pass objects.
-        raw: Any = body
         if method != "GET":
             log.debug("write %s %s", method, resource_path)
             metrics.API_WRITES.inc()
@@ -176,10 +149,10 @@ class Kube:
             metrics.API_READS.inc()
             with self._lock:
                 self.reads[_plural_of(resource_path)] += 1
-        response = self.api_client.rest_client.request(  # type: ignore[no-untyped-call]
-            method, url, headers=header_params, body=raw, _request_timeout=30
+        response = self.api_client.request(
+            method, resource_path, query=query, body=body, headers=headers, timeout=30
         )
-        data = response.read()
+        data = response.data
         parsed: dict[str, Any] = {}
         if data:
             try:
@@ -208,25 +181,22 @@ class Kube:
         on_response: Callable[[Any], None] | None = None,
     ) -> Iterator[dict[str, Any]]:
         """The events of one watch request, parsed, until the server ends it."""
-        serialized = self.api_client.param_serialize(
-            method="GET",
-            resource_path=resource_path,
-            query_params=query,
-            header_params={"Accept": "application/json"},
-            body=None,
-            auth_settings=["BearerToken"],
-        )
-        _, url, header_params, _, _ = serialized
         with self._lock:
             self.reads[f"watch {_plural_of(resource_path)}"] += 1
-        response = self.api_client.rest_client.request(  # type: ignore[no-untyped-call]
-            "GET", url, headers=header_params, _request_timeout=(10, timeout)
+        response = self.api_client.request(
+            "GET",
+            resource_path,
+            query=query,
+            headers={"Accept": "application/json"},
+            timeout=(10, timeout),
+            stream=True,
         )
-        raw = response.response
+        raw = response
         if on_response is not None:
             on_response(raw)
         if not 200 <= response.status < 300:
             data = response.read()
+            response.release_conn()
             try:
                 parsed = json.loads(data)
             except ValueError:
