@@ -76,7 +76,9 @@ TIMEOUT = 600.0
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cachetier" / "peer"
 MIRROR = REPO_ROOT.parent / ".mirror" / "OT-CONTAINER-KIT+redis-operator" / "repo"
 OT_GROUP = "redis.redis.opstreelabs.in"
-OT_CRD = f"config/crd/bases/{OT_GROUP}_redis.yaml"
+OT_CRDS = "config/crd/bases"
+"""All of OT's CRDs: its manager starts a controller per kind and exits when one of
+their caches cannot sync (about 2 minutes after start without them)."""
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 PONG_CHECK = 'RESP="$(redis-cli -p ${REDIS_PORT} ping)"\n[ "$RESP" = "PONG" ]'
 
@@ -121,7 +123,7 @@ def build_peer() -> tuple[Path, Path, str] | str:
         out = binary.with_suffix(".tmp")
         subprocess.run(["go", "build", "-o", str(out), "./cmd"], cwd=src, check=True)
         out.rename(binary)
-    return binary, src / OT_CRD, commit
+    return binary, src / OT_CRDS, commit
 
 
 class Process(ServedProcess):
@@ -138,8 +140,19 @@ class Process(ServedProcess):
 
     def metrics(self) -> str:
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return str(r.read().decode())
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return str(r.read().decode())
+        except OSError:
+            code = self.proc.poll()
+            if code is None:
+                raise
+            text = self.log.read_text(errors="replace")
+            tail = text.split("\nUsage:")[0].splitlines()[-20:]  # a Go CLI's usage follows
+            raise SystemExit(
+                f"{Path(self.proc.args[0]).name} exited with {code} before its metrics "
+                "were read; the end of its log:\n" + "\n".join(tail)
+            ) from None
 
     def writes(self) -> float:
         return self._writes(self.metrics())
@@ -340,12 +353,15 @@ def main() -> None:
                 {"name": "peer-cachetier", "instances": INSTANCES, "only": only, **machine()},
             )
             return
-        binary, crd, commit = peer
+        binary, crds, commit = peer
         kubectl = [str(cp.kubectl_path), "--kubeconfig", str(cp.kubeconfig)]
-        subprocess.run([*kubectl, "apply", "--server-side", "-f", str(crd)], check=True)
+        subprocess.run([*kubectl, "apply", "--server-side", "-f", str(crds)], check=True)
         wait = [*kubectl, "wait", "--for=condition=Established", "--timeout=120s"]
         for attempt in range(3):  # a fresh API server may not serve the new CRD at once
-            done = subprocess.run([*wait, f"crd/redis.{OT_GROUP}"], capture_output=True, text=True)
+            kinds = ("redis", "redisclusters", "redisreplications", "redissentinels")
+            done = subprocess.run(
+                [*wait, *(f"crd/{k}.{OT_GROUP}" for k in kinds)], capture_output=True, text=True
+            )
             if done.returncode == 0:
                 break
             say(f"kubectl wait: {done.stderr.strip()} (attempt {attempt + 1})")

@@ -52,9 +52,10 @@ class Credentials:
     token_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
+    cert_data: bytes | None = field(default=None, repr=False)
+    key_data: bytes | None = field(default=None, repr=False)
     username: str | None = None
     password: str | None = None
-    temp_files: tuple[str, ...] = field(default=(), compare=False)
 
 
 def in_cluster() -> Credentials | None:
@@ -76,15 +77,6 @@ def in_cluster() -> Credentials | None:
 
 def _b64(value: str) -> bytes:
     return base64.b64decode(value.encode("ascii"))
-
-
-def _file_of(data: bytes, temp: list[str]) -> str:
-    """``data`` in a private temporary file (ssl loads client keys from files only)."""
-    fd, name = tempfile.mkstemp(prefix="cachetier-kube-")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    temp.append(name)
-    return name
 
 
 def from_kubeconfig(config_file: str) -> Credentials:
@@ -119,13 +111,11 @@ def from_kubeconfig(config_file: str) -> Credentials:
             "an exec or auth-provider plugin, which the operator cannot run; use a token "
             "or a client certificate (in a cluster the operator uses its ServiceAccount)"
         )
-    temp: list[str] = []
-    cert_file = local(user.get("client-certificate"))
-    key_file = local(user.get("client-key"))
+    cert_data = key_data = None
     if user.get("client-certificate-data"):
-        cert_file = _file_of(_b64(user["client-certificate-data"]), temp)
+        cert_data = _b64(user["client-certificate-data"])
     if user.get("client-key-data"):
-        key_file = _file_of(_b64(user["client-key-data"]), temp)
+        key_data = _b64(user["client-key-data"])
     ca_data = None
     if cluster.get("certificate-authority-data"):
         ca_data = _b64(cluster["certificate-authority-data"]).decode("ascii")
@@ -141,11 +131,12 @@ def from_kubeconfig(config_file: str) -> Credentials:
         insecure=bool(cluster.get("insecure-skip-tls-verify")),
         token=user.get("token") or _provider_token(user),
         token_file=local(user.get("tokenFile")),
-        cert_file=cert_file,
-        key_file=key_file,
+        cert_file=local(user.get("client-certificate")),
+        key_file=local(user.get("client-key")),
+        cert_data=cert_data,
+        key_data=key_data,
         username=user.get("username"),
         password=user.get("password"),
-        temp_files=tuple(temp),
     )
 
 
@@ -169,6 +160,23 @@ def load(kubeconfig: str | None = None) -> Credentials:
     return from_kubeconfig(path_)
 
 
+def _load_client_cert(ctx: ssl.SSLContext, creds: Credentials) -> None:
+    """The client certificate and key into ``ctx``; ``-data`` ones through files in a
+    private temporary directory that is gone again at once (ssl loads only files)."""
+    if not (creds.cert_file or creds.cert_data):
+        return
+    with tempfile.TemporaryDirectory(prefix="cachetier-kube-") as tmp:
+        cert, key = creds.cert_file, creds.key_file
+        if creds.cert_data is not None:
+            cert = os.path.join(tmp, "tls.crt")
+            Path(cert).write_bytes(creds.cert_data)
+        if creds.key_data is not None:
+            key = os.path.join(tmp, "tls.key")
+            Path(key).write_bytes(creds.key_data)
+        assert cert is not None
+        ctx.load_cert_chain(cert, key)
+
+
 class ApiClient:
     """A pooled HTTP client for one API server."""
 
@@ -183,8 +191,7 @@ class ApiClient:
             if credentials.insecure:
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
-            if credentials.cert_file:
-                ctx.load_cert_chain(credentials.cert_file, credentials.key_file)
+            _load_client_cert(ctx, credentials)
             self.pool: urllib3.PoolManager = urllib3.PoolManager(
                 num_pools=4, maxsize=maxsize, ssl_context=ctx, headers=headers
             )
