@@ -41,6 +41,7 @@ import re
 import shutil
 import statistics
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -355,7 +356,9 @@ def main() -> None:
             return
         binary, crds, commit = peer
         kubectl = [str(cp.kubectl_path), "--kubeconfig", str(cp.kubeconfig)]
-        subprocess.run([*kubectl, "apply", "--server-side", "-f", str(crds)], check=True)
+        subprocess.run(
+            [*kubectl, "apply", "--server-side", "-f", str(crds)], check=True, stdout=sys.stderr
+        )
         wait = [*kubectl, "wait", "--for=condition=Established", "--timeout=120s"]
         for attempt in range(3):  # a fresh API server may not serve the new CRD at once
             kinds = ("redis", "redisclusters", "redisreplications", "redissentinels")
