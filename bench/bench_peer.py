@@ -361,10 +361,7 @@ def main() -> None:
         )
         wait = [*kubectl, "wait", "--for=condition=Established", "--timeout=120s"]
         for attempt in range(3):  # a fresh API server may not serve the new CRD at once
-            kinds = ("redis", "redisclusters", "redisreplications", "redissentinels")
-            done = subprocess.run(
-                [*wait, *(f"crd/{k}.{OT_GROUP}" for k in kinds)], capture_output=True, text=True
-            )
+            done = subprocess.run([*wait, "-f", str(crds)], capture_output=True, text=True)
             if done.returncode == 0:
                 break
             say(f"kubectl wait: {done.stderr.strip()} (attempt {attempt + 1})")

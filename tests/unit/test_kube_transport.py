@@ -173,9 +173,24 @@ def test_basic_auth_and_no_auth(server: str) -> None:
     assert _Recorder.seen[-1]["auth"] is None
 
 
-def test_in_cluster_needs_the_service_host_and_token(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_in_cluster_needs_the_service_host_and_token(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(transport, "SERVICE_ACCOUNT", tmp_path)
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     assert transport.in_cluster() is None
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "fd00::1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "6443")
+    assert transport.in_cluster() is None  # no token file: not in a pod
+    (tmp_path / "token").write_text("t")
+    (tmp_path / "ca.crt").write_text("ca")
+    creds = transport.in_cluster()
+    assert creds == transport.Credentials(
+        server="https://[fd00::1]:6443",
+        ca_file=str(tmp_path / "ca.crt"),
+        token_file=str(tmp_path / "token"),
+    )
+    assert transport.load() == creds  # in-cluster first when no kubeconfig is named
 
 
 def test_the_operator_process_does_not_import_the_kubernetes_client() -> None:

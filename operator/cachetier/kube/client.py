@@ -191,9 +191,8 @@ class Kube:
             timeout=(10, timeout),
             stream=True,
         )
-        raw = response
         if on_response is not None:
-            on_response(raw)
+            on_response(response)
         if not 200 <= response.status < 300:
             data = response.read()
             response.release_conn()
@@ -204,14 +203,14 @@ class Kube:
             raise ApiError(response.status, str(response.reason), parsed)
         buffer = b""
         try:
-            for chunk in raw.stream(65536, decode_content=True):
+            for chunk in response.stream(65536, decode_content=True):
                 buffer += chunk
                 while b"\n" in buffer:
                     line, buffer = buffer.split(b"\n", 1)
                     if line.strip():
                         yield json.loads(line)
         finally:
-            raw.release_conn()
+            response.release_conn()
 
     @contextmanager
     def scoped(self, name: str) -> Iterator[None]:
