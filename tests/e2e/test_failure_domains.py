@@ -124,9 +124,22 @@ def _pods(cluster: Any, ns: str, name: str) -> dict[str, dict[str, Any]]:
 
 
 def _where(cluster: Any, ns: str, name: str) -> str:
-    """What a failed wait saw: the tier's status and each pod's node and phase."""
+    """What a failed wait saw: the tier's status and each pod's node, phase, Ready
+    condition (status and message) and IP."""
+
+    def ready(st: dict[str, Any]) -> str:
+        for c in st.get("conditions") or []:
+            if c.get("type") == "Ready":
+                return f"Ready={c.get('status')} {c.get('reason') or ''} {c.get('message') or ''}"
+        return "Ready=?"
+
     pods = {
-        pod: (p["spec"].get("nodeName"), (p.get("status") or {}).get("phase"))
+        pod: (
+            p["spec"].get("nodeName"),
+            (p.get("status") or {}).get("phase"),
+            ready(p.get("status") or {}).strip(),
+            (p.get("status") or {}).get("podIP"),
+        )
         for pod, p in _pods(cluster, ns, name).items()
     }
     return f"pods: {pods}; status: {json.dumps(_tier(cluster, ns, name).get('status'))[:3000]}"
